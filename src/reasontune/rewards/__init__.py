@@ -1,0 +1,86 @@
+"""Verifiable rewards for GRPO: the recipe's four (faithful) and a `verified` preset that fixes them.
+
+Public API (used by the trainer and the evaluator):
+
+* `build_reward_funcs(cfg, fmt, eos_token=None)` -> (reward functions, weights) for TRL.
+* `extract_answer(text, fmt)`, `is_correct(pred, gold)`, `has_format(text, fmt)`.
+* `available()`, `PRESETS`, `register(name)` / `register_builder(name)` for new rewards.
+* `errors` / `error_counts()`: failed samples per reward (see `wrap`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from reasontune.config import ConfigError, FormatConfig, RewardsConfig
+from reasontune.rewards import recipe as _recipe  # noqa: F401  (registers the recipe rewards)
+from reasontune.rewards import verified as _verified  # noqa: F401  (registers the verified rewards)
+from reasontune.rewards.check import DEFAULT_TIMEOUT_S, is_correct, parse_number
+from reasontune.rewards.extract import completion_text, extract_answer, has_format
+from reasontune.rewards.registry import (
+    PRESET_WEIGHTS,
+    PRESETS,
+    REGISTRY,
+    RewardContext,
+    available,
+    expand,
+    is_dotted_path,
+    load_dotted,
+    register,
+    register_builder,
+)
+from reasontune.rewards.wrap import error_counts, errors, reset_errors, wrap_reward
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PRESETS", "PRESET_WEIGHTS", "REGISTRY", "RewardContext", "available", "build_reward_funcs",
+    "completion_text", "error_counts", "errors", "extract_answer", "has_format", "is_correct",
+    "parse_number", "register", "register_builder", "reset_errors", "wrap_reward",
+]
+
+
+def _build_one(name: str, ctx: RewardContext) -> tuple[Callable, str]:
+    """The raw reward function for a registered name or a dotted path, and its metric name."""
+    if name in REGISTRY or not is_dotted_path(name):
+        return REGISTRY.get(name)(ctx), name
+    fn = load_dotted(name)
+    metric = getattr(fn, "__name__", None) or name.replace(":", ".").rsplit(".", 1)[-1]
+    return fn, metric
+
+
+def build_reward_funcs(
+    cfg: RewardsConfig,
+    fmt: FormatConfig,
+    eos_token: str | None = None,
+    *,
+    max_completion_length: int | None = None,
+    overlong_cache: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> tuple[list[Callable], list[float]]:
+    """TRL reward functions and their weights for `cfg.names` (presets expanded).
+
+    Each function is wrapped by `wrap_reward` (errors counted, `cfg.on_error` applied) and
+    has `__name__` set to the reward's name. `eos_token` falls back to `cfg.eos_token`.
+    `overlong_soft` needs `max_completion_length`; when it comes from a preset and no
+    length is given it is left out with a warning, when named explicitly it is an error.
+    Unknown names raise ConfigError listing the valid ones.
+    """
+    eos = eos_token if eos_token is not None else cfg.eos_token
+    ctx = RewardContext(fmt=fmt, eos=eos or None, max_completion_length=max_completion_length,
+                        overlong_cache=overlong_cache, timeout_s=timeout_s)
+    funcs: list[Callable] = []
+    weights: list[float] = []
+    seen: set[str] = set()
+    for name, weight, preset in expand(list(cfg.names), cfg.weights):
+        if preset is not None and name == "overlong_soft" and max_completion_length is None:
+            logger.warning("preset %r: overlong_soft left out (no max_completion_length given)", preset)
+            continue
+        fn, metric = _build_one(name, ctx)
+        if metric in seen:
+            raise ConfigError(f"two rewards would both be logged as {metric!r}; rename one of them")
+        seen.add(metric)
+        funcs.append(wrap_reward(fn, metric, cfg.on_error))
+        weights.append(weight)
+    return funcs, weights

@@ -1,0 +1,120 @@
+"""The run folder: resolved config, status, metrics log, atomic writes.
+
+Layout (HF conventions where they exist):
+  RUN/reasontune_config.json   full resolved RunConfig + library versions
+  RUN/status.json              {"status": running|stopped|failed|done, ...}
+  RUN/metrics.jsonl            one JSON object per logged step (reward per component, KL, ...)
+  RUN/adapter/                 PEFT adapter (PeftModel.from_pretrained loads it as is)
+  RUN/checkpoints/checkpoint-N TRL/HF Trainer checkpoints (resume)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+
+CONFIG_FILE = "reasontune_config.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("reasontune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "math-verify"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def holds_run(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() or (path / STATUS_FILE).is_file()
+
+
+def check_output_dir(cfg: RunConfig) -> None:
+    """Refuse to clobber a run; check we can write. Cheap: runs before any model loads."""
+    out = Path(cfg.output_dir)
+    if holds_run(out) and not (cfg.overwrite or cfg.resume):
+        raise ConfigError(f"output_dir={str(out)!r} already holds a run: pass --resume to continue it, "
+                          "--overwrite to replace it, or choose another --output-dir")
+    if cfg.resume and not holds_run(out):
+        raise ConfigError(f"--resume: output_dir={str(out)!r} holds no run to resume; drop --resume")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ConfigError(f"output_dir={str(out)!r} cannot be written ({str(probe)!r} is not a writable "
+                          "folder): choose a writable --output-dir")
+
+
+class RunFolder:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def start(self, cfg: RunConfig, extra: dict | None = None) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / CONFIG_FILE, {**cfg.to_dict(), "versions": library_versions()})
+        self.set_status("running", **(extra or {}))
+
+    def set_status(self, status: str, **info) -> None:
+        atomic_write_json(self.path / STATUS_FILE, {"status": status, "time": time.time(), **info})
+
+    def status(self) -> dict:
+        p = self.path / STATUS_FILE
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def append_metrics(self, row: dict) -> None:
+        # One line per write, flushed: a killed run leaves whole lines only (at most the last is lost).
+        with open(self.path / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row, sort_keys=True, default=float) + "\n")
+            f.flush()
+
+    def metrics(self) -> list[dict]:
+        p = self.path / METRICS_FILE
+        if not p.is_file():
+            return []
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, max_step: int) -> None:
+        """On resume: drop rows logged after the checkpoint we restart from (no duplicated steps)."""
+        rows = [r for r in self.metrics() if r.get("step", 0) <= max_step]
+        atomic_write_text(self.path / METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    from .config import from_dict
+
+    p = Path(run_dir) / CONFIG_FILE
+    if not p.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a reasontune run folder (no {CONFIG_FILE})")
+    d = json.loads(p.read_text())
+    d.pop("versions", None)
+    return from_dict(d)

@@ -1,0 +1,191 @@
+"""`reasontune.train(config)`: optional SFT warm-up, then GRPO with TRL, into a run folder."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from .config import RunConfig
+from .runfolder import RunFolder
+
+logger = logging.getLogger(__name__)
+
+
+class MetricsCallback(TrainerCallback):
+    """Every logged step -> RUN/metrics.jsonl, with the wall time of the step."""
+
+    def __init__(self, run: RunFolder, stage: str = "grpo"):
+        self.run, self.stage, self._t = run, stage, None
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self._last = time.perf_counter() - self._t if self._t else None
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not logs or "train_runtime" in logs:
+            return
+        row = {"step": state.global_step, "stage": self.stage, **logs}
+        if getattr(self, "_last", None) is not None:
+            row["step_time"] = self._last
+        self.run.append_metrics(row)
+
+
+class GracefulStop(TrainerCallback):
+    """SIGINT/SIGTERM -> checkpoint at the next step boundary, then stop (issue: survive interruption)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self):
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        logger.warning("signal %d: saving a checkpoint at the next step boundary, then stopping", signum)
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def grpo_args(cfg: RunConfig, max_prompt_length: int):
+    """TRL GRPOConfig from our settings. Anything not set here keeps TRL's default."""
+    import torch
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    completion = g.max_completion_length or max(16, cfg.model.max_seq_length - max_prompt_length)
+    optim = g.optim
+    if optim == "auto":
+        optim = "adamw_8bit" if torch.cuda.is_available() and _has_bnb() else "adamw_torch"
+    kwargs = dict(
+        output_dir=str(Path(cfg.output_dir) / "checkpoints"),
+        learning_rate=g.learning_rate, weight_decay=g.weight_decay, warmup_ratio=g.warmup_ratio,
+        lr_scheduler_type=g.lr_scheduler_type, optim=optim,
+        per_device_train_batch_size=g.per_device_train_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        num_generations=g.num_generations, max_completion_length=completion,
+        max_steps=g.max_steps, temperature=g.temperature, top_p=g.top_p, min_p=g.min_p,
+        beta=g.beta, loss_type=g.loss_type, logging_steps=g.logging_steps,
+        save_steps=g.save_steps, save_strategy="steps", seed=cfg.seed, data_seed=cfg.data.seed,
+        report_to=list(g.report_to) or "none", use_vllm=g.use_vllm, vllm_mode=g.vllm_mode,
+        gradient_checkpointing=cfg.lora.gradient_checkpointing, bf16=False,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=False, remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    kwargs.update(g.extra)
+    return GRPOConfig(**kwargs)
+
+
+def _has_bnb() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def prepare_prompts(ds, tokenizer, cfg: RunConfig):
+    """Render chat prompts to the exact text the model continues (shared with eval and SFT)."""
+    from .prompting import render_prompt
+
+    return ds.map(lambda r: {"prompt": render_prompt(tokenizer, r["prompt"], cfg.format)})
+
+
+def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=()):
+    from .rewards import build_reward_funcs
+    from .trainer import ReasonTuneGRPOTrainer
+
+    funcs, weights = build_reward_funcs(cfg.rewards, cfg.format, eos_token=cfg.rewards.eos_token or tokenizer.eos_token)
+    plen = max(len(tokenizer(p)["input_ids"]) for p in train_ds["prompt"])
+    args = grpo_args(cfg, plen)
+    args.reward_weights = weights
+    stops = [cfg.format.solution_end] if cfg.grpo.stop_at_solution_end else []
+    return ReasonTuneGRPOTrainer(
+        model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
+        callbacks=list(callbacks), stop_strings=stops, skip_zero_variance=cfg.grpo.skip_zero_variance,
+        autocast_setting=cfg.grpo.bf16,
+    )
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
+    """Validate, load, (warm up), GRPO, save the adapter. Returns {'summary': ..., 'run_dir': ...}."""
+    from .validate import validate_run
+
+    validate_run(cfg)
+    run = RunFolder(cfg.output_dir)
+    resume_from = last_checkpoint(run.path) if cfg.resume else None
+    if cfg.overwrite and not cfg.resume and run.path.exists():
+        _clear_run(run.path)
+    run.start(cfg)
+    stopper = GracefulStop()
+    stopper.install()
+    try:
+        summary = _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper)
+    except BaseException as e:
+        run.set_status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        stopper.uninstall()
+    if stopper.requested:
+        run.set_status("stopped", step=summary.get("global_step"))
+        (run.path / "STOPPED").write_text("stopped by signal; continue with: reasontune train --resume\n")
+        raise SystemExit(130)
+    run.set_status("done", **summary)
+    return {"summary": summary, "run_dir": str(run.path)}
+
+
+def _clear_run(path: Path) -> None:
+    import shutil
+
+    for name in ("checkpoints", "adapter", "metrics.jsonl", "status.json", "STOPPED"):
+        p = path / name
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) -> dict:
+    from .models import load_model_and_tokenizer
+
+    if model is None:
+        model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    if datasets is None:
+        from .data import build_datasets
+
+        datasets = build_datasets(cfg.data, cfg.format, tokenizer=tokenizer)
+    if cfg.warmup.kind == "sft" and resume_from is None:
+        from .sft import warmup_sft
+
+        warmup_sft(cfg, model, tokenizer, datasets["train"], run)
+    train_ds = prepare_prompts(datasets["train"], tokenizer, cfg)
+    if resume_from:
+        step = int(resume_from.rsplit("-", 1)[-1])
+        run.truncate_metrics(step)
+        (run.path / "STOPPED").unlink(missing_ok=True)
+    trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, [MetricsCallback(run), stopper])
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume_from)
+    if not stopper.requested:
+        trainer.model.save_pretrained(run.path / "adapter")
+        tokenizer.save_pretrained(run.path / "adapter")
+    return {"global_step": trainer.state.global_step, "train_loss": out.training_loss,
+            "grpo_seconds": time.perf_counter() - t0}

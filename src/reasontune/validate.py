@@ -1,0 +1,42 @@
+"""Every check that can run before a model loads. `train --dry-run` and a real run share it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def num_processes() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_local_or_procedural(spec: str) -> bool:
+    return spec.startswith(("procedural:", "rg:")) or spec.endswith(LOCAL_SUFFIXES) or Path(spec).exists()
+
+
+def validate_run(cfg: RunConfig, check_output: bool = True) -> None:
+    """Raise ConfigError naming the field, the value and the fix. Loads no model, no hub data."""
+    from .models import check_model_spec
+    from .rewards import build_reward_funcs
+
+    cfg.grpo.check_batch(num_processes())
+    check_model_spec(cfg.model)
+    build_reward_funcs(cfg.rewards, cfg.format)  # unknown names fail here, listing valid ones
+    if is_local_or_procedural(cfg.data.dataset):
+        from .data import build_datasets
+
+        # Cheap for files and generators: catches missing files, missing columns, empty filters.
+        build_datasets(cfg.data, cfg.format, tokenizer=None)
+    else:
+        logger.info("dataset %s is a hub id: checked when it loads", cfg.data.dataset)
+    if check_output:
+        from .runfolder import check_output_dir
+
+        check_output_dir(cfg)

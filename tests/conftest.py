@@ -1,0 +1,33 @@
+"""Shared fixtures: the embedded SmolLM2 (converted once per machine) and a tiny random Llama
+that uses SmolLM2's tokenizer, for fast trainer tests. No hub access anywhere."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def smol_dir():
+    from reasontune.models import ensure_embedded
+
+    return ensure_embedded("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smol_dir, tmp_path_factory):
+    """A 2-layer random Llama (hidden 64) with the real SmolLM2 tokenizer, saved as a folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
