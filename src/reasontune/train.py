@@ -41,9 +41,19 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None
         self._old = {}
 
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)  # the shell's convention: 130 SIGINT, 143 SIGTERM
+
     def install(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("train() runs outside the main thread: SIGINT/SIGTERM will not checkpoint")
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
 
@@ -55,7 +65,7 @@ class GracefulStop(TrainerCallback):
         if self.requested:  # second signal: stop now
             raise KeyboardInterrupt
         logger.warning("signal %d: saving a checkpoint at the next step boundary, then stopping", signum)
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def on_step_end(self, args, state, control, **kw):
         if self.requested:
@@ -75,7 +85,7 @@ def grpo_args(cfg: RunConfig, max_prompt_length: int):
         optim = "adamw_8bit" if torch.cuda.is_available() and _has_bnb() else "adamw_torch"
     kwargs = dict(
         output_dir=str(Path(cfg.output_dir) / "checkpoints"),
-        learning_rate=g.learning_rate, weight_decay=g.weight_decay, warmup_ratio=g.warmup_ratio,
+        learning_rate=g.learning_rate, weight_decay=g.weight_decay, warmup_steps=g.warmup_ratio,  # float < 1: a ratio
         lr_scheduler_type=g.lr_scheduler_type, optim=optim,
         per_device_train_batch_size=g.per_device_train_batch_size,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
@@ -88,6 +98,12 @@ def grpo_args(cfg: RunConfig, max_prompt_length: int):
         use_cpu=not torch.cuda.is_available(), disable_tqdm=False, remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+    from .models import pick_backend
+
+    if pick_backend(cfg.model)[0] == "unsloth":  # CUDA only; unsloth is already imported by then
+        from .unsloth_backend import grpo_overrides
+
+        kwargs.update(grpo_overrides(cfg))  # vLLM generation through the engine Unsloth attached
     kwargs.update(g.extra)
     return GRPOConfig(**kwargs)
 
@@ -148,9 +164,13 @@ def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
     finally:
         stopper.uninstall()
     if stopper.requested:
-        run.set_status("stopped", step=summary.get("global_step"))
-        (run.path / "STOPPED").write_text("stopped by signal; continue with: reasontune train --resume\n")
-        raise SystemExit(130)
+        from .runfolder import atomic_write_text
+
+        run.set_status("stopped", step=summary.get("global_step"), signal=stopper.signum)
+        atomic_write_text(run.path / "STOPPED", f"stopped by signal {stopper.signum} at step "
+                          f"{summary.get('global_step')}; continue with: reasontune train --resume "
+                          f"--output-dir {run.path}\n")
+        raise SystemExit(stopper.exit_code)
     run.set_status("done", **summary)
     return {"summary": summary, "run_dir": str(run.path)}
 
@@ -158,14 +178,17 @@ def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
 def _clear_run(path: Path) -> None:
     import shutil
 
-    for name in ("checkpoints", "adapter", "metrics.jsonl", "status.json", "STOPPED"):
+    for name in ("checkpoints", "adapter", "metrics.jsonl", "status.json", "STOPPED", "nonfinite.jsonl"):
         p = path / name
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) -> dict:
+    from transformers import set_seed
+
     from .models import load_model_and_tokenizer
 
+    set_seed(cfg.seed)  # the LoRA init draws from the global RNG: make it a function of the seed
     if model is None:
         model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     if datasets is None:
@@ -177,13 +200,18 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
 
         warmup_sft(cfg, model, tokenizer, datasets["train"], run)
     train_ds = prepare_prompts(datasets["train"], tokenizer, cfg)
-    if resume_from:
-        step = int(resume_from.rsplit("-", 1)[-1])
-        run.truncate_metrics(step)
+    if cfg.resume:  # rows after the checkpoint are logged again; no checkpoint: everything starts over
+        run.truncate_metrics(int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
+                             stage="grpo" if resume_from else None)
         (run.path / "STOPPED").unlink(missing_ok=True)
-    trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, [MetricsCallback(run), stopper])
+    from .guards import NonFiniteError, NonFiniteGuard
+
+    guard = NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)  # before MetricsCallback: adds to its rows
+    trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, [guard, MetricsCallback(run), stopper])
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume_from)
+    if guard.tripped:
+        raise NonFiniteError(guard.message())
     if not stopper.requested:
         trainer.model.save_pretrained(run.path / "adapter")
         tokenizer.save_pretrained(run.path / "adapter")

@@ -16,6 +16,7 @@ import logging
 import torch
 from trl import GRPOTrainer
 
+from .guards import find_guard, is_finite, loss_sample, reward_problems
 from .speed import autocast
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,31 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
     def _compute_loss(self, model, inputs):
         with autocast(self.accelerator.device, self.autocast_setting):
             return super()._compute_loss(model, inputs)
+
+    # ---- numerical guards (guards.py): report non-finite losses and rewards with the sample ----
+    def _prepare_inputs(self, generation_batch):
+        inputs = super()._prepare_inputs(generation_batch)
+        self._last_inputs = inputs
+        return inputs
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        guard = find_guard(self.callback_handler.callbacks)
+        if guard is not None and not is_finite(loss):
+            decode = lambda ids: self.processing_class.decode(ids, skip_special_tokens=False)  # noqa: E731
+            guard.flag("loss", loss=float(loss), **loss_sample(getattr(self, "_last_inputs", {}), decode))
+        return loss
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N_all, F)
+        guard = find_guard(self.callback_handler.callbacks)
+        if guard is not None and self.model.training:
+            offset = self.accelerator.process_index * len(prompts)
+            rows = reward_problems(rewards, completions, offset)
+            for r in rows[:3]:  # a few samples are enough to see what went wrong
+                guard.flag("reward", row=r, of_rows=len(rows), rewards=rewards[r + offset].tolist(),
+                           completion=str(completions[r])[:500])
+        return rewards
 
 
 def pad_left(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,149 @@
+"""GRPO on a tiny random Llama: the loss is finite, LoRA weights change, and the speed levers
+(stop at the closing marker, zero-advantage skipping) keep what is learned unchanged."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reasontune.config import from_dict
+
+
+def tiny_cfg(tmp_path, model_dir, **grpo):
+    g = {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 12,
+         "max_steps": 2, "learning_rate": 1e-2, "save_steps": 1000, **grpo}
+    return from_dict({"model": {"name": str(model_dir)}, "lora": {"r": 4, "alpha": 8},
+                      "data": {"train_size": 16, "test_size": 4}, "grpo": g,
+                      "output_dir": str(tmp_path / "run"), "seed": 0})
+
+
+def lora_state(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_grpo_two_steps_loss_finite_and_lora_changes(tmp_path, tiny_model_dir):
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import train
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, skip_zero_variance=False)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    before = lora_state(model)
+    out = train(cfg, model=model, tokenizer=tok)
+    assert out["summary"]["global_step"] == 2
+    assert math.isfinite(out["summary"]["train_loss"])
+    after = lora_state(model)
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert changed, "no LoRA parameter changed"
+    run = tmp_path / "run"
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    rows = [r for r in (run / "metrics.jsonl").read_text().splitlines() if r]
+    assert len(rows) == 2
+    assert '"status": "done"' in (run / "status.json").read_text()
+
+
+def _inputs_with_zero_rows():
+    torch.manual_seed(0)
+    b, p, c = 6, 5, 7
+    prompt_mask = torch.ones(b, p, dtype=torch.long)
+    prompt_mask[0, :2] = 0  # left padding on one row
+    completion_mask = torch.ones(b, c, dtype=torch.long)
+    completion_mask[1, 4:] = 0
+    return {
+        "prompt_ids": torch.randint(3, 100, (b, p)), "prompt_mask": prompt_mask,
+        "completion_ids": torch.randint(3, 100, (b, c)), "completion_mask": completion_mask,
+        "advantages": torch.tensor([0.0, 1.0, -1.0, 0.0, 0.0, 0.5]),
+        "num_items_in_batch": completion_mask.sum(),
+    }
+
+
+def test_select_rows_drops_zero_advantage_rows_and_padding():
+    from reasontune.trainer import _select_rows
+
+    inputs = _inputs_with_zero_rows()
+    keep = inputs["advantages"] != 0
+    out = _select_rows(inputs, keep)
+    assert out["prompt_ids"].shape[0] == 3
+    assert torch.equal(out["advantages"], torch.tensor([1.0, -1.0, 0.5]))
+    assert torch.equal(out["num_items_in_batch"], inputs["num_items_in_batch"])  # global normaliser untouched
+    assert out["prompt_ids"].shape[1] == 5  # kept rows use every prompt column
+
+
+def test_zero_advantage_skipping_gives_the_same_gradient(tmp_path, tiny_model_dir):
+    """DAPO loss, beta 0: dropping zero-advantage rows leaves the LoRA gradient unchanged."""
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.data import build_datasets
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    for n, p in model.named_parameters():  # make LoRA B non-zero so gradients reach A too
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02)
+    ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
+    trainer = build_grpo_trainer(cfg, model, tok, ds)
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop; we call compute_loss directly
+    assert trainer.skip_zero_variance
+    inputs = _inputs_with_zero_rows()
+    inputs["prompt_ids"] = torch.randint(3, len(tok), inputs["prompt_ids"].shape)
+    inputs["completion_ids"] = torch.randint(3, len(tok), inputs["completion_ids"].shape)
+    model.train()
+
+    def grads(skip):
+        trainer.skip_zero_variance = skip
+        model.zero_grad()
+        trainer.compute_loss(model, dict(inputs)).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, skipped = grads(False), grads(True)
+    assert full.keys() == skipped.keys() and full
+    for n in full:
+        torch.testing.assert_close(skipped[n], full[n], rtol=1e-4, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in full.values())
+
+
+def test_all_zero_advantages_give_zero_gradients(tmp_path, tiny_model_dir):
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
+    trainer = build_grpo_trainer(cfg, model, tok, ds)
+    trainer.current_gradient_accumulation_steps = 1
+    inputs = _inputs_with_zero_rows()
+    inputs["advantages"] = torch.zeros(6)
+    model.train()
+    loss = trainer.compute_loss(model, inputs)
+    loss.backward()
+    lora_grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
+    assert lora_grads and all(g is not None and torch.count_nonzero(g) == 0 for g in lora_grads)
+
+
+@pytest.mark.parametrize("beta,loss_type,expected", [(0.0, "dapo", True), (0.04, "dapo", False),
+                                                     (0.0, "grpo", False), (0.0, "cispo", True)])
+def test_skipping_only_when_exact(tmp_path, tiny_model_dir, beta, loss_type, expected):
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, beta=beta, loss_type=loss_type)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
+    assert build_grpo_trainer(cfg, model, tok, ds).skip_zero_variance is expected
+
+
+def test_stop_at_marker_changes_no_reward():
+    """Cutting a completion right after the closing answer marker leaves every recipe reward as it was
+    when the rest is white space or EOS, which is what stopping there throws away in practice."""
+    from reasontune.config import FormatConfig, RewardsConfig
+    from reasontune.rewards import build_reward_funcs
+
+    fmt = FormatConfig()
+    funcs, _ = build_reward_funcs(RewardsConfig(), fmt, eos_token="<|im_end|>")
+    body = "12 + 30 = 42\n<end_working_out>\n<SOLUTION>42</SOLUTION>"
+    for tail in ["", "\n", "  \n", "<|im_end|>", "\n<|im_end|>\n"]:
+        for f in funcs:
+            assert f([body], answer=["42"]) == f([body + tail], answer=["42"]), (f.__name__, tail)
