@@ -80,10 +80,10 @@ def _emit_config(cfg: RunConfig, as_json: bool) -> None:
 
 
 def cmd_train(args) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, base=_resume_base(args))
     from .validate import validate_run
 
-    validate_run(cfg)  # the same checks for --dry-run and a real run, before anything heavy loads
+    validate_run(cfg, dry_run=args.dry_run)  # the same checks for --dry-run and a real run, before anything heavy loads
     if args.dry_run:
         _emit_config(cfg, args.json)
         return 0
@@ -92,6 +92,19 @@ def cmd_train(args) -> int:
     result = train(cfg)
     print(json.dumps(result.get("summary", {})) if args.json else f"run folder: {cfg.output_dir}")
     return 0
+
+
+def _resume_base(args) -> RunConfig | None:
+    """`train --resume --output-dir RUN` without --config continues RUN's own saved config."""
+    if not getattr(args, "resume", False) or getattr(args, "config", None) or not getattr(args, "output_dir", None):
+        return None
+    from pathlib import Path
+
+    from .runfolder import CONFIG_FILE, load_run_config
+
+    if not (Path(args.output_dir) / CONFIG_FILE).is_file():
+        return None  # validate_run says there is no run to resume
+    return override(load_run_config(args.output_dir), {"overwrite": False})
 
 
 def cmd_demo(args) -> int:
@@ -144,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"reasontune: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from .guards import NonFiniteError
+
+        if not isinstance(e, NonFiniteError):
+            raise
+        print(f"reasontune: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

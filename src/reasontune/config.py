@@ -69,8 +69,13 @@ class LoraConfig:
     dropout: float = _f(0.0, "LoRA dropout.")
     target_modules: list[str] = _f(RECIPE_TARGETS, "Module names that get LoRA adapters.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward (saves memory, costs time).")
+    top_layers: int | None = _f(
+        None, "LoRA on the last N decoder layers only: backward then stops at the lowest adapted layer, "
+        "which cuts the step time on a CPU. None adapts every layer.")
 
     def __post_init__(self):
+        _check(self.top_layers is None or self.top_layers > 0, "lora.top_layers", self.top_layers,
+               "use a positive number of layers or null for all")
         _check(self.r > 0, "lora.r", self.r, "use a positive rank such as 16 or 32")
         _check(self.alpha > 0, "lora.alpha", self.alpha, "use a positive alpha, usually 2 x rank")
         _check(0.0 <= self.dropout < 1.0, "lora.dropout", self.dropout, "use a value in [0, 1)")
@@ -185,6 +190,9 @@ class GRPOSettings:
     loss_type: str = _f("dapo", "TRL loss type (grpo, dr_grpo, dapo, bnpo, ...).")
     logging_steps: int = _f(1, "Log every N steps.")
     save_steps: int = _f(50, "Checkpoint every N steps.")
+    max_nonfinite_steps: int = _f(
+        3, "Stop the run (status failed) after this many steps with a non-finite loss, gradient or reward; "
+        "each such step's update is skipped and logged with the offending sample to RUN/nonfinite.jsonl.")
     stop_at_solution_end: bool = _f(True, "Stop generating at the closing answer marker.")
     skip_zero_variance: bool = _f(True, "Skip forward/backward for groups whose rewards are all equal.")
     bf16: str = _f("auto", "auto | true | false: bf16 autocast for the frozen base (auto: when the CPU/GPU supports it).")
@@ -202,6 +210,8 @@ class GRPOSettings:
         _check(self.gradient_accumulation_steps > 0, "grpo.gradient_accumulation_steps",
                self.gradient_accumulation_steps, "use a positive integer")
         _check(self.max_steps > 0, "grpo.max_steps", self.max_steps, "use a positive number of steps")
+        _check(self.max_nonfinite_steps >= 1, "grpo.max_nonfinite_steps", self.max_nonfinite_steps,
+               "use 1 or more (1 stops at the first non-finite step)")
         _check(self.temperature > 0, "grpo.temperature", self.temperature, "use a temperature > 0")
         _check(self.bf16 in ("auto", "true", "false"), "grpo.bf16", self.bf16, "use auto, true or false")
         _check(self.vllm_mode in ("colocate", "server"), "grpo.vllm_mode", self.vllm_mode, "use colocate or server")
@@ -262,14 +272,37 @@ def _build(cls, values: dict, where: str):
         raise ConfigError(f"unknown key(s) {unknown} in {where}: valid keys are {sorted(valid)}")
     values = dict(values)
     for f in fields(cls):
-        # PyYAML reads 5e-6 (no dot) as a string: coerce numeric strings for float fields.
-        v = values.get(f.name)
-        if isinstance(v, str) and "float" in str(f.type):
-            try:
-                values[f.name] = float(v)
-            except ValueError:
-                raise ConfigError(f"{where}: {f.name}={v!r} is not a number") from None
+        if f.name in values:
+            values[f.name] = _coerce(f, values[f.name], where)
     return cls(**values)
+
+
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _coerce(f, v, where: str):
+    """Check a scalar field's type before __post_init__ compares it (a TypeError there names nothing).
+
+    PyYAML reads 5e-6 (no dot) as a string, so numeric strings are accepted for number fields.
+    """
+    kind = str(f.type).replace(" | None", "").replace("None | ", "").strip()
+    typ = _SCALARS.get(kind)
+    if typ is None or isinstance(v, typ) and not (typ is not bool and isinstance(v, bool)):
+        return v
+    if v is None and "None" in str(f.type):
+        return v
+    if typ is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if typ is str and isinstance(v, bool):  # YAML reads `bf16: false` as a bool
+        return str(v).lower()
+    if typ in (int, float) and isinstance(v, str):
+        try:
+            return typ(v)
+        except ValueError:
+            pass
+    example = {"int": "an integer such as 8", "float": "a number such as 5e-6", "bool": "true or false",
+               "str": "a string"}[kind]
+    raise ConfigError(f"{where}: {f.name}={v!r} is not {example.split(' such')[0]}: use {example}")
 
 
 def from_dict(d: dict | None) -> RunConfig:

@@ -194,7 +194,7 @@ def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConf
     if backend == "unsloth":
         from .unsloth_backend import load_unsloth  # lazy: only on CUDA
 
-        model, tok = load_unsloth(path, cfg, fmt, lora)
+        model, tok = load_unsloth(path, cfg, fmt, lora, adapter=adapter, trainable=trainable)
         return model, tok, backend
     from transformers import AutoModelForCausalLM
 
@@ -226,11 +226,15 @@ def _bnb_4bit_config():
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def peft_config(lora: LoraConfig):
+def peft_config(lora: LoraConfig, num_layers: int | None = None):
     from peft import LoraConfig as PeftLoraConfig
 
+    layers = None
+    if lora.top_layers is not None and num_layers:
+        layers = list(range(max(0, num_layers - lora.top_layers), num_layers))
     return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none")
+                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none",
+                          layers_to_transform=layers)
 
 
 def add_lora(model, lora: LoraConfig):
@@ -244,4 +248,4 @@ def add_lora(model, lora: LoraConfig):
     if lora.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return get_peft_model(model, peft_config(lora))
+    return get_peft_model(model, peft_config(lora, getattr(model.config, "num_hidden_layers", None)))

@@ -11,6 +11,7 @@ Layout (HF conventions where they exist):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -21,6 +22,8 @@ from .config import ConfigError, RunConfig
 CONFIG_FILE = "reasontune_config.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
+
+logger = logging.getLogger(__name__)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -62,6 +65,9 @@ def holds_run(path: Path) -> bool:
 def check_output_dir(cfg: RunConfig) -> None:
     """Refuse to clobber a run; check we can write. Cheap: runs before any model loads."""
     out = Path(cfg.output_dir)
+    if cfg.overwrite and cfg.resume:
+        raise ConfigError(f"overwrite=True and resume=True for output_dir={str(out)!r}: pass --resume to continue "
+                          "the run or --overwrite to replace it, not both")
     if holds_run(out) and not (cfg.overwrite or cfg.resume):
         raise ConfigError(f"output_dir={str(out)!r} already holds a run: pass --resume to continue it, "
                           "--overwrite to replace it, or choose another --output-dir")
@@ -70,9 +76,18 @@ def check_output_dir(cfg: RunConfig) -> None:
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
+    if not probe.is_dir() or not os.access(probe, os.W_OK) or not _can_create_in(probe):
         raise ConfigError(f"output_dir={str(out)!r} cannot be written ({str(probe)!r} is not a writable "
                           "folder): choose a writable --output-dir")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Create and delete a temp file: catches read-only mounts that os.access misses (e.g. as root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 class RunFolder:
@@ -101,11 +116,21 @@ class RunFolder:
         p = self.path / METRICS_FILE
         if not p.is_file():
             return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        rows = []
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a hard kill: skip it, keep the rest
+                logger.warning("%s line %d is not JSON (a write cut short?); skipped", p, n)
+        return rows
 
-    def truncate_metrics(self, max_step: int) -> None:
-        """On resume: drop rows logged after the checkpoint we restart from (no duplicated steps)."""
-        rows = [r for r in self.metrics() if r.get("step", 0) <= max_step]
+    def truncate_metrics(self, max_step: int, stage: str | None = None) -> None:
+        """On resume: drop rows of `stage` (None: every stage) logged after the checkpoint we restart
+        from, so no step is logged twice. Rows of other stages (an SFT warm-up's) are kept."""
+        rows = [r for r in self.metrics()
+                if r.get("step", 0) <= max_step or (stage is not None and r.get("stage") != stage)]
         atomic_write_text(self.path / METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 

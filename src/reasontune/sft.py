@@ -31,8 +31,9 @@ def sft_rows(ds, tokenizer, cfg: RunConfig, n: int | None):
                   remove_columns=ds.column_names)
 
 
-def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: str | None = None) -> dict:
-    """Train the (LoRA) model in place on cfg.warmup.examples worked solutions."""
+def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: str | None = None,
+               callbacks=()) -> dict:
+    """Train the (LoRA) model in place on cfg.warmup.examples worked solutions; `callbacks` go to the trainer."""
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -45,14 +46,111 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
         output_dir=str(out), num_train_epochs=w.epochs, learning_rate=w.learning_rate,
         per_device_train_batch_size=w.batch_size, lr_scheduler_type="constant", logging_steps=1,
         save_strategy="no", report_to="none", seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
-        completion_only_loss=True, max_length=cfg.model.max_seq_length, bf16=False, disable_tqdm=False,
+        completion_only_loss=True, max_length=cfg.model.max_seq_length, disable_tqdm=False,
+        # TRL defaults both to True; on a CPU without native bf16 that is ~30x slower (speed.py measures).
+        bf16=False, gradient_checkpointing=cfg.lora.gradient_checkpointing,
         dataloader_num_workers=0,
     )
-    callbacks = [MetricsCallback(run, stage="warmup")] if run is not None else []
+    callbacks = ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
     t0 = time.perf_counter()
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train()
     secs = time.perf_counter() - t0
     logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,
                 result.training_loss, secs)
-    return {"examples": len(data), "loss": result.training_loss, "seconds": secs}
+    return {"examples": len(data), "loss": result.training_loss, "seconds": secs, "steps": trainer.state.global_step}
+
+
+# ------------------------------------------------------------------- `reasontune sft`: SFT as a run of its own
+def count_worked(ds) -> int:
+    """Rows with a non-empty worked solution (0 when the data has no `worked` column)."""
+    if "worked" not in ds.column_names:
+        return 0
+    return sum(1 for w in ds["worked"] if w is not None and str(w).strip())
+
+
+def check_worked(ds, cfg: RunConfig) -> int:
+    """The number of worked solutions; ConfigError when there are none."""
+    n = count_worked(ds)
+    if n == 0:
+        cols = ds.column_names
+        why = "has no 'worked' column" if "worked" not in cols else "has a 'worked' column but every value is empty"
+        raise ConfigError(f"reasontune sft needs worked solutions, but dataset {cfg.data.dataset!r} {why} "
+                          f"(columns: {cols}): give data with a worked-solution column (e.g. procedural:arithmetic, "
+                          "gsm8k, openr1-math) or train by RFT instead (reasontune train)")
+    return n
+
+
+def run_sft(cfg: RunConfig, model=None, tokenizer=None, datasets=None, examples: int | None = None,
+            callbacks=()) -> dict:
+    """SFT on the worked solutions into a run folder (config, status, metrics.jsonl, adapter/).
+
+    `examples` caps the worked solutions used (None: all of them); epochs, learning rate and batch
+    size come from cfg.warmup. Returns {'summary': ..., 'run_dir': ...} like `train`.
+    """
+    from transformers import set_seed
+
+    from .config import override
+    from .models import check_model_spec
+    from .runfolder import RunFolder, check_output_dir
+
+    check_model_spec(cfg.model)
+    check_output_dir(cfg)
+    if datasets is None:  # the data check needs no model: fail before loading one
+        from .data import build_datasets
+
+        datasets = build_datasets(cfg.data, cfg.format, tokenizer=None)
+    n = check_worked(datasets["train"], cfg)
+    cfg = override(cfg, {"warmup.kind": "sft", "warmup.examples": min(examples or n, n)})
+    run = RunFolder(cfg.output_dir)
+    if cfg.overwrite and run.path.exists():
+        from .train import _clear_run
+
+        _clear_run(run.path)
+    run.start(cfg, extra={"stage": "sft"})
+    try:
+        set_seed(cfg.seed)
+        if model is None:
+            from .models import load_model_and_tokenizer
+
+            model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+        summary = warmup_sft(cfg, model, tokenizer, datasets["train"], run=run, out_dir=str(run.path),
+                             callbacks=callbacks)
+        model.save_pretrained(run.path / "adapter")
+        tokenizer.save_pretrained(run.path / "adapter")
+    except BaseException as e:
+        run.set_status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    run.set_status("done", **summary)
+    return {"summary": summary, "run_dir": str(run.path)}
+
+
+def register(subparsers) -> None:
+    from .cli import add_config_args
+
+    p = subparsers.add_parser("sft", help="supervised fine-tuning on the data's worked solutions (LoRA)")
+    add_config_args(p, train=True)
+    p.add_argument("--examples", type=int, default=None, help="worked solutions to train on (default: all)")
+    p.add_argument("--epochs", type=float, default=None, help="epochs (warmup.epochs)")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
+    p.set_defaults(func=cmd_sft)
+
+
+def cmd_sft(args) -> int:
+    """--learning-rate and --batch-size set the SFT values (warmup.*), not GRPO's."""
+    import json
+
+    from .cli import config_from_args
+    from .config import override
+
+    ns = type(args)(**{**vars(args), "learning_rate": None, "batch_size": None})
+    cfg = config_from_args(ns)
+    cfg = override(cfg, {"warmup.learning_rate": args.learning_rate, "warmup.batch_size": args.batch_size,
+                         "warmup.epochs": args.epochs})
+    if args.examples is not None and args.examples <= 0:
+        raise ConfigError(f"--examples={args.examples} is invalid: use a positive number of worked solutions")
+    result = run_sft(cfg, examples=args.examples)
+    print(json.dumps({**result["summary"], "run_dir": result["run_dir"]}) if args.json
+          else f"run folder: {result['run_dir']} (adapter: {result['run_dir']}/adapter)")
+    return 0

@@ -28,7 +28,7 @@ class MetricsCallback(TrainerCallback):
         self._last = time.perf_counter() - self._t if self._t else None
 
     def on_log(self, args, state, control, logs=None, **kw):
-        if not logs or "train_runtime" in logs:
+        if not logs or "train_runtime" in logs or not state.is_world_process_zero:
             return
         row = {"step": state.global_step, "stage": self.stage, **logs}
         if getattr(self, "_last", None) is not None:
@@ -93,7 +93,7 @@ def grpo_args(cfg: RunConfig, max_prompt_length: int):
         max_steps=g.max_steps, temperature=g.temperature, top_p=g.top_p, min_p=g.min_p,
         beta=g.beta, loss_type=g.loss_type, logging_steps=g.logging_steps,
         save_steps=g.save_steps, save_strategy="steps", seed=cfg.seed, data_seed=cfg.data.seed,
-        report_to=list(g.report_to) or "none", use_vllm=g.use_vllm, vllm_mode=g.vllm_mode,
+        report_to=list(g.report_to) or _default_report_to(), use_vllm=g.use_vllm, vllm_mode=g.vllm_mode,
         gradient_checkpointing=cfg.lora.gradient_checkpointing, bf16=False,
         use_cpu=not torch.cuda.is_available(), disable_tqdm=False, remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -104,8 +104,18 @@ def grpo_args(cfg: RunConfig, max_prompt_length: int):
         from .unsloth_backend import grpo_overrides
 
         kwargs.update(grpo_overrides(cfg))  # vLLM generation through the engine Unsloth attached
+    if kwargs.get("use_vllm") and g.stop_at_solution_end:
+        # vLLM generation bypasses our trainer's stop strings: ask vLLM's SamplingParams to stop there too.
+        kwargs["generation_kwargs"] = {"stop": [cfg.format.solution_end], "include_stop_str_in_output": True}
     kwargs.update(g.extra)
     return GRPOConfig(**kwargs)
+
+
+def _default_report_to() -> list[str] | str:
+    """TensorBoard logs when tensorboard is installed (RUN/checkpoints/runs/), else nothing."""
+    import importlib.util
+
+    return ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
 
 
 def _has_bnb() -> bool:
@@ -212,7 +222,7 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     out = trainer.train(resume_from_checkpoint=resume_from)
     if guard.tripped:
         raise NonFiniteError(guard.message())
-    if not stopper.requested:
+    if not stopper.requested and trainer.accelerator.is_main_process:
         trainer.model.save_pretrained(run.path / "adapter")
         tokenizer.save_pretrained(run.path / "adapter")
     return {"global_step": trainer.state.global_step, "train_loss": out.training_loss,

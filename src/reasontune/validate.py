@@ -21,14 +21,22 @@ def is_local_or_procedural(spec: str) -> bool:
     return spec.startswith(("procedural:", "rg:")) or spec.endswith(LOCAL_SUFFIXES) or Path(spec).exists()
 
 
-def validate_run(cfg: RunConfig, check_output: bool = True) -> None:
+def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = False) -> None:
     """Raise ConfigError naming the field, the value and the fix. Loads no model, no hub data."""
+    from .config import ConfigError
     from .models import check_model_spec
     from .rewards import build_reward_funcs
 
     cfg.grpo.check_batch(num_processes())
     check_model_spec(cfg.model)
-    build_reward_funcs(cfg.rewards, cfg.format)  # unknown names fail here, listing valid ones
+    if check_output:  # cheapest first: a clobbered or unwritable run folder fails before data is read
+        from .runfolder import check_output_dir
+
+        check_output_dir(cfg)
+    try:
+        build_reward_funcs(cfg.rewards, cfg.format)  # unknown names fail here, listing valid ones
+    except ConfigError as e:
+        raise ConfigError(f"rewards.names={list(cfg.rewards.names)!r}: {e}") from e
     if is_local_or_procedural(cfg.data.dataset):
         from .data import build_datasets
 
@@ -36,7 +44,18 @@ def validate_run(cfg: RunConfig, check_output: bool = True) -> None:
         build_datasets(cfg.data, cfg.format, tokenizer=None)
     else:
         logger.info("dataset %s is a hub id: checked when it loads", cfg.data.dataset)
-    if check_output:
-        from .runfolder import check_output_dir
+    check_optional_engines(cfg, warn_only=dry_run)  # a dry run on a laptop may check a GPU recipe
 
-        check_output_dir(cfg)
+
+def check_optional_engines(cfg: RunConfig, warn_only: bool = False) -> None:
+    """grpo.use_vllm without vllm installed fails inside TRL after the model loaded; fail here instead."""
+    import importlib.util
+
+    from .config import ConfigError
+
+    if cfg.grpo.use_vllm and importlib.util.find_spec("vllm") is None:
+        if warn_only:
+            logger.warning("grpo.use_vllm=True but vllm is not installed here; a real run needs it")
+            return
+        raise ConfigError("grpo.use_vllm=True but vllm is not installed: `pip install reasontune[gpu]` on a CUDA "
+                          "machine, or pass --set grpo.use_vllm=false")

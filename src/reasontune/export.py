@@ -1,0 +1,251 @@
+"""`reasontune export RUN_DIR --merged [--gguf]`: merge a run's LoRA into its base model.
+
+--merged writes a plain 16-bit (or float32) safetensors folder + tokenizer that
+`AutoModelForCausalLM.from_pretrained` loads without PEFT. --gguf also writes a GGUF file
+(llama.cpp / Ollama / LM Studio) for Llama- and Qwen-family models, using the `gguf` package's
+writer: tensor names from gguf's own HF-name map, the BPE vocabulary and merges from the
+tokenizer files, and llama.cpp's Q/K row permutation for the `llama` architecture.
+
+The merge always happens in float32 on the plain transformers backend (never on 4-bit weights),
+then the merged weights are cast to the export dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from .config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+GGUF_TYPES = ("auto", "f32", "f16", "bf16", "q8_0")
+# HF model_type -> gguf architecture name, and whether llama.cpp permutes Q/K rows for it.
+GGUF_ARCHS = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False),
+              "qwen3": ("qwen3", False)}
+
+
+def export_dtype(name: str):
+    """'auto': bfloat16 on a CUDA device that supports it, else float16."""
+    import torch
+
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype={name!r}: use one of {', '.join(DTYPES)}")
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, name)
+
+
+def load_merged(run_dir: str | Path):
+    """(merged float32 model, tokenizer, RunConfig) of a finished run."""
+    from .models import load_model_and_tokenizer
+    from .runfolder import load_run_config
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"{str(run_dir)!r} has no adapter/ (adapter_config.json): the run did not finish "
+                          "training; export a finished run, or finish it with `reasontune train --resume`")
+    model_cfg = dataclasses.replace(cfg.model, backend="transformers", dtype="float32", load_in_4bit=False,
+                                    fast_inference=False)
+    model, tok, _ = load_model_and_tokenizer(model_cfg, cfg.format, adapter=str(adapter), trainable=False)
+    model = model.merge_and_unload()
+    model.eval()
+    return model, tok, cfg
+
+
+def save_merged(model, tok, out: Path, dtype) -> Path:
+    """Cast and save as safetensors + tokenizer (written aside, then renamed: no half folders)."""
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = model.to(dtype)
+    model.config.use_cache = True
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    logger.info("merged %s model written to %s", str(dtype).replace("torch.", ""), out)
+    return out
+
+
+# ---- GGUF -------------------------------------------------------------------------------------
+def _gguf_arch(config) -> tuple[str, bool]:
+    mt = getattr(config, "model_type", None)
+    if mt not in GGUF_ARCHS:
+        raise ConfigError(f"--gguf: model_type {mt!r} is not supported by reasontune's GGUF writer "
+                          f"(supported: {', '.join(GGUF_ARCHS)}); export --merged and convert with llama.cpp's "
+                          "convert_hf_to_gguf.py instead")
+    rope = getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        logger.warning("--gguf: rope_scaling %s is not written; llama.cpp will use plain RoPE", config.rope_scaling)
+    return GGUF_ARCHS[mt]
+
+
+def _permute_qk(w, n_head: int):
+    """HF (rotate-half) -> GGML (interleaved) row order for llama-arch Q/K weights."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _write_metadata(w, config, ggml_type, name: str) -> None:
+    import gguf
+
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    w.add_name(name)
+    w.add_context_length(config.max_position_embeddings)
+    w.add_embedding_length(config.hidden_size)
+    w.add_block_count(config.num_hidden_layers)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(config.num_attention_heads)
+    w.add_head_count_kv(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    rope = getattr(config, "rope_theta", None) or (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
+    if rope:
+        w.add_rope_freq_base(float(rope))
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    ftype = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
+             "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[ggml_type.name]
+    w.add_file_type(ftype)
+
+
+def _write_vocab(w, tok, tok_dir: Path, n_vocab: int) -> None:
+    """BPE (gpt2-style) vocabulary, token types, merges, special ids and chat template."""
+    import gguf
+
+    if not (tok_dir / "tokenizer.json").is_file() or getattr(tok, "vocab_files_names", None) is None:
+        raise ConfigError("--gguf needs a fast BPE tokenizer (tokenizer.json)")
+    vocab = tok.get_vocab()
+    by_id = {i: t for t, i in vocab.items()}
+    added = {t.content: t.special for t in tok.added_tokens_decoder.values()}
+    tokens, types = [], []
+    for i in range(n_vocab):
+        t = by_id.get(i)
+        if t is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        else:
+            tokens.append(t)
+            types.append(gguf.TokenType.CONTROL if added.get(t) else
+                         gguf.TokenType.USER_DEFINED if t in added else gguf.TokenType.NORMAL)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=n_vocab)
+    if not special.merges:
+        raise ConfigError("--gguf: the tokenizer has no BPE merges; only BPE (gpt2-style) tokenizers are supported")
+    special.add_to_gguf(w)
+    if special.chat_template is None and tok.chat_template:
+        w.add_chat_template(tok.chat_template)
+
+
+def _write_tensors(w, model, permute: bool, ggml_type) -> None:
+    import gguf
+    import torch
+
+    cfg = model.config
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[_arch_enum(cfg)], cfg.num_hidden_layers)
+    n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    for hf_name, t in model.state_dict().items():
+        if (tied and hf_name == "lm_head.weight") or hf_name.endswith("rotary_emb.inv_freq"):
+            continue
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise ConfigError(f"--gguf: no GGUF name for tensor {hf_name!r}; convert with llama.cpp instead")
+        data = t.detach().to(torch.float32).cpu().numpy()
+        if permute and hf_name.endswith("q_proj.weight"):
+            data = _permute_qk(data, n_head)
+        elif permute and hf_name.endswith("k_proj.weight"):
+            data = _permute_qk(data, n_kv)
+        qtype = ggml_type if data.ndim == 2 else gguf.GGMLQuantizationType.F32  # norms stay f32
+        if qtype == gguf.GGMLQuantizationType.Q8_0 and data.shape[-1] % 32:
+            qtype = gguf.GGMLQuantizationType.F16
+        w.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+
+
+def _arch_enum(config) -> str:
+    return GGUF_ARCHS[config.model_type][0].upper()
+
+
+def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f16") -> Path:
+    """Write a merged (non-PEFT) Llama/Qwen model as a GGUF file. `tok_dir` holds tokenizer.json."""
+    try:
+        import gguf
+    except ImportError as e:
+        raise ConfigError("--gguf needs the `gguf` package: pip install gguf") from e
+    arch, permute = _gguf_arch(model.config)
+    if kind not in GGUF_TYPES[1:]:
+        raise ConfigError(f"--gguf-type={kind!r}: use one of {', '.join(GGUF_TYPES)}")
+    ggml_type = gguf.GGMLQuantizationType[kind.upper()]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    w = gguf.GGUFWriter(tmp, arch)
+    _write_metadata(w, model.config, ggml_type, path.stem)
+    _write_vocab(w, tok, Path(tok_dir), model.get_input_embeddings().weight.shape[0])
+    _write_tensors(w, model, permute, ggml_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tmp.replace(path)
+    logger.info("GGUF (%s, %s) written to %s", arch, kind, path)
+    return path
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool = True, gguf: bool = False,
+               dtype: str = "auto", gguf_type: str = "auto") -> dict:
+    """Merge RUN/adapter into the base model; write the merged folder and/or a GGUF. Returns paths."""
+    import shutil
+
+    import torch
+
+    if not (merged or gguf):
+        raise ConfigError("export: nothing to do; pass --merged and/or --gguf")
+    tdtype = export_dtype(dtype)
+    model, tok, _ = load_merged(run_dir)
+    out = Path(out) if out else Path(run_dir) / "merged"
+    result: dict = {}
+    if gguf:  # from the float32 merge, before the cast below
+        kind = gguf_type if gguf_type != "auto" else {torch.float32: "f32", torch.bfloat16: "bf16"}.get(tdtype, "f16")
+        _gguf_arch(model.config)  # fail before writing anything
+        tok_dir = out.with_name(out.name + ".tokenizer")
+        tok.save_pretrained(tok_dir)
+        name = f"model-{kind}.gguf"
+        gguf_path = write_gguf(model, tok, tok_dir, out.with_name(out.name + "." + name), kind)
+        shutil.rmtree(tok_dir, ignore_errors=True)
+    if merged:
+        result["merged"] = str(save_merged(model, tok, out, tdtype))
+    if gguf:
+        out.mkdir(parents=True, exist_ok=True)
+        result["gguf"] = str(gguf_path.replace(out / name))
+    return result
+
+
+def cmd_export(args) -> int:
+    import json
+
+    result = export_run(args.run_dir, out=args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
+                        gguf_type=args.gguf_type)
+    print(json.dumps(result))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="merge a run's LoRA into its base model (16-bit safetensors, GGUF)")
+    p.add_argument("run_dir", help="a finished run folder (holds reasontune_config.json and adapter/)")
+    p.add_argument("--merged", action="store_true", help="write the merged model as safetensors + tokenizer")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/merged)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="merged weights' dtype; auto: bfloat16 on a CUDA GPU that supports it, else float16")
+    p.add_argument("--gguf", action="store_true", help="also write OUT/model-TYPE.gguf (Llama/Qwen families)")
+    p.add_argument("--gguf-type", default="auto", choices=GGUF_TYPES,
+                   help="GGUF tensor type; auto follows --dtype (f16, bf16 or f32)")
+    p.set_defaults(func=cmd_export)
