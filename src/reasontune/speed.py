@@ -24,9 +24,11 @@ def cpu_bf16_is_faster(n: int = 512, reps: int = 3) -> bool:
     if env in ("0", "1"):
         return env == "1"
 
+    gen = torch.Generator().manual_seed(0)  # never touch the global RNG: sampling must not depend on this probe
+
     def bench(dtype):
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
+        a = torch.randn(n, n, generator=gen).to(dtype)
+        b = torch.randn(n, n, generator=gen).to(dtype)
         a @ b  # warm-up (kernel selection)
         t = time.perf_counter()
         for _ in range(reps):

@@ -44,18 +44,16 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
         build_datasets(cfg.data, cfg.format, tokenizer=None)
     else:
         logger.info("dataset %s is a hub id: checked when it loads", cfg.data.dataset)
-    check_optional_engines(cfg, warn_only=dry_run)  # a dry run on a laptop may check a GPU recipe
+    if not dry_run:  # a dry run on a laptop may check a GPU recipe whose engines live elsewhere
+        check_optional_engines(cfg)
 
 
-def check_optional_engines(cfg: RunConfig, warn_only: bool = False) -> None:
+def check_optional_engines(cfg: RunConfig) -> None:
     """grpo.use_vllm without vllm installed fails inside TRL after the model loaded; fail here instead."""
     import importlib.util
 
     from .config import ConfigError
 
     if cfg.grpo.use_vllm and importlib.util.find_spec("vllm") is None:
-        if warn_only:
-            logger.warning("grpo.use_vllm=True but vllm is not installed here; a real run needs it")
-            return
         raise ConfigError("grpo.use_vllm=True but vllm is not installed: `pip install reasontune[gpu]` on a CUDA "
                           "machine, or pass --set grpo.use_vllm=false")
