@@ -51,39 +51,33 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
 
     # ---- generation -------------------------------------------------------------------------
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        if self.use_vllm or images or multimodal_fields or self.use_transformers_continuous_batching:
+        a = self.args
+        plain = not (self.use_vllm or images or multimodal_fields or self.use_transformers_continuous_batching)
+        if not plain or (a.top_k not in (None, 0)) or a.repetition_penalty != 1.0 or a.generation_kwargs:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
         from trl.models.utils import unwrap_model_for_generation
 
-        device = self.accelerator.device
-        input_ids, attention_mask = pad_left(prompt_ids, self._tokenizer.pad_token_id, device)  # (B*G, P)
+        from .generation import _decode_batch, _eos_ids, _StopCheck
+
+        tok = self._tokenizer
         with (
             unwrap_model_for_generation(self.model_wrapped, self.accelerator,
-                                        gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-                                        generation_kwargs=self.generation_kwargs) as model,
+                                        gather_deepspeed3_params=a.ds3_gather_for_generation) as model,
             torch.inference_mode(),
-            autocast(device, self.autocast_setting),
+            autocast(self.accelerator.device, self.autocast_setting),
         ):
-            extra = {"stop_strings": self.stop_strings, "tokenizer": self._tokenizer} if self.stop_strings else {}
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                 generation_config=self.generation_config, **extra)
-        completions = out[:, input_ids.size(1):].cpu()  # (B*G, C)
-        return [self._cut(row.tolist()) for row in completions], None
-
-    def _cut(self, ids: list[int]) -> list[int]:
-        """Completion ids up to the first EOS (kept) or the end of a stop string (nothing after it).
-
-        After a stop string, HF pads with pad_token_id, which is often the EOS id too; a padded EOS
-        must not become a trained token, so we look at the text to tell the two apart.
-        """
-        eos = set(self.eos_token_ids) | {self._tokenizer.pad_token_id}
-        end = next((i for i, t in enumerate(ids) if t in eos), len(ids))
-        if end < len(ids) and self.stop_strings:
-            text = self._tokenizer.decode(ids[:end], skip_special_tokens=False)
-            if any(text.rstrip().endswith(s) for s in self.stop_strings):
-                return ids[:end]
-        return ids[: end + 1] if end < len(ids) else ids
+            was_training = model.training
+            model.eval()  # no dropout while sampling, as in HF generate
+            try:
+                # Finished rows leave the batch; rows end at EOS or right after the stop string.
+                outs = _decode_batch(model, [list(p) for p in prompt_ids], tok.pad_token_id,
+                                     max_new_tokens=self.max_completion_length,
+                                     sampling=(self.temperature, a.top_p, a.min_p),
+                                     eos=set(self.eos_token_ids), stop=_StopCheck(tok, self.stop_strings))
+            finally:
+                model.train(was_training)
+        return [ids for ids, _ in outs], None
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -128,18 +122,6 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
                 guard.flag("reward", row=r, of_rows=len(rows), rewards=rewards[r + offset].tolist(),
                            completion=str(completions[r])[:500])
         return rewards
-
-
-def pad_left(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists into (ids, mask), both (N, max_len)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _select_rows(inputs: dict, keep: torch.Tensor) -> dict:

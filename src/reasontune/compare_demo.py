@@ -1,0 +1,215 @@
+"""`reasontune demo --compare`: SFT only, GRPO only, and SFT then GRPO under one wall-clock budget.
+
+Each arm starts from a fresh copy of the base model with a fresh LoRA. The SFT-then-GRPO arm runs
+the demo recipe as written and calibrates the others: its wall time is the budget (unless one is
+given), its GRPO step time sizes the GRPO-only arm (max_steps = budget / step time, so the LR
+schedule fits the run), and its SFT time per example sizes the SFT-only arm (more distinct worked
+solutions first, then more epochs). A `BudgetCallback` stops any arm whose budget is spent, so
+no arm trains longer than the budget plus one step. Only training time counts; loading and
+evaluation do not. Held-out accuracy is measured on the training distribution's test split, and
+out-of-distribution accuracy on harder problems (procedural level 5 when training used 1-4).
+
+Writes OUT/compare/metrics.json, OUT/compare/table.md and, per arm, OUT/compare/ARM/ (a run
+folder: config, status, metrics.jsonl, adapter/, evals/heldout, evals/ood).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from .config import DataConfig, RunConfig, override
+
+logger = logging.getLogger(__name__)
+
+ARMS = ("sft_then_grpo", "grpo_only", "sft_only")
+
+
+class BudgetCallback(TrainerCallback):
+    """Stop training at the first step boundary at or after `deadline` (a time.perf_counter() value)."""
+
+    def __init__(self, deadline: float):
+        self.deadline, self.fired, self.steps = deadline, False, 0
+
+    def on_step_end(self, args, state, control, **kw):
+        self.steps += 1
+        if time.perf_counter() >= self.deadline:
+            control.should_training_stop = True
+            self.fired = True
+        return control
+
+
+def ood_data_config(data: DataConfig) -> DataConfig | None:
+    """Harder problems than training: the generator's top level when training did not use it; None otherwise."""
+    if not data.dataset.startswith("procedural:"):
+        return None
+    from .data import procedural
+
+    gen = procedural.get(data.dataset.split(":", 1)[1])
+    trained = set(data.difficulty or gen.default_levels)
+    top = max(gen.levels)
+    if top in trained:
+        return None
+    return dataclasses.replace(data, difficulty=[top], train_size=1, sample=None)
+
+
+def _fresh(cfg: RunConfig):
+    from transformers import set_seed
+
+    from .models import load_model_and_tokenizer
+
+    set_seed(cfg.seed)  # identical LoRA init in every arm
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    return model, tok
+
+
+def _sft_stage(cfg: RunConfig, model, tok, train, run, deadline: float) -> dict:
+    from .sft import warmup_sft
+
+    cb = BudgetCallback(deadline)
+    out = warmup_sft(cfg, model, tok, train, run=run, out_dir=str(run.path), callbacks=[cb])
+    return {**out, "steps": cb.steps, "stopped_by_budget": cb.fired, "batch_size": cfg.warmup.batch_size}
+
+
+def _grpo_stage(cfg: RunConfig, model, tok, train, run, deadline: float) -> dict:
+    from .guards import NonFiniteGuard
+    from .train import MetricsCallback, build_grpo_trainer, prepare_prompts
+
+    if time.perf_counter() >= deadline:
+        return {"steps": 0, "seconds": 0.0, "stopped_by_budget": True}
+    cb, guard = BudgetCallback(deadline), NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)
+    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(train, tok, cfg), [guard, MetricsCallback(run), cb])
+    t = time.perf_counter()
+    trainer.train()
+    return {"steps": trainer.state.global_step, "max_steps": cfg.grpo.max_steps, "seconds": time.perf_counter() - t,
+            "stopped_by_budget": cb.fired, "nonfinite": guard.tripped}
+
+
+def _arm_config(cfg: RunConfig, arm: str, plan: dict, root: Path) -> RunConfig:
+    updates = {"output_dir": str(root / arm), "overwrite": True}
+    if arm == "grpo_only":
+        updates.update({"grpo.max_steps": plan["grpo_steps"], "grpo.save_steps": plan["grpo_steps"] + 1})
+    elif arm == "sft_only":
+        updates.update({"warmup.examples": plan["sft_examples"], "warmup.epochs": plan["sft_epochs"]})
+    else:
+        updates["grpo.save_steps"] = cfg.grpo.max_steps + 1
+    return override(cfg, updates)
+
+
+def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None, plan: dict, root: Path) -> dict:
+    """Train one arm from a fresh model within the budget, save its adapter, evaluate it."""
+    from .runfolder import RunFolder
+
+    acfg = _arm_config(cfg, arm, plan, root)
+    model, tok = _fresh(acfg)
+    run = RunFolder(acfg.output_dir)
+    run.start(acfg, extra={"arm": arm, "budget_s": budget_s})
+    t0 = time.perf_counter()
+    deadline = t0 + budget_s if budget_s else math.inf
+    stages = {}
+    if arm in ("sft_then_grpo", "sft_only"):
+        stages["sft"] = _sft_stage(acfg, model, tok, data["train"], run, deadline)
+    if arm in ("sft_then_grpo", "grpo_only"):
+        stages["grpo"] = _grpo_stage(acfg, model, tok, data["train"], run, deadline)
+    wall = time.perf_counter() - t0
+    model.save_pretrained(run.path / "adapter")
+    tok.save_pretrained(run.path / "adapter")
+    result = {"arm": arm, "wall_seconds": wall, "stages": stages,
+              "stopped_by_budget": any(s.get("stopped_by_budget") for s in stages.values()),
+              **_evaluate(acfg, model, tok, evals, run.path / "evals")}
+    run.set_status("done", wall_seconds=wall, stopped_by_budget=result["stopped_by_budget"])
+    logger.info("compare %s: %.0f s, held-out %.3f, OOD %s", arm, wall, result["heldout_accuracy"],
+                result.get("ood_accuracy"))
+    return result
+
+
+def _evaluate(cfg: RunConfig, model, tok, evals: dict, out: Path) -> dict:
+    from .evaluate import evaluate
+
+    res = {}
+    for name, ds in evals.items():
+        m = evaluate(cfg, model=model, tokenizer=tok, dataset=ds, out_dir=out / name, progress=False)
+        res.update({f"{name}_accuracy": m["accuracy"], f"{name}_format_rate": m["format_rate"], f"{name}_n": m["n"]})
+    return res
+
+
+def plan_from(first: dict, cfg: RunConfig, budget_s: float | None, worked_rows: int) -> dict:
+    """Sizes for the GRPO-only and SFT-only arms from the SFT-then-GRPO arm's timings."""
+    budget = budget_s or first["wall_seconds"]
+    grpo, sft = first["stages"].get("grpo", {}), first["stages"].get("sft", {})
+    step_s = grpo["seconds"] / grpo["steps"] if grpo.get("steps") else None
+    steps = max(1, round(budget / step_s)) if step_s else cfg.grpo.max_steps
+    seen = max(1, sft.get("steps", 0)) * cfg.warmup.batch_size  # examples processed (the last batch may be short)
+    per_example = sft.get("seconds", 0.0) / seen if sft else None
+    passes = budget / per_example if per_example else cfg.warmup.examples * cfg.warmup.epochs
+    examples = int(max(1, min(worked_rows, passes)))
+    epochs = max(1.0, passes / max(1, worked_rows)) if passes > worked_rows else 1.0
+    return {"budget_s": budget, "grpo_step_seconds": step_s, "grpo_steps": steps, "sft_seconds_per_example":
+            per_example, "sft_examples": examples, "sft_epochs": round(epochs, 3)}
+
+
+def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float | None = None,
+                include_base: bool = True) -> dict:
+    """Run the three arms (and a base-model row); write OUT/compare/metrics.json and table.md.
+
+    budget_s None: the budget is the SFT-then-GRPO arm's training time (with --quick, the quick recipe's).
+    """
+    from . import demo
+    from .data import build_datasets
+    from .runfolder import atomic_write_json
+    from .sft import count_worked
+
+    root = Path(out_dir) / "compare"
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = demo.demo_config(out_dir, quick)
+    from .models import load_tokenizer, resolve_model_path
+
+    tok = load_tokenizer(resolve_model_path(cfg.model), cfg.model, cfg.format)
+    data = build_datasets(cfg.data, cfg.format, tokenizer=tok)
+    evals = {"heldout": data["test"]}
+    ood_cfg = ood_data_config(cfg.data)
+    if ood_cfg is not None:
+        evals["ood"] = build_datasets(ood_cfg, cfg.format, tokenizer=tok)["test"]
+    rows = {}
+    if include_base:
+        model, tok = _fresh(cfg)
+        rows["base"] = {"arm": "base", "wall_seconds": 0.0, **_evaluate(cfg, model, tok, evals, root / "base")}
+        del model
+    rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root)
+    plan = plan_from(rows["sft_then_grpo"], cfg, budget_s, count_worked(data["train"]))
+    logger.info("compare plan: %s", plan)
+    for arm in ("grpo_only", "sft_only"):
+        rows[arm] = run_arm(cfg, arm, data, evals, plan["budget_s"], plan, root)
+    ood_levels = ood_cfg.difficulty if ood_cfg else None
+    summary = {"arms": rows, "plan": plan, "budget_s": plan["budget_s"], "quick": quick,
+               "train_difficulty": cfg.data.difficulty, "ood_difficulty": ood_levels, "settings": cfg.to_dict()}
+    atomic_write_json(root / "metrics.json", summary)
+    write_table(root, summary)
+    return summary
+
+
+def write_table(root: Path, s: dict) -> None:
+    from .runfolder import atomic_write_text
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    ood = f"difficulty {s['ood_difficulty']}" if s["ood_difficulty"] else "none (no harder level)"
+    lines = ["# SFT vs GRPO vs SFT then GRPO", "",
+             f"Budget: {s['budget_s']:.0f} s of training per arm (training only). Held-out: training "
+             f"distribution (difficulty {s['train_difficulty']}); OOD: {ood}.", "",
+             "| arm | wall s | held-out accuracy | OOD accuracy | format rate | stopped by budget |",
+             "|---|---|---|---|---|---|"]
+    for arm, r in s["arms"].items():
+        lines.append(f"| {arm} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | "
+                     f"{f(r.get('ood_accuracy'))} | {f(r.get('heldout_format_rate'))} | "
+                     f"{'yes' if r.get('stopped_by_budget') else 'no'} |")
+    p = s["plan"]
+    lines += ["", f"GRPO-only: {p['grpo_steps']} steps; SFT-only: {p['sft_examples']} worked solutions x "
+              f"{p['sft_epochs']} epochs (sized from the SFT-then-GRPO arm's timings)."]
+    atomic_write_text(root / "table.md", "\n".join(lines) + "\n")

@@ -1,0 +1,326 @@
+"""Held-out evaluation: greedy pass@1, optional pass@k / maj@k, format and length statistics.
+
+Writes DIR/metrics.json and DIR/completions.jsonl (atomically). `reasontune eval` is the CLI.
+Heavy imports (torch, transformers) happen inside functions: cli.py imports this module to
+build its parser.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+from .metrics import breakdown, majority_vote, mean, pass_at_k, percentile
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+def max_new_tokens_for(cfg: RunConfig) -> int:
+    return cfg.eval.max_new_tokens or cfg.grpo.max_completion_length or DEFAULT_MAX_NEW_TOKENS
+
+
+def _rows(cfg: RunConfig, dataset, tokenizer, split: str, limit: int) -> list[dict]:
+    """The first `limit` rows of the eval split, as plain dicts."""
+    if dataset is None:
+        from .data import build_datasets
+
+        dataset = build_datasets(cfg.data, cfg.format, tokenizer)
+    if isinstance(dataset, dict):  # a DatasetDict (a dict subclass) or {"test": rows}
+        if split not in dataset:
+            raise ConfigError(f"dataset has no {split!r} split (splits: {sorted(dataset.keys())})")
+        dataset = dataset[split]
+    if hasattr(dataset, "select"):
+        return [dict(r) for r in dataset.select(range(min(limit, len(dataset))))]
+    return [dict(r) for r in list(dataset)[:limit]]
+
+
+def _messages(row: dict, cfg: RunConfig):
+    if row.get("prompt"):
+        return row["prompt"]
+    return [{"role": "system", "content": cfg.format.prompt}, {"role": "user", "content": row["question"]}]
+
+
+def _score(funcs, prompts, texts, ids, golds, questions) -> list[dict]:
+    """Reward scores per completion: [{name: score}], None where a reward skipped a sample."""
+    scores: list[dict] = [{} for _ in texts]
+    for f in funcs:
+        vals = f(prompts=prompts, completions=texts, completion_ids=ids, answer=golds, question=questions)
+        for s, v in zip(scores, vals):
+            s[f.__name__] = None if v is None else float(v)
+    return scores
+
+
+def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
+    from .rewards import build_reward_funcs
+
+    try:
+        funcs, _ = build_reward_funcs(cfg.rewards, cfg.format, tokenizer.eos_token, max_completion_length=max_new)
+    except TypeError:  # an older signature without max_completion_length
+        funcs, _ = build_reward_funcs(cfg.rewards, cfg.format, tokenizer.eos_token)
+    return funcs
+
+
+def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict]:
+    """One record per completion, graded and scored."""
+    from .rewards import extract_answer, has_format, is_correct
+
+    recs = []
+    for i, (row, prompt, samples) in enumerate(zip(rows, prompts, gens)):
+        for j, g in enumerate(samples):
+            pred = extract_answer(g.text, cfg.format)
+            rec = {"index": i, "kind": kind, "sample": j, "prompt": prompt, "question": row.get("question"),
+                   "answer": str(row.get("answer")), "completion": g.text, "extracted": pred,
+                   "correct": bool(pred is not None and is_correct(pred, str(row.get("answer")))),
+                   "format_ok": bool(has_format(g.text, cfg.format)), "num_tokens": g.num_tokens,
+                   "truncated": g.truncated}
+            for col in ("difficulty", "subject"):
+                if row.get(col) is not None:
+                    rec[col] = row[col]
+            recs.append(rec)
+    if funcs and recs:
+        scores = _score(funcs, [r["prompt"] for r in recs], [r["completion"] for r in recs],
+                        [g.token_ids for s in gens for g in s], [r["answer"] for r in recs],
+                        [r["question"] for r in recs])
+        for r, s in zip(recs, scores):
+            r["scores"] = s
+    return recs
+
+
+def summarize(greedy: list[dict], sampled: list[dict] | None = None, k: int | None = None) -> dict:
+    """Metrics from graded records (see `_records`)."""
+    lengths = [r["num_tokens"] for r in greedy]
+    out = {"n": len(greedy), "accuracy": mean([r["correct"] for r in greedy]),
+           "format_rate": mean([r["format_ok"] for r in greedy]), "mean_length": mean(lengths),
+           "length_p50": percentile(lengths, 50), "length_p90": percentile(lengths, 90),
+           "truncation_rate": mean([r["truncated"] for r in greedy])}
+    names = sorted({n for r in greedy for n in r.get("scores", {})})
+    if names:
+        out["reward_means"] = {n: mean([r["scores"].get(n) for r in greedy]) for n in names}
+    for key, col in (("by_difficulty", "difficulty"), ("by_subject", "subject")):
+        if any(r.get(col) is not None for r in greedy):
+            out[key] = breakdown(greedy, col)
+    if sampled and k:
+        out.update(_sample_metrics(sampled, k))
+    return out
+
+
+def _sample_metrics(sampled: list[dict], k: int) -> dict:
+    from .rewards import is_correct
+
+    by_problem: dict[int, list[dict]] = {}
+    for r in sampled:
+        by_problem.setdefault(r["index"], []).append(r)
+    ks = sorted({x for x in (1, 2, 4, 8, 16, 32, 64, k) if x <= k})
+    pass_at = {str(x): mean([pass_at_k(len(rs), sum(r["correct"] for r in rs), x) for rs in by_problem.values()])
+               for x in ks}
+    maj = []
+    for rs in by_problem.values():
+        vote = majority_vote([r["extracted"] for r in rs], same=lambda a, b: is_correct(b, a))
+        maj.append(vote is not None and is_correct(vote, rs[0]["answer"]))
+    return {"k": k, "pass_at_k": pass_at[str(k)], "pass_at": pass_at, "maj_at_k": mean(maj),
+            "sample_accuracy": mean([r["correct"] for r in sampled]),
+            "sample_format_rate": mean([r["format_ok"] for r in sampled]),
+            "sample_mean_length": mean([r["num_tokens"] for r in sampled])}
+
+
+def write_outputs(out_dir, metrics: dict, records: list[dict]) -> None:
+    from .runfolder import atomic_write_json, atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "completions.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))
+    atomic_write_json(out / "metrics.json", metrics)
+
+
+def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=None, adapter=None,
+             split: str = "test", progress: bool = True) -> dict:
+    """Evaluate on the first `cfg.eval.limit` rows of `split`; returns (and writes) the metrics."""
+    import torch
+
+    from .generation import generate
+    from .prompting import render_prompt
+
+    t0 = time.perf_counter()
+    if model is None or tokenizer is None:
+        from .models import load_model_and_tokenizer
+
+        model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
+    rows = _rows(cfg, dataset, tokenizer, split, cfg.eval.limit)
+    if not rows:
+        raise ConfigError(f"no rows to evaluate in the {split!r} split of {cfg.data.dataset!r}")
+    prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
+    max_new, e = max_new_tokens_for(cfg), cfg.eval
+    common = dict(max_new_tokens=max_new, stop_strings=[cfg.format.solution_end], batch_size=e.batch_size,
+                  progress=progress, autocast_setting=cfg.grpo.bf16)
+    funcs = _build_rewards(cfg, tokenizer, max_new)
+    t_gen = time.perf_counter()
+    greedy = generate(model, tokenizer, prompts, temperature=0.0, desc="eval greedy", **common)
+    records = _records(rows, prompts, greedy, "greedy", cfg, funcs)
+    sampled = []
+    if e.samples > 1:
+        torch.manual_seed(cfg.seed)
+        gens = generate(model, tokenizer, prompts, temperature=e.temperature, num_return_sequences=e.samples,
+                        desc=f"eval {e.samples} samples", **common)
+        sampled = _records(rows, prompts, gens, "sample", cfg, funcs)
+    gen_s = time.perf_counter() - t_gen
+    metrics = summarize(records, sampled, e.samples if e.samples > 1 else None)
+    ntok = sum(r["num_tokens"] for r in records + sampled)
+    metrics.update({"model": cfg.model.name, "adapter": str(adapter) if adapter else None,
+                    "dataset": cfg.data.dataset, "split": split, "max_new_tokens": max_new,
+                    "temperature": e.temperature if e.samples > 1 else 0.0, "samples": e.samples,
+                    "format": {k: getattr(cfg.format, k) for k in
+                               ("reasoning_start", "reasoning_end", "solution_start", "solution_end",
+                                "prefill_reasoning") if hasattr(cfg.format, k)},
+                    "generated_tokens": ntok, "tokens_per_second": ntok / max(gen_s, 1e-9),
+                    "wall_seconds": time.perf_counter() - t0})
+    if out_dir is not None:
+        write_outputs(out_dir, metrics, records + sampled)
+        logger.info("eval: wrote %s/metrics.json and completions.jsonl", out_dir)
+    return metrics
+
+
+# ------------------------------------------------------------------- reading eval folders back
+STAGE_ORDER = ["before", "warmup", "sft", "grpo", "after"]  # demo stages, in report order
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        logger.warning("cannot read %s: %s", path, e)
+        return {}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """JSON lines; a malformed line (e.g. a half-written last line) is skipped."""
+    rows = []
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        try:
+            rows.append(json.loads(line)) if line.strip() else None
+        except json.JSONDecodeError:
+            logger.warning("skipping a malformed line in %s", path)
+    return rows
+
+
+def is_eval_dir(p: Path) -> bool:
+    return (p / "metrics.json").is_file() and (p / "completions.jsonl").is_file()
+
+
+def eval_dirs(p: Path) -> dict[str, Path]:
+    """Stage name -> eval folder: DIR itself, DIR/eval, DIR/evals/<stage> (ordered before..after)."""
+    p = Path(p)
+    found: dict[str, Path] = {}
+    if is_eval_dir(p):
+        found[p.name or "eval"] = p
+    if is_eval_dir(p / "eval"):
+        found["eval"] = p / "eval"
+    if (p / "evals").is_dir():
+        for d in sorted((p / "evals").iterdir()):
+            if is_eval_dir(d):
+                found[d.name] = d
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
+def resolve_eval_dir(path) -> Path:
+    """The evaluation a compare side refers to: the folder itself, else its last stage (e.g. evals/after)."""
+    found = eval_dirs(Path(path))
+    if not found:
+        raise FileNotFoundError(f"{str(path)!r} holds no evaluation (metrics.json + completions.jsonl); "
+                                "run `reasontune eval --out DIR` first")
+    return list(found.values())[-1]
+
+
+def primary(records: list[dict]) -> list[dict]:
+    """The greedy records (one per problem); all records when none is marked greedy."""
+    greedy = [r for r in records if r.get("kind", "greedy") == "greedy"]
+    return greedy or records
+
+
+# ---------------------------------------------------------------------------------- CLI
+EVAL_FLAGS = {  # flag -> (dest, type, config key, help); dests are prefixed so cli's tables never see them
+    "--limit": ("eval_limit", int, "eval.limit", "held-out problems to evaluate"),
+    "--samples": ("eval_samples", int, "eval.samples", "completions per problem (>1 adds pass@k, maj@k)"),
+    "--temperature": ("eval_temperature", float, "eval.temperature", "sampling temperature for --samples"),
+    "--max-new-tokens": ("eval_max_new_tokens", int, "eval.max_new_tokens", "generation budget"),
+    "--batch-size": ("eval_batch_size", int, "eval.batch_size", "sequences decoded together"),
+}
+
+
+METAVARS = {"--limit": "N", "--samples": "K", "--temperature": "T", "--max-new-tokens": "N", "--batch-size": "B"}
+
+
+def register(subparsers) -> None:
+    from .cli import add_config_args
+
+    p = subparsers.add_parser("eval", help="evaluate a model or a trained adapter on held-out problems")
+    add_config_args(p)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--adapter", help="PEFT adapter folder (a run's adapter/ also brings its config)")
+    src.add_argument("--run", help="reasontune run folder: uses its adapter, model, format and chat template")
+    for flag, (dest, typ, _, help_) in EVAL_FLAGS.items():
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_, metavar=METAVARS[flag])
+    p.add_argument("--out", help="output folder (default: RUN/eval with --run, else runs/eval)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
+    p.set_defaults(func=cmd_eval)
+
+
+def _run_config_near(adapter: str | None, run: str | None):
+    """(run config or None, adapter folder or None) for --run / --adapter."""
+    from .runfolder import CONFIG_FILE, load_run_config
+
+    if run:
+        run_dir = Path(run)
+        if not (run_dir / "adapter").is_dir():
+            raise ConfigError(f"--run {run!r}: no adapter/ folder inside; is the run finished?")
+        return load_run_config(run_dir), str(run_dir / "adapter")
+    if adapter:
+        a = Path(adapter)
+        if not (a / "adapter_config.json").is_file():
+            raise ConfigError(f"--adapter {adapter!r}: no adapter_config.json; point at a PEFT adapter folder")
+        for d in (a, a.parent):
+            if (d / CONFIG_FILE).is_file():
+                return load_run_config(d), str(a)
+        return None, str(a)
+    return None, None
+
+
+def config_for_eval(args) -> tuple[RunConfig, str | None]:
+    """YAML/defaults < the run's model name, chat template and format < flags and --set items."""
+    from .cli import config_from_args
+    from .config import from_dict, load_yaml
+
+    run_cfg, adapter = _run_config_near(getattr(args, "adapter", None), getattr(args, "run", None))
+    base = None
+    if run_cfg is not None:
+        base = load_yaml(args.config) if args.config else run_cfg
+        d = base.to_dict()
+        d["format"] = run_cfg.to_dict()["format"]
+        d["model"]["name"], d["model"]["chat_template"] = run_cfg.model.name, run_cfg.model.chat_template
+        base = from_dict(d)
+    ns = type(args)(**{**vars(args), "config": None if base is not None else args.config})
+    cfg = config_from_args(ns, base=base)
+    from .config import override
+
+    cfg = override(cfg, {key: getattr(args, dest) for dest, _, key, _ in EVAL_FLAGS.values()})
+    return cfg, adapter
+
+
+def cmd_eval(args) -> int:
+    cfg, adapter = config_for_eval(args)
+    out = args.out or (str(Path(args.run) / "eval") if args.run else "runs/eval")
+    metrics = evaluate(cfg, out_dir=out, adapter=adapter, progress=True)
+    if args.json:
+        print(json.dumps(metrics, sort_keys=True, default=str))
+        return 0
+    print(f"evaluated {metrics['n']} problems from {cfg.data.dataset} -> {out}")
+    for key in ("accuracy", "pass_at_k", "maj_at_k", "format_rate", "mean_length", "length_p50", "length_p90",
+                "truncation_rate", "wall_seconds"):
+        if metrics.get(key) is not None:
+            print(f"  {key:16s} {metrics[key]:.3f}" if isinstance(metrics[key], float) else f"  {key:16s} {metrics[key]}")
+    return 0

@@ -1,0 +1,240 @@
+"""Batched generation shared by evaluation and the GRPO trainer.
+
+A small decoding loop over the model's KV cache instead of `model.generate`: HF keeps a
+finished sequence in the batch (feeding pad tokens) until the longest one ends, while here a
+sequence that hits EOS or a stop string is dropped from the batch and its cache rows are
+freed, so it stops costing work. Prompts are sorted by token length and batched with their
+neighbours (little padding) and results come back in the caller's order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .speed import decode_threads, threads
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    """One completion. `token_ids` run up to and including the EOS / stop-string token."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    num_tokens: int = 0
+    truncated: bool = False
+
+
+def render_prompt(tokenizer, prompt) -> str:
+    """A chat-message list through the chat template (with the generation prompt); strings as-is."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str] | None) -> tuple[str, bool]:
+    """Cut `text` right after the earliest stop string; (text, whether one occurred)."""
+    best = None
+    for s in stop_strings or ():
+        i = text.find(s)
+        if i >= 0 and (best is None or i + len(s) < best):
+            best = i + len(s)
+    return (text, False) if best is None else (text[:best], True)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    gc = getattr(model, "generation_config", None)
+    eos = getattr(gc, "eos_token_id", None)
+    for e in eos if isinstance(eos, (list, tuple)) else [eos]:
+        if e is not None:
+            ids.add(int(e))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def _pick_tokens(logits, temperature: float, top_p: float, min_p: float | None):
+    """Next token per row: argmax when temperature is 0, else temperature / min-p / top-p sampling."""
+    import torch
+
+    logits = logits.float()
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if min_p is not None and min_p > 0:
+        floor = probs.max(dim=-1, keepdim=True).values * min_p
+        probs = torch.where(probs < floor, torch.zeros_like(probs), probs)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p  # keep the smallest prefix reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    return torch.multinomial(probs / probs.sum(dim=-1, keepdim=True), 1).squeeze(-1)
+
+
+class _StopCheck:
+    """Does a row's newest token complete a stop string? Decodes only the last few tokens."""
+
+    def __init__(self, tokenizer, stop_strings: Sequence[str] | None):
+        self.tokenizer = tokenizer
+        self.stops = [s for s in (stop_strings or []) if s]
+        # A stop string of n characters spans at most n tokens (each token decodes to >= 1 char).
+        self.window = max((len(s) for s in self.stops), default=0) + 1
+
+    def __call__(self, ids: list[int]) -> bool:
+        if not self.stops:
+            return False
+        tail = self.tokenizer.decode(ids[-self.window:], skip_special_tokens=False)
+        return any(s in tail for s in self.stops)
+
+
+def _cache_kw(model) -> str:
+    """transformers 5.x renamed `past_key_values` to `cache` (the old name warns); ask the forward."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "cache"
+    return "cache" if "cache" in params or "past_key_values" not in params else "past_key_values"
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: int, sampling: tuple,
+                  eos: set[int], stop: _StopCheck, bar=None) -> list[tuple[list[int], bool]]:
+    """Decode one left-padded batch; per row (completion ids, truncated). `bar` ticks per finished row."""
+    import torch
+
+    device = model.device
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache_kw = _cache_kw(model)
+    try:  # logits for the last position only: the prompt's other logits are never used
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    except TypeError:  # a model without logits_to_keep
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    cache, logits = _cache_of(out), out.logits[:, -1]
+    pos = pos[:, -1:]
+    with threads(decode_threads() if device.type == "cpu" else None):
+        return _decode_loop(model, rows, cache, logits, mask, pos, max_new_tokens=max_new_tokens,
+                            sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)
+
+
+def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampling, eos, stop, bar, cache_kw):
+    """Token-by-token decoding from a filled cache; finished rows leave the batch."""
+    import torch
+
+    device = model.device
+    alive = list(range(len(rows)))  # original row index of each batch row still decoding
+    done: list[tuple[list[int], bool] | None] = [None] * len(rows)
+    gen: list[list[int]] = [[] for _ in rows]
+    for step in range(max_new_tokens):
+        nxt = _pick_tokens(logits, *sampling)
+        keep = []
+        for b, tok in enumerate(nxt.tolist()):
+            r = alive[b]
+            gen[r].append(tok)
+            if tok in eos or stop(gen[r]):
+                done[r] = (gen[r], False)
+            elif step + 1 == max_new_tokens:
+                done[r] = (gen[r], True)
+            else:
+                keep.append(b)
+        if bar is not None and len(keep) < len(alive):
+            bar.update(len(alive) - len(keep))
+        if not keep:
+            break
+        if len(keep) < len(alive):
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            mask, pos, nxt = mask[sel], pos[sel], nxt[sel]
+            alive = [alive[b] for b in keep]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        pos = pos + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                    **{cache_kw: cache})
+        cache, logits = _cache_of(out), out.logits[:, -1]
+    return [d if d is not None else (gen[i], True) for i, d in enumerate(done)]
+
+
+def _to_generation(tokenizer, ids: list[int], truncated: bool, stop_strings) -> Generation:
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    text, stopped = cut_at_stop(text, stop_strings)
+    return Generation(text=text, token_ids=list(ids), num_tokens=len(ids), truncated=truncated and not stopped)
+
+
+def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+             min_p: float | None = None, num_return_sequences: int = 1, stop_strings: Sequence[str] | None = None,
+             batch_size: int = 32, progress: bool = False, desc: str = "generate",
+             autocast_setting: str = "auto") -> list[list[Generation]]:
+    """Generate `num_return_sequences` completions per prompt; result[i][j] is prompt i, sample j.
+
+    prompts: chat-message lists (rendered with the chat template + generation prompt) or
+    already-templated strings. temperature 0 is greedy (one decode, copied n times).
+    batch_size counts sequences decoded together (a prompt with n samples fills n rows).
+    """
+    import torch
+
+    from .speed import autocast
+
+    if max_new_tokens <= 0 or num_return_sequences <= 0:
+        raise ValueError("max_new_tokens and num_return_sequences must be positive")
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    copies = 1 if temperature <= 0 else num_return_sequences
+    rows = sorted(((i, j) for i in range(len(enc)) for j in range(copies)), key=lambda r: (-len(enc[r[0]]), r))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos, stop = _eos_ids(model, tokenizer), _StopCheck(tokenizer, stop_strings)
+    results: dict[tuple[int, int], Generation] = {}
+    bar = _progress(progress, len(rows), desc)
+    was_training = model.training
+    model.eval()
+    t0, ntok = time.perf_counter(), 0
+    try:
+        with torch.inference_mode(), autocast(model.device, autocast_setting):
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
+                outs = _decode_batch(model, [enc[i] for i, _ in chunk], pad_id, max_new_tokens=max_new_tokens,
+                                     sampling=(temperature, top_p, min_p), eos=eos, stop=stop, bar=bar)
+                for key, (ids, trunc) in zip(chunk, outs):
+                    results[key] = _to_generation(tokenizer, ids, trunc, stop_strings)
+                    ntok += len(ids)
+                if bar is not None:
+                    bar.set_postfix(tok_s=f"{ntok / max(time.perf_counter() - t0, 1e-9):.0f}")
+    finally:
+        if was_training:
+            model.train()
+        if bar is not None:
+            bar.close()
+    dt = time.perf_counter() - t0
+    logger.debug("%s: %d sequences, %d tokens in %.1fs (%.0f tok/s)", desc, len(rows), ntok, dt, ntok / max(dt, 1e-9))
+    return [[_copy(results[(i, j if copies > 1 else 0)]) for j in range(num_return_sequences)]
+            for i in range(len(enc))]
+
+
+def _copy(g: Generation) -> Generation:
+    return Generation(text=g.text, token_ids=list(g.token_ids), num_tokens=g.num_tokens, truncated=g.truncated)
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="seq", leave=False)

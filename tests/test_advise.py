@@ -1,0 +1,166 @@
+"""`reasontune advise`: the decision rule (table-driven, every branch and boundary), the measured facts
+on scripted completions, and the CLI end to end on the tiny random Llama."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasontune import advise as A
+from reasontune.config import from_dict, override
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def facts(**kw) -> A.Facts:
+    """A healthy RFT case; each test row changes only what it is about."""
+    base = dict(pass_at_1=0.3, pass_at_k=0.6, k=8, zero_variance_fraction=0.4, format_rate=0.8,
+                has_worked_solutions=True, has_verifier=True)
+    return A.Facts(**{**base, **kw})
+
+
+CASES = [  # (id, changes, recommendation, words the rule must contain)
+    ("no-verifier-worked", dict(has_verifier=False), "sft", "no verifier"),
+    ("no-verifier-no-worked", dict(has_verifier=False, has_worked_solutions=False), "neither", "no verifier"),
+    ("pass@k=0-worked", dict(pass_at_k=0.0, pass_at_1=0.0), "sft_then_rft", "pass@k < 0.05"),
+    ("pass@k=0-no-worked", dict(pass_at_k=0.0, pass_at_1=0.0, has_worked_solutions=False), "neither",
+     "easier curriculum"),
+    ("pass@k just below", dict(pass_at_k=A.PASS_AT_K_MIN - 1e-9, pass_at_1=0.01), "sft_then_rft", "pass@k"),
+    ("pass@k at threshold", dict(pass_at_k=A.PASS_AT_K_MIN, pass_at_1=0.01), "rft", "-> rft"),
+    ("pass@1 at headroom threshold", dict(pass_at_1=A.PASS_AT_1_MAX, pass_at_k=1.0), "neither", "pass@1 >= 0.9"),
+    ("pass@1 just below headroom", dict(pass_at_1=A.PASS_AT_1_MAX - 1e-9, pass_at_k=1.0), "rft", "-> rft"),
+    ("format low-worked", dict(format_rate=A.FORMAT_RATE_MIN - 1e-9), "sft_then_rft", "format_rate < 0.5"),
+    ("format at threshold", dict(format_rate=A.FORMAT_RATE_MIN), "rft", "-> rft"),
+    ("format low-no-worked", dict(format_rate=0.1, has_worked_solutions=False), "rft", "-> rft"),
+    ("zero-var high-worked", dict(zero_variance_fraction=0.95), "sft_then_rft", "zero_variance_fraction > 0.9"),
+    ("zero-var high-no-worked", dict(zero_variance_fraction=0.95, has_worked_solutions=False), "rft", "warning"),
+    ("zero-var at threshold", dict(zero_variance_fraction=A.ZERO_VARIANCE_MAX), "rft", "-> rft"),
+    ("precedence: no verifier beats pass@k", dict(has_verifier=False, pass_at_k=0.0), "sft", "no verifier"),
+    ("precedence: pass@k beats format", dict(pass_at_k=0.0, format_rate=0.0), "sft_then_rft", "pass@k"),
+    ("precedence: headroom beats zero-var", dict(pass_at_1=0.95, pass_at_k=1.0, zero_variance_fraction=1.0),
+     "neither", "pass@1"),
+]
+
+
+@pytest.mark.parametrize("changes,expected,rule_words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_decide_table(changes, expected, rule_words):
+    rec, reasons, rule = A.decide(facts(**changes))
+    assert rec == expected and rec in A.RECOMMENDATIONS
+    assert rule_words in rule or any(rule_words in r for r in reasons), (rule, reasons)
+    assert reasons and all(isinstance(r, str) and r for r in reasons)
+    if changes.get("has_verifier", True):
+        assert any("%" in r for r in reasons)  # reasons quote the measured numbers
+
+
+def test_decide_covers_every_recommendation_and_accepts_a_dict():
+    seen = {A.decide(facts(**c[1]))[0] for c in CASES}
+    assert seen == set(A.RECOMMENDATIONS)
+    d = {k: v for k, v in facts().__dict__.items() if k != "extra"}
+    assert A.decide(d) == A.decide(facts())
+
+
+def test_reward_variance_and_total_reward():
+    names, weights = ["fmt", "ans"], [1.0, 2.0]
+    assert A.total_reward({"fmt": 1.0, "ans": 3.0}, names, weights) == 7.0
+    assert A.total_reward({"fmt": None, "ans": 1.0}, names, weights) == 2.0  # skipped reward counts 0 (nansum)
+    recs = [{"index": 0, "total_reward": 1.0}, {"index": 0, "total_reward": 1.0},
+            {"index": 1, "total_reward": 0.0}, {"index": 1, "total_reward": 2.0}]
+    assert A.group_stats(recs) == {"groups": 2, "zero_variance_groups": 1, "zero_variance_fraction": 0.5}
+
+
+@pytest.mark.parametrize("answer,ok", [("42", True), ("-3.5", True), ("1,000", True), ("3/4", True),
+                                       ("\\frac{1}{2}", True), ("x + 1", True), ("", False), (None, False),
+                                       ("Paris is the capital", False), ("photosynthesis", False)])
+def test_answer_checkable(answer, ok):
+    assert A.answer_checkable(answer) is ok
+
+
+def test_data_facts():
+    import datasets
+
+    qa = datasets.Dataset.from_list([{"question": f"q{i}", "answer": str(i)} for i in range(20)])
+    f = A.data_facts(qa, 4)
+    assert (f["has_worked_solutions"], f["has_verifier"], f["checkable_fraction"]) == (False, True, 1.0)
+    n = A.MIN_WORKED_ROWS
+    worked = qa.add_column("worked", ["step"] * n + [""] * (20 - n))
+    assert A.data_facts(worked, 4)["worked_rows"] == n and A.data_facts(worked, 4)["has_worked_solutions"]
+    few = qa.add_column("worked", ["step"] * (n - 1) + [""] * (21 - n))
+    assert not A.data_facts(few, 4)["has_worked_solutions"]  # too few to fine-tune on
+    tiny = qa.select(range(3)).add_column("worked", ["a", "b", "c"])
+    assert A.data_facts(tiny, 4)["has_worked_solutions"]  # a small set counts when every row has one
+    prose = datasets.Dataset.from_list([{"question": "q", "answer": "a long essay"}] * 5)
+    assert A.data_facts(prose, 4)["has_verifier"] is False and A.data_facts(qa, 0)["has_verifier"] is False
+
+
+def _cfg(model_dir, **extra):
+    cfg = from_dict({"model": {"name": str(model_dir)}, "data": {"dataset": "procedural:arithmetic",
+                                                                 "train_size": 8, "test_size": 2}})
+    return override(cfg, {"eval.limit": 3, "eval.samples": 4, "eval.max_new_tokens": 8, **extra})
+
+
+def test_advise_on_scripted_completions(tiny_model_dir, tmp_path, monkeypatch):
+    """Problem 0: all 4 right; problem 1: 1 of 4 right; problem 2: all wrong -> known pass@, variance."""
+    from transformers import AutoTokenizer
+
+    import reasontune.generation as gen
+    from reasontune.data import build_datasets
+    from reasontune.generation import Generation
+
+    cfg = _cfg(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    data = build_datasets(cfg.data, cfg.format, tok)
+    answers = data["train"]["answer"][:3]
+    good = [f"ok<end_working_out><SOLUTION>{a}</SOLUTION>" for a in answers]
+    script = [[good[0]] * 4, [good[1]] + ["ok<end_working_out><SOLUTION>-1</SOLUTION>"] * 3, ["no idea"] * 4]
+
+    def fake(model, tok, prompts, *, num_return_sequences=1, **kw):
+        return [[Generation(t, [1, 2], 2, False) for t in script[i]] for i in range(len(prompts))]
+
+    monkeypatch.setattr(gen, "generate", fake)
+    r = A.advise(cfg, model=object(), tokenizer=tok, datasets=data, out_dir=tmp_path)
+    assert r["pass_at_1"] == pytest.approx((1 + 0.25 + 0) / 3) and r["pass_at_k"] == pytest.approx(2 / 3)
+    assert r["format_rate"] == pytest.approx(8 / 12)
+    assert r["zero_variance_fraction"] == pytest.approx(2 / 3)  # groups 0 and 2 all score the same
+    assert r["has_worked_solutions"] and r["has_verifier"] and r["recommendation"] == "rft"
+    recs = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert len(recs) == 12 and all("total_reward" in x for x in recs)
+
+
+def test_cli_advise_json_end_to_end(tiny_model_dir, tmp_path, capsys):
+    from reasontune.cli import main
+
+    argv = ["advise", "--model", str(tiny_model_dir), "--dataset", "procedural:arithmetic", "--set",
+            "data.train_size=8", "--set", "data.test_size=2", "--limit", "3", "--samples", "3",
+            "--max-new-tokens", "6", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(A.JSON_KEYS) <= set(out) and out["recommendation"] in A.RECOMMENDATIONS
+    assert out["k"] == 3 and 0.0 <= out["pass_at_1"] <= out["pass_at_k"] <= 1.0
+    assert 0.0 <= out["zero_variance_fraction"] <= 1.0 and 0.0 <= out["format_rate"] <= 1.0
+    assert out["has_worked_solutions"] is True and out["has_verifier"] is True
+    assert (out["recommendation"], out["reasons"], out["rule"]) == A.decide({k: out[k] for k in (
+        "pass_at_1", "pass_at_k", "k", "zero_variance_fraction", "format_rate", "has_worked_solutions",
+        "has_verifier")})
+    recs = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert len(recs) == 9
+    for r in recs:  # GRPO's reward: the weighted (all 1.0) sum of the per-reward scores
+        assert r["total_reward"] == pytest.approx(sum(v for v in r["scores"].values() if v is not None))
+    assert A.group_stats(recs)["zero_variance_fraction"] == out["zero_variance_fraction"]
+    assert sum(r["correct"] for r in recs) / 9 == pytest.approx(out["pass_at_1"])
+
+
+def test_cli_advise_needs_two_samples(tiny_model_dir, capsys):
+    from reasontune.cli import main
+
+    assert main(["advise", "--model", str(tiny_model_dir), "--set", "data.train_size=8", "--limit", "2",
+                 "--samples", "1"]) == 2
+    assert "advise needs 2 or more samples" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+"""`evaluate` and `reasontune eval` on the tiny random Llama: every metric key, the files, --run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasontune.config import from_dict, override
+
+KEYS = {"n", "accuracy", "format_rate", "mean_length", "length_p50", "length_p90", "truncation_rate",
+        "pass_at_k", "maj_at_k", "pass_at", "k", "by_difficulty", "reward_means", "wall_seconds"}
+RECORD_KEYS = {"prompt", "question", "answer", "completion", "extracted", "correct", "format_ok", "num_tokens",
+               "truncated", "sample", "kind", "scores"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 2-layer model gains nothing from threads and loses a lot on a busy CPU
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(model_dir, **extra):
+    cfg = from_dict({"model": {"name": str(model_dir)}, "data": {"dataset": "procedural:arithmetic",
+                                                                 "train_size": 8, "test_size": 6}})
+    return override(cfg, {"eval.limit": 4, "eval.samples": 2, "eval.max_new_tokens": 8, **extra})
+
+
+def test_evaluate_tiny_model_writes_everything(tiny_model_dir, tmp_path):
+    from reasontune.evaluate import evaluate
+
+    m = evaluate(_cfg(tiny_model_dir), out_dir=tmp_path, progress=False)
+    assert KEYS <= set(m)
+    assert m["n"] == 4 and m["k"] == 2 and set(m["pass_at"]) == {"1", "2"}
+    assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["format_rate"] <= 1.0
+    assert m["mean_length"] <= 8 and m["length_p50"] <= m["length_p90"] <= 8
+    assert set(m["reward_means"]) == {"format_exact", "format_approx", "answer_check", "number_check"}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    recs = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert len(recs) == 4 + 4 * 2
+    assert all(RECORD_KEYS <= set(r) for r in recs)
+    assert [r["kind"] for r in recs].count("greedy") == 4
+    assert sorted((r["index"], r["sample"]) for r in recs if r["kind"] == "sample") == [
+        (i, j) for i in range(4) for j in range(2)]
+    assert all(r["prompt"].endswith("<start_working_out>") for r in recs)  # same prompt text as training
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_evaluate_grades_given_model_and_rows(tiny_model_dir):
+    """A stub model that always answers correctly: accuracy, format and maj@k must all be 1."""
+    from reasontune.evaluate import evaluate
+    from reasontune.generation import Generation
+
+    rows = [{"question": f"{i} + 1?", "answer": str(i + 1), "difficulty": 1 + i % 2} for i in range(3)]
+    cfg = _cfg(tiny_model_dir)
+
+    import reasontune.generation as gen
+
+    def fake(model, tok, prompts, *, num_return_sequences=1, **kw):
+        out = []
+        for p in prompts:
+            q = p.split("user\n")[-1].split(" + 1?")[0]
+            text = f" {q} plus one\n<end_working_out>\n<SOLUTION>{int(q) + 1}</SOLUTION>"
+            out.append([Generation(text, [1, 2, 3], 3, False) for _ in range(num_return_sequences)])
+        return out
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    real, gen.generate = gen.generate, fake
+    try:
+        m = evaluate(cfg, model=object(), tokenizer=tok, dataset={"test": rows}, progress=False)
+    finally:
+        gen.generate = real
+    assert (m["accuracy"], m["format_rate"], m["pass_at_k"], m["maj_at_k"], m["truncation_rate"]) == (1, 1, 1, 1, 0)
+    assert m["by_difficulty"] == {"1": {"n": 2, "accuracy": 1.0, "format_rate": 1.0},
+                                  "2": {"n": 1, "accuracy": 1.0, "format_rate": 1.0}}
+
+
+def test_cli_eval_with_run_folder(tiny_model_dir, tmp_path, capsys):
+    """--run brings the run's adapter, model and markers; flags still override eval settings."""
+    from transformers import AutoModelForCausalLM
+
+    from reasontune.cli import main
+    from reasontune.config import LoraConfig
+    from reasontune.models import add_lora
+
+    run = tmp_path / "run"
+    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, alpha=4))
+    model.save_pretrained(run / "adapter")
+    cfg = override(_cfg(tiny_model_dir), {"format.solution_start": "<ANS>", "format.solution_end": "</ANS>"})
+    (run / "reasontune_config.json").write_text(json.dumps({**cfg.to_dict(), "versions": {}}))
+    rc = main(["eval", "--run", str(run), "--limit", "2", "--samples", "1", "--max-new-tokens", "4", "--json"])
+    assert rc == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["n"] == 2 and m["format"]["solution_end"] == "</ANS>" and m["adapter"].endswith("adapter")
+    assert "pass_at_k" not in m and m["max_new_tokens"] == 4
+    assert (run / "eval" / "metrics.json").is_file()
+    assert main(["eval", "--run", str(tmp_path / "nope"), "--limit", "1"]) == 2

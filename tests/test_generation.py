@@ -1,0 +1,127 @@
+"""Batched generation: order, batching equivalence, stop strings, EOS, sampling (tiny random Llama)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reasontune.generation import Generation, cut_at_stop, generate
+
+QUESTIONS = ["What is 2 + 2?", "Tom has 39 coins and loses 38 of them. How many coins does Tom have now?",
+             "Hi", "Compute 17 * 23 step by step, showing every intermediate product.", "Name a prime."]
+
+
+@pytest.fixture(scope="module")
+def tiny(smol_dir):
+    """A 2-layer random Llama with SmolLM2's tokenizer. Untied, wider-initialised weights, so greedy
+    decoding wanders through the vocabulary instead of repeating one token (a weak test otherwise)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # ops this small gain nothing from threads and lose a lot on a busy CPU
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    tok.padding_side = "left"
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=False, initializer_range=0.2)
+    yield LlamaForCausalLM(cfg).eval(), tok
+    torch.set_num_threads(threads)
+
+
+def _prompts():
+    return [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}] for q in QUESTIONS]
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("a</S>b</S>", ["</S>"]) == ("a</S>", True)
+    assert cut_at_stop("xx END yy STOP", ["STOP", "END"]) == ("xx END", True)  # earliest end wins
+    assert cut_at_stop("nothing", ["</S>"]) == ("nothing", False)
+    assert cut_at_stop("abc", None) == ("abc", False)
+
+
+def test_batched_equals_one_at_a_time_and_hf(tiny):
+    model, tok = tiny
+    prompts = _prompts()
+    batched = generate(model, tok, prompts, max_new_tokens=12, batch_size=3)
+    assert len(batched) == len(prompts) and all(len(g) == 1 for g in batched)
+    for p, [g] in zip(prompts, batched):
+        [[single]] = generate(model, tok, [p], max_new_tokens=12)
+        assert single.token_ids == g.token_ids
+        assert g.num_tokens == len(g.token_ids) and g.truncated == (g.num_tokens == 12)
+    # the reference: HF generate, greedy, one prompt at a time
+    import torch
+
+    for p, [g] in list(zip(prompts, batched))[:2]:
+        enc = tok.apply_chat_template(p, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=12, do_sample=False)
+        assert out[0, enc["input_ids"].shape[1]:].tolist() == g.token_ids
+    # results follow the caller's order, not the length-sorted batch order
+    rev = generate(model, tok, prompts[::-1], max_new_tokens=12, batch_size=2)
+    assert [g[0].token_ids for g in rev] == [g[0].token_ids for g in batched][::-1]
+
+
+def test_string_prompts_and_training_mode_restored(tiny):
+    model, tok = tiny
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in _prompts()[:2]]
+    model.train()
+    a = generate(model, tok, texts, max_new_tokens=6)
+    assert model.training
+    model.eval()
+    b = generate(model, tok, _prompts()[:2], max_new_tokens=6)
+    assert not model.training
+    assert [g[0].token_ids for g in a] == [g[0].token_ids for g in b]
+
+
+def test_stop_string_cuts_after_first_occurrence(tiny):
+    model, tok = tiny
+    [[full]] = generate(model, tok, _prompts()[3:4], max_new_tokens=24)
+    assert full.truncated and full.num_tokens == 24
+    # a stop string the greedy text contains past its start: the first non-blank 2-token window after token 3
+    stop = next(s for i in range(3, 20) if (s := tok.decode(full.token_ids[i:i + 2])).strip())
+    [[cut]] = generate(model, tok, _prompts()[3:4], max_new_tokens=24, stop_strings=[stop])
+    first = full.text.index(stop) + len(stop)
+    assert cut.text == full.text[:first] and cut.text.endswith(stop)
+    assert not cut.truncated and cut.num_tokens < full.num_tokens
+    assert cut.token_ids == full.token_ids[:cut.num_tokens]
+    assert stop in tok.decode(cut.token_ids) and stop not in tok.decode(cut.token_ids[:-1])
+
+
+def test_eos_ends_a_sequence_and_is_kept(tiny):
+    model, tok = tiny
+    [[full]] = generate(model, tok, _prompts()[:1], max_new_tokens=16)
+    eos = full.token_ids[4]
+    old = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [old, eos]
+    try:
+        [[g]] = generate(model, tok, _prompts()[:1], max_new_tokens=16)
+    finally:
+        model.generation_config.eos_token_id = old
+    k = full.token_ids.index(eos)
+    assert g.token_ids == full.token_ids[:k + 1] and not g.truncated
+
+
+def test_sampling_shapes_and_seed(tiny):
+    import torch
+
+    model, tok = tiny
+    greedy = generate(model, tok, _prompts()[:2], max_new_tokens=5, num_return_sequences=3)
+    assert all(len(g) == 3 and len({tuple(x.token_ids) for x in g}) == 1 for g in greedy)
+    assert greedy[0][0] is not greedy[0][1]  # copies, not aliases
+    torch.manual_seed(0)
+    s1 = generate(model, tok, _prompts()[:2], max_new_tokens=8, temperature=1.0, num_return_sequences=4,
+                  batch_size=3, top_p=0.95, min_p=0.05)
+    torch.manual_seed(0)
+    s2 = generate(model, tok, _prompts()[:2], max_new_tokens=8, temperature=1.0, num_return_sequences=4,
+                  batch_size=3, top_p=0.95, min_p=0.05)
+    assert [[x.token_ids for x in g] for g in s1] == [[x.token_ids for x in g] for g in s2]
+    assert all(len(g) == 4 and all(isinstance(x, Generation) for x in g) for g in s1)
+    assert len({tuple(x.token_ids) for x in s1[0]}) > 1  # a random model at T=1 does not repeat itself
+
+
+def test_rejects_bad_budget(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError):
+        generate(model, tok, _prompts()[:1], max_new_tokens=0)

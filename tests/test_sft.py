@@ -1,0 +1,118 @@
+"""`reasontune sft` and the SFT / GRPO / SFT-then-GRPO comparison, on the tiny random Llama."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from reasontune.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cli_sft_writes_a_loadable_adapter(tiny_model_dir, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "run"
+    argv = ["sft", "--model", str(tiny_model_dir), "--output-dir", str(run), "--set", "data.train_size=8",
+            "--set", "data.test_size=2", "--examples", "2", "--epochs", "1", "--batch-size", "2",
+            "--learning-rate", "1e-3", "--lora-r", "2", "--set", "model.max_seq_length=256", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["examples"] == 2 and out["steps"] == 1 and out["run_dir"] == str(run)
+    cfg = json.loads((run / "reasontune_config.json").read_text())
+    assert cfg["warmup"]["learning_rate"] == 1e-3 and cfg["warmup"]["batch_size"] == 2 and cfg["lora"]["r"] == 2
+    assert cfg["grpo"]["learning_rate"] != 1e-3  # --learning-rate is the SFT rate here
+    assert json.loads((run / "status.json").read_text())["status"] == "done"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and rows[0]["stage"] == "warmup" and "loss" in rows[0]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "adapter")
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("worked", [None, ""], ids=["no-column", "empty-column"])
+def test_cli_sft_without_worked_solutions_fails_clearly(worked, tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    rows = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(6)]
+    if worked is not None:
+        rows = [{**r, "worked": worked} for r in rows]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output-dir", str(run),
+                 "--set", "data.test_size=1"]) == 2
+    err = capsys.readouterr().err
+    assert "reasontune: error: reasontune sft needs worked solutions" in err and "qa.jsonl" in err
+    assert not run.exists()  # failed before a run folder or a model
+
+
+def test_budget_callback_stops_at_the_deadline():
+    from transformers import TrainerControl, TrainerState
+
+    from reasontune.compare_demo import BudgetCallback
+
+    control, state = TrainerControl(), TrainerState()
+    cb = BudgetCallback(time.perf_counter() + 3600)
+    cb.on_step_end(None, state, control)
+    assert not control.should_training_stop and not cb.fired and cb.steps == 1
+    cb = BudgetCallback(time.perf_counter() - 1)
+    cb.on_step_end(None, state, control)
+    assert control.should_training_stop and cb.fired
+
+
+def test_ood_config_is_the_harder_level():
+    from reasontune.compare_demo import ood_data_config
+    from reasontune.config import DataConfig
+
+    assert ood_data_config(DataConfig(difficulty=[1, 2, 3, 4])).difficulty == [5]
+    assert ood_data_config(DataConfig(difficulty=None)).difficulty == [5]  # default levels are 1-4
+    assert ood_data_config(DataConfig(difficulty=[5])) is None
+    assert ood_data_config(DataConfig(dataset="x.jsonl")) is None
+
+
+def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
+    """Three arms on the tiny model; GRPO has a huge step cap (and the SFT stage alone may spend the 2 s budget,
+    so the GRPO-only arm falls back to that cap): only the budget can stop it."""
+    import reasontune.demo as demo
+    from reasontune.compare_demo import run_compare
+    from reasontune.config import override
+
+    real = demo.demo_config
+
+    def tiny(out_dir, quick=False):
+        return override(real(out_dir, quick=False), {
+            "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
+            "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
+            "grpo.max_steps": 10_000, "grpo.per_device_train_batch_size": 2, "grpo.num_generations": 2,
+            "grpo.max_completion_length": 4, "grpo.logging_steps": 1, "model.max_seq_length": 256})
+
+    monkeypatch.setattr(demo, "demo_config", tiny)
+    s = run_compare(str(tmp_path), budget_s=2.0, include_base=False)
+    root = tmp_path / "compare"
+    assert (root / "metrics.json").is_file() and (root / "table.md").is_file()
+    m = json.loads((root / "metrics.json").read_text())
+    assert set(m["arms"]) == {"sft_then_grpo", "grpo_only", "sft_only"} and m["ood_difficulty"] == [5]
+    for arm, r in m["arms"].items():
+        for key in ("wall_seconds", "heldout_accuracy", "ood_accuracy", "heldout_format_rate", "stopped_by_budget"):
+            assert key in r, (arm, key)
+        assert (root / arm / "adapter" / "adapter_config.json").is_file()
+        assert (root / arm / "evals" / "ood" / "metrics.json").is_file()
+    assert s["arms"]["sft_then_grpo"]["stopped_by_budget"]  # in its SFT or its GRPO stage
+    grpo = s["arms"]["grpo_only"]["stages"]["grpo"]
+    assert grpo["stopped_by_budget"] and 1 <= grpo["steps"] < grpo["max_steps"]  # the budget, not max_steps
+    assert s["plan"]["budget_s"] == 2.0 and s["plan"]["sft_examples"] >= 1
+    for arm in m["arms"].values():  # nobody trains much past the budget (one step of this tiny model)
+        assert arm["wall_seconds"] < 2.0 + 30
+    table = (root / "table.md").read_text()
+    assert "| arm | wall s | held-out accuracy | OOD accuracy | format rate |" in table
+    assert all(f"| {arm} |" in table for arm in m["arms"])
