@@ -11,14 +11,7 @@ from reasontune import advise as A
 from reasontune.config import from_dict, override
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def facts(**kw) -> A.Facts:

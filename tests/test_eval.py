@@ -14,14 +14,7 @@ RECORD_KEYS = {"prompt", "question", "answer", "completion", "extracted", "corre
                "truncated", "sample", "kind", "scores"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 2-layer model gains nothing from threads and loses a lot on a busy CPU
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(model_dir, **extra):

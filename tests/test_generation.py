@@ -125,3 +125,21 @@ def test_rejects_bad_budget(tiny):
     model, tok = tiny
     with pytest.raises(ValueError):
         generate(model, tok, _prompts()[:1], max_new_tokens=0)
+
+
+def test_shared_prefix_prefill_matches_separate_prompts(tiny):
+    """The system prompt runs once at batch 1; each row's last logits still equal its own forward."""
+    import torch
+
+    from reasontune.generation import MIN_SHARED_PREFIX, _cache_kw, _prefill, _shared_prefix
+
+    model, tok = tiny
+    rows = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            for p in _prompts()]
+    assert _shared_prefix(rows) >= MIN_SHARED_PREFIX  # the path under test is taken
+    with torch.inference_mode():
+        _, logits, mask, pos = _prefill(model, rows, tok.pad_token_id, _cache_kw(model))
+        for i, r in enumerate(rows):
+            alone = model(input_ids=torch.tensor([r])).logits[0, -1]
+            torch.testing.assert_close(logits[i], alone, rtol=1e-4, atol=1e-4)
+            assert int(pos[i, 0]) == len(r) - 1 and int(mask[i].sum()) == len(r)

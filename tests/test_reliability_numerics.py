@@ -33,13 +33,6 @@ def reward_module(tmp_path, monkeypatch):
     return "rt_num_rewards"
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one thread is much faster than several fighting over two cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_cfg(model_dir, out, reward: str, **grpo):

@@ -10,14 +10,7 @@ import pytest
 from reasontune.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cli_sft_writes_a_loadable_adapter(tiny_model_dir, tmp_path, capsys):

@@ -220,17 +220,11 @@ DEFAULT_LIMIT, DEFAULT_SAMPLES = 32, 8
 
 
 def register(subparsers) -> None:
-    from .cli import add_config_args
-    from .evaluate import EVAL_FLAGS, METAVARS
+    from .evaluate import add_source_args
 
     p = subparsers.add_parser("advise", help="measure pass@k and reward variance; recommend rft, sft_then_rft, "
                               "sft or neither")
-    add_config_args(p)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--adapter", help="PEFT adapter folder to advise on (e.g. after an SFT run)")
-    src.add_argument("--run", help="reasontune run folder: its adapter, model and format")
-    for flag, (dest, typ, _, help_) in EVAL_FLAGS.items():
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_, metavar=METAVARS[flag])
+    add_source_args(p)
     p.add_argument("--on", choices=["train", "test"], default="train",
                    help="split to sample problems from (default train: where GRPO draws its groups)")
     p.add_argument("--out", help="also write metrics.json and completions.jsonl (with total_reward) here")

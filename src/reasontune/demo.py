@@ -81,6 +81,10 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     except Exception as e:  # the numbers are already on disk; a plotting failure must not lose them
         logger.warning("HTML report failed: %s", e)
     logger.info("demo done in %.0f s: %s", summary["wall_seconds"], out)
+    if compare:  # SFT only / GRPO only / SFT then GRPO under one wall-clock budget: OUT/compare/
+        from .compare_demo import run_compare
+
+        summary["compare"] = run_compare(out_dir, quick)
     return summary
 
 

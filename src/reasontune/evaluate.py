@@ -255,16 +255,22 @@ EVAL_FLAGS = {  # flag -> (dest, type, config key, help); dests are prefixed so 
 METAVARS = {"--limit": "N", "--samples": "K", "--temperature": "T", "--max-new-tokens": "N", "--batch-size": "B"}
 
 
-def register(subparsers) -> None:
+def add_source_args(p) -> None:
+    """Model/data flags, --adapter | --run, and the sampling flags: shared by `eval` and `advise`."""
     from .cli import add_config_args
 
-    p = subparsers.add_parser("eval", help="evaluate a model or a trained adapter on held-out problems")
     add_config_args(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--adapter", help="PEFT adapter folder (a run's adapter/ also brings its config)")
     src.add_argument("--run", help="reasontune run folder: uses its adapter, model, format and chat template")
     for flag, (dest, typ, _, help_) in EVAL_FLAGS.items():
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_, metavar=METAVARS[flag])
+
+
+def register(subparsers) -> None:
+
+    p = subparsers.add_parser("eval", help="evaluate a model or a trained adapter on held-out problems")
+    add_source_args(p)
     p.add_argument("--out", help="output folder (default: RUN/eval with --run, else runs/eval)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on the last line")
     p.set_defaults(func=cmd_eval)

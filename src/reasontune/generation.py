@@ -110,27 +110,72 @@ def _cache_of(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: int, sampling: tuple,
-                  eos: set[int], stop: _StopCheck, bar=None) -> list[tuple[list[int], bool]]:
-    """Decode one left-padded batch; per row (completion ids, truncated). `bar` ticks per finished row."""
+MIN_SHARED_PREFIX = 8  # tokens; below this a separate prefix pass is not worth it
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device):
+    """(ids, mask), both (B, width): rows right-aligned, pad on the left."""
     import torch
 
-    device = model.device
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
         mask[i, width - len(r):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache_kw = _cache_kw(model)
+    return ids.to(device), mask.to(device)
+
+
+def _shared_prefix(rows: list[list[int]]) -> int:
+    """Length of the prefix every row shares (the chat template + system prompt), leaving each row
+    at least one token of its own."""
+    limit = min(len(r) for r in rows) - 1
+    first, n = rows[0], 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
+def _forward(model, **kw):
     try:  # logits for the last position only: the prompt's other logits are never used
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        return model(use_cache=True, logits_to_keep=1, **kw)
     except TypeError:  # a model without logits_to_keep
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    cache, logits = _cache_of(out), out.logits[:, -1]
-    pos = pos[:, -1:]
+        return model(use_cache=True, **kw)
+
+
+def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str):
+    """Fill the KV cache for a batch of prompts -> (cache, last logits (B, V), mask (B, T), pos (B, 1)).
+
+    Prompts that share a prefix (the system prompt) pay for it once: the prefix runs at batch 1,
+    its cache is repeated B times, then the suffixes run left-padded after it. The padding then sits
+    between prefix and suffix, masked out, with explicit position ids, so every row sees the same
+    positions and keys it would see alone.
+    """
+    import torch
+
+    device, b = model.device, len(rows)
+    shared = _shared_prefix(rows) if b > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        ids, mask = _left_pad(rows, pad_id, device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = _forward(model, input_ids=ids, attention_mask=mask, position_ids=pos)
+        return _cache_of(out), out.logits[:, -1], mask, pos[:, -1:]
+    prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=device)  # (1, P)
+    cache = _cache_of(_forward(model, input_ids=prefix))
+    cache.batch_repeat_interleave(b)
+    ids, smask = _left_pad([r[shared:] for r in rows], pad_id, device)  # (B, S)
+    mask = torch.cat([smask.new_ones((b, shared)), smask], dim=1)  # (B, P + S)
+    pos = shared + (smask.cumsum(-1) - 1).clamp(min=0)
+    out = _forward(model, input_ids=ids, attention_mask=mask, position_ids=pos, **{cache_kw: cache})
+    return _cache_of(out), out.logits[:, -1], mask, pos[:, -1:]
+
+
+def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: int, sampling: tuple,
+                  eos: set[int], stop: _StopCheck, bar=None) -> list[tuple[list[int], bool]]:
+    """Decode one left-padded batch; per row (completion ids, truncated). `bar` ticks per finished row."""
+    device = model.device
+    cache_kw = _cache_kw(model)
+    cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw)
     with threads(decode_threads() if device.type == "cpu" else None):
         return _decode_loop(model, rows, cache, logits, mask, pos, max_new_tokens=max_new_tokens,
                             sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)
