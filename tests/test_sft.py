@@ -102,7 +102,10 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
         assert (root / arm / "evals" / "ood" / "metrics.json").is_file()
     assert s["arms"]["sft_then_grpo"]["stopped_by_budget"]  # in its SFT or its GRPO stage
     grpo = s["arms"]["grpo_only"]["stages"]["grpo"]
-    assert grpo["stopped_by_budget"] and 1 <= grpo["steps"] < grpo["max_steps"]  # the budget, not max_steps
+    # The arm is sized from the first arm's step time to fit the budget: either the budget stopped it, or it ran
+    # exactly its planned steps (timing decides which; the budget callback alone is tested above).
+    assert 1 <= grpo["steps"] <= grpo["max_steps"], grpo
+    assert grpo["stopped_by_budget"] or grpo["steps"] == grpo["max_steps"], grpo
     assert s["plan"]["budget_s"] == 2.0 and s["plan"]["sft_examples"] >= 1
     for arm in m["arms"].values():  # nobody trains much past the budget (one step of this tiny model)
         assert arm["wall_seconds"] < 2.0 + 30

@@ -326,7 +326,7 @@ def _collect(p: Path) -> tuple[dict, dict, list, dict, dict]:
     recs = {s: read_jsonl(d / "completions.jsonl") for s, d in evs.items()}
     demo = read_json(p / "metrics.json") if (p / "metrics.json").is_file() and not is_eval_dir(p) else {}
     for s in STAGE_ORDER:
-        if isinstance(demo.get(s), dict) and s not in stages:
+        if isinstance(demo.get(s), dict) and "accuracy" in demo[s] and s not in stages:
             stages[s] = demo[s]
     rows = read_jsonl(p / "metrics.jsonl") or read_jsonl(p / "train" / "metrics.jsonl")
     cfg = read_json(p / "reasontune_config.json") if (p / "reasontune_config.json").is_file() else {}
