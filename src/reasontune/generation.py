@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .prompting import render_chat
 from .speed import decode_threads, threads
 
 logger = logging.getLogger(__name__)
@@ -27,13 +28,6 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
     num_tokens: int = 0
     truncated: bool = False
-
-
-def render_prompt(tokenizer, prompt) -> str:
-    """A chat-message list through the chat template (with the generation prompt); strings as-is."""
-    if isinstance(prompt, str):
-        return prompt
-    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
 
 
 def cut_at_stop(text: str, stop_strings: Sequence[str] | None) -> tuple[str, bool]:
@@ -240,7 +234,7 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: flo
 
     if max_new_tokens <= 0 or num_return_sequences <= 0:
         raise ValueError("max_new_tokens and num_return_sequences must be positive")
-    texts = [render_prompt(tokenizer, p) for p in prompts]
+    texts = [render_chat(tokenizer, p) for p in prompts]
     enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     copies = 1 if temperature <= 0 else num_return_sequences
     rows = sorted(((i, j) for i in range(len(enc)) for j in range(copies)), key=lambda r: (-len(enc[r[0]]), r))

@@ -90,13 +90,12 @@ def ensure_embedded(name: str = "smollm2-135m") -> Path:
 
 def resolve_model_path(cfg: ModelConfig) -> str:
     """Turn `model.name` into something `from_pretrained` loads. Cheap checks only (no network)."""
+    check_model_spec(cfg)  # the missing-file / missing-folder errors live there, once
     name = cfg.name
     if name in EMBEDDED:
         return str(ensure_embedded(name))
     p = Path(name).expanduser()
     if name.endswith(".gguf"):
-        if not p.is_file():
-            raise ConfigError(f"model.name={name!r}: GGUF file not found; give an existing .gguf path")
         key = hashlib.sha1(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime}".encode()).hexdigest()[:12]
         out = home() / "models" / f"{p.stem}-{key}"
         return str(out if (out / "config.json").is_file() else convert_gguf(p, out))
@@ -104,8 +103,6 @@ def resolve_model_path(cfg: ModelConfig) -> str:
         if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             raise ConfigError(f"model.name={name!r}: folder has no config.json; point at a saved model folder")
         return str(p)
-    if name.startswith((".", "/", "~")):
-        raise ConfigError(f"model.name={name!r}: no such folder or file")
     return name  # a hub id; from_pretrained resolves it (and fails offline with its own message)
 
 

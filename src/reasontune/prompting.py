@@ -10,12 +10,16 @@ from __future__ import annotations
 from .config import FormatConfig
 
 
+def render_chat(tokenizer, messages) -> str:
+    """Chat messages through the chat template with the generation prompt; a string is already rendered."""
+    if isinstance(messages, str):
+        return messages
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
 def render_prompt(tokenizer, messages, fmt: FormatConfig) -> str:
     """Chat messages (or an already-rendered string) -> the exact text the model continues."""
-    if isinstance(messages, str):
-        text = messages
-    else:
-        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    text = render_chat(tokenizer, messages)
     if fmt.prefill_reasoning and not text.endswith(fmt.reasoning_start):
         text = text + fmt.reasoning_start
     return text
