@@ -1,13 +1,22 @@
 """GRPO step time: plain TRL GRPOTrainer vs reasontune's trainer, same work, same machine, one command.
 
-    python bench/grpo_step.py [--steps 3] [--json]
+    python bench/grpo_step.py [--steps 3] [--json] [--no-warm]
 
-Plain TRL keeps TRL's defaults except bf16 (off: emulated bf16 is ~30x slower on CPUs without it).
 Each side runs in its own subprocess (so peak RSS is its own) on the embedded SmolLM2-135M with
-the same LoRA, data (procedural:arithmetic), rewards (the recipe's four), batch (4 prompts x 8
-completions), max_completion_length (64) and seed. Plain TRL keeps every TRL default; reasontune
-uses its trainer (stop at the closing marker, zero-advantage skipping, LoRA merged for decoding,
-measured autocast). The first step is a warm-up and is not timed.
+the same LoRA adapter, data (procedural:arithmetic), rewards (the recipe's four), batch (4 prompts
+x 8 completions), max_completion_length (64) and seed.
+
+- Both sides start from the same format-warmed adapter (the demo's SFT warm-up, run once in a
+  third subprocess first): an untrained base never writes the answer marker, so a bench on it
+  measures a situation no real GRPO run spends its time in. --no-warm starts from a fresh LoRA.
+- Plain TRL is what a TRL user writes: `from_pretrained` (fp32 weights for this checkpoint) and
+  `GRPOConfig` defaults (gradient checkpointing on, HF generate). The one exception is bf16: TRL
+  defaults it to True, which we keep only where bf16 measured faster on this CPU (speed.py); on a
+  CPU that emulates bf16 it is ~30x slower, which would flatter reasontune.
+- reasontune uses its loader (bf16 frozen base where bf16 measured faster, fp32 LoRA) and its
+  trainer (stop at the closing marker, finished rows leave the decode batch, zero-advantage
+  skipping, no gradient checkpointing).
+The first step warms caches and kernels and is not timed.
 """
 
 from __future__ import annotations
@@ -24,23 +33,68 @@ import time
 SHAPE = dict(prompts=4, generations=8, max_completion_length=64)
 
 
-def _setup(side: str, steps: int):
-    from transformers import TrainerCallback
+WARM_DIR = "/tmp/reasontune-bench-warm"
 
+
+def _config(side: str, steps: int):
     from reasontune.config import from_dict
-    from reasontune.data import build_datasets
-    from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import prepare_prompts
 
-    cfg = from_dict({
+    return from_dict({
         "output_dir": f"/tmp/reasontune-bench-{side}", "overwrite": True,
         "lora": {"r": 16, "alpha": 32},
         "data": {"train_size": 256, "test_size": 8},
         "grpo": {"per_device_train_batch_size": SHAPE["prompts"] * SHAPE["generations"],
                  "num_generations": SHAPE["generations"], "max_completion_length": SHAPE["max_completion_length"],
                  "max_steps": steps + 1, "learning_rate": 5e-5, "save_steps": 10_000},
+        "warmup": {"kind": "sft", "examples": 64, "epochs": 2, "learning_rate": 1e-3, "batch_size": 8},
     })
+
+
+def warm_adapter() -> dict:
+    """The demo's format warm-up on a fresh LoRA, saved to WARM_DIR for both sides to load."""
+    from transformers import set_seed
+
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.sft import warmup_sft
+
+    cfg = _config("warm", 0)
+    set_seed(cfg.seed)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    out = warmup_sft(cfg, model, tok, build_datasets(cfg.data, cfg.format)["train"], out_dir=WARM_DIR)
+    model.save_pretrained(WARM_DIR)
+    tok.save_pretrained(WARM_DIR)
+    return {"side": "warm", **out}
+
+
+def _load(side: str, cfg, warm: bool):
+    """reasontune: our loader. trl: what a plain script does (from_pretrained defaults, then PEFT)."""
+    from reasontune.models import load_model_and_tokenizer, load_tokenizer, peft_config, resolve_model_path
+
+    if side == "reasontune":
+        model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=None if warm else cfg.lora,
+                                                 adapter=WARM_DIR if warm else None)
+        return model, tok
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.model)
+    tok = load_tokenizer(path, cfg.model, cfg.format)  # same prompt rendering on both sides
+    model = AutoModelForCausalLM.from_pretrained(path)
+    if warm:
+        return PeftModel.from_pretrained(model, WARM_DIR, is_trainable=True), tok
+    return get_peft_model(model, peft_config(cfg.lora, model.config.num_hidden_layers)), tok
+
+
+def _setup(side: str, steps: int, warm: bool):
+    from transformers import TrainerCallback, set_seed
+
+    from reasontune.data import build_datasets
+    from reasontune.train import prepare_prompts
+
+    cfg = _config(side, steps)
+    set_seed(cfg.seed)
+    model, tok = _load(side, cfg, warm)
     ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
 
     class Timer(TrainerCallback):
@@ -60,12 +114,15 @@ def _setup(side: str, steps: int):
     return cfg, model, tok, ds, Timer()
 
 
-def run_side(side: str, steps: int) -> dict:
-    cfg, model, tok, ds, timer = _setup(side, steps)
+def run_side(side: str, steps: int, warm: bool) -> dict:
+    if side == "warm":
+        return warm_adapter()
+    cfg, model, tok, ds, timer = _setup(side, steps, warm)
     if side == "trl":
         from trl import GRPOConfig, GRPOTrainer
 
         from reasontune.rewards import build_reward_funcs
+        from reasontune.speed import cpu_bf16_is_faster
 
         funcs, weights = build_reward_funcs(cfg.rewards, cfg.format, eos_token=tok.eos_token)
         g = cfg.grpo
@@ -73,10 +130,10 @@ def run_side(side: str, steps: int) -> dict:
                           num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                           max_steps=g.max_steps, learning_rate=g.learning_rate, logging_steps=1, save_strategy="no",
                           report_to="none", seed=cfg.seed, use_cpu=True, disable_tqdm=True,
-                          # TRL defaults bf16=True; on a CPU without native bf16 (this one: 0.8 vs 28
-                          # GFLOP/s) that would make the baseline absurdly slow, so the baseline gets fp32.
-                          # Everything else (gradient checkpointing on, HF generate, ...) is TRL's default.
-                          bf16=False)
+                          # TRL defaults bf16=True: kept where bf16 is native, off where it is
+                          # emulated (~30x slower). Everything else (gradient checkpointing on, HF
+                          # generate, ...) is TRL's default.
+                          bf16=cpu_bf16_is_faster())
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
                               callbacks=[timer])
     else:
@@ -87,36 +144,50 @@ def run_side(side: str, steps: int) -> dict:
     trainer.train()
     times, tokens = timer.times[1:], timer.tokens[1:]  # step 1 warms caches and kernels
     s = sum(times) / len(times)
-    return {"side": side, "s_per_step": s, "tokens_per_s": sum(tokens) / sum(times),
-            "step_times": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    skipped = [r.get("skipped_rows_frac") for r in trainer.state.log_history[1:] if "skipped_rows_frac" in r]
+    return {"side": side, "s_per_step": s, "tokens_per_s": sum(tokens) / sum(times), "step_times": times,
+            "mean_completion_tokens": sum(tokens) / len(tokens) / (SHAPE["prompts"] * SHAPE["generations"]),
+            "skipped_rows_frac": sum(skipped) / len(skipped) if skipped else None,
+            "weights_dtype": str(next(model.parameters()).dtype), "trl_bf16": bool(trainer.args.bf16),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--side", choices=["trl", "reasontune"], help=argparse.SUPPRESS)
+    p.add_argument("--no-warm", action="store_true", help="start both sides from a fresh LoRA, not the warmed adapter")
+    p.add_argument("--side", choices=["warm", "trl", "reasontune"], help=argparse.SUPPRESS)
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    warm = not a.no_warm
     if a.side:  # child process
-        print(json.dumps(run_side(a.side, a.steps)))
+        print(json.dumps(run_side(a.side, a.steps, warm)))
         return
     res = {}
-    for side in ("trl", "reasontune"):
+    for side in (["warm"] if warm else []) + ["trl", "reasontune"]:
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--side", side, "--steps", str(a.steps)],
-                             capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        cmd = [sys.executable, __file__, "--side", side, "--steps", str(a.steps)] + (["--no-warm"] if not warm else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         if out.returncode != 0:
             sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
         res[side] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{side:>10}: {res[side]['s_per_step']:.2f} s/step, {res[side]['tokens_per_s']:.0f} completion tok/s, "
-              f"peak RSS {res[side]['peak_rss_mb']:.0f} MB (wall {time.perf_counter() - t:.0f} s)", flush=True)
+        if side == "warm":
+            print(f"warm-up adapter: {res[side]['examples']} worked solutions, loss {res[side]['loss']:.3f} "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+            continue
+        r = res[side]
+        skip = "" if r["skipped_rows_frac"] is None else f", {r['skipped_rows_frac']:.0%} rows skipped"
+        print(f"{side:>10}: {r['s_per_step']:.2f} s/step ({', '.join(f'{x:.1f}' for x in r['step_times'])}), "
+              f"{r['tokens_per_s']:.0f} completion tok/s, {r['mean_completion_tokens']:.1f} tokens/completion{skip}, "
+              f"weights {r['weights_dtype']}, peak RSS {r['peak_rss_mb']:.0f} MB "
+              f"(wall {time.perf_counter() - t:.0f} s)", flush=True)
     ratio = res["trl"]["s_per_step"] / res["reasontune"]["s_per_step"]
     print(f"ratio (plain TRL s/step / reasontune s/step): {ratio:.2f}")
     if a.json:
         print(json.dumps({"ratio": ratio, "reasontune_s_per_step": res["reasontune"]["s_per_step"],
                           "trl_s_per_step": res["trl"]["s_per_step"], "steps": a.steps, "shape": SHAPE,
-                          "detail": res}))
+                          "warm_adapter": warm, "detail": res}))
 
 
 if __name__ == "__main__":

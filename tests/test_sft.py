@@ -52,15 +52,30 @@ def test_cli_sft_without_worked_solutions_fails_clearly(worked, tiny_model_dir, 
 def test_budget_callback_stops_at_the_deadline():
     from transformers import TrainerControl, TrainerState
 
-    from reasontune.compare_demo import BudgetCallback
+    from reasontune.train import TimeBudget
 
     control, state = TrainerControl(), TrainerState()
-    cb = BudgetCallback(time.perf_counter() + 3600)
+    cb = TimeBudget(deadline=time.perf_counter() + 3600)
     cb.on_step_end(None, state, control)
     assert not control.should_training_stop and not cb.fired and cb.steps == 1
-    cb = BudgetCallback(time.perf_counter() - 1)
+    cb = TimeBudget(deadline=time.perf_counter() - 1)
     cb.on_step_end(None, state, control)
     assert control.should_training_stop and cb.fired
+
+
+@pytest.mark.parametrize("seconds, stops", [(None, False), (3600.0, False), (1e-6, True)])
+def test_time_budget_counts_from_train_begin(seconds, stops):
+    """grpo.max_seconds: the clock starts when training begins, not when the callback is built."""
+    from transformers import TrainerControl, TrainerState
+
+    from reasontune.train import TimeBudget
+
+    control, state = TrainerControl(), TrainerState()
+    cb = TimeBudget(seconds=seconds)
+    cb.on_train_begin(None, state, control)
+    time.sleep(0.01)
+    cb.on_step_end(None, state, control)
+    assert bool(control.should_training_stop) is stops and cb.fired is stops
 
 
 def test_ood_config_is_the_harder_level():
@@ -82,7 +97,7 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
 
     real = demo.demo_config
 
-    def tiny(out_dir, quick=False):
+    def tiny(out_dir, quick=False, updates=None):
         return override(real(out_dir, quick=False), {
             "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
             "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,

@@ -110,7 +110,8 @@ def _resume_base(args) -> RunConfig | None:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, quick=args.quick, compare=getattr(args, "compare", False))
+    run_demo(out_dir=args.out, quick=args.quick, compare=getattr(args, "compare", False),
+             updates=parse_set(args.set))
     return 0
 
 
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole loop offline on a CPU with the embedded model")
     p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a field of recipes/demo.yaml, e.g. --set grpo.max_steps=10 (repeatable)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke-test run (minutes, not a result)")
     p.add_argument("--compare", action="store_true", help="also run SFT-only / GRPO-only / SFT+GRPO")
     p.set_defaults(func=cmd_demo)

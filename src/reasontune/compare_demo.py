@@ -4,7 +4,7 @@ Each arm starts from a fresh copy of the base model with a fresh LoRA. The SFT-t
 the demo recipe as written and calibrates the others: its wall time is the budget (unless one is
 given), its GRPO step time sizes the GRPO-only arm (max_steps = budget / step time, so the LR
 schedule fits the run), and its SFT time per example sizes the SFT-only arm (more distinct worked
-solutions first, then more epochs). A `BudgetCallback` stops any arm whose budget is spent, so
+solutions first, then more epochs). A `TimeBudget` callback stops any arm whose budget is spent, so
 no arm trains longer than the budget plus one step. Only training time counts; loading and
 evaluation do not. Held-out accuracy is measured on the training distribution's test split, and
 out-of-distribution accuracy on harder problems (procedural level 5 when training used 1-4).
@@ -21,27 +21,11 @@ import math
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from .config import DataConfig, RunConfig, override
 
 logger = logging.getLogger(__name__)
 
 ARMS = ("sft_then_grpo", "grpo_only", "sft_only")
-
-
-class BudgetCallback(TrainerCallback):
-    """Stop training at the first step boundary at or after `deadline` (a time.perf_counter() value)."""
-
-    def __init__(self, deadline: float):
-        self.deadline, self.fired, self.steps = deadline, False, 0
-
-    def on_step_end(self, args, state, control, **kw):
-        self.steps += 1
-        if time.perf_counter() >= self.deadline:
-            control.should_training_stop = True
-            self.fired = True
-        return control
 
 
 def ood_data_config(data: DataConfig) -> DataConfig | None:
@@ -70,19 +54,20 @@ def _fresh(cfg: RunConfig):
 
 def _sft_stage(cfg: RunConfig, model, tok, train, run, deadline: float) -> dict:
     from .sft import warmup_sft
+    from .train import TimeBudget
 
-    cb = BudgetCallback(deadline)
+    cb = TimeBudget(deadline=deadline)
     out = warmup_sft(cfg, model, tok, train, run=run, out_dir=str(run.path), callbacks=[cb])
     return {**out, "steps": cb.steps, "stopped_by_budget": cb.fired, "batch_size": cfg.warmup.batch_size}
 
 
 def _grpo_stage(cfg: RunConfig, model, tok, train, run, deadline: float) -> dict:
     from .guards import NonFiniteGuard
-    from .train import MetricsCallback, build_grpo_trainer, prepare_prompts
+    from .train import MetricsCallback, TimeBudget, build_grpo_trainer, prepare_prompts
 
     if time.perf_counter() >= deadline:
         return {"steps": 0, "seconds": 0.0, "stopped_by_budget": True}
-    cb, guard = BudgetCallback(deadline), NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)
+    cb, guard = TimeBudget(deadline=deadline), NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)
     trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(train, tok, cfg), [guard, MetricsCallback(run), cb])
     t = time.perf_counter()
     trainer.train()
@@ -154,7 +139,7 @@ def plan_from(first: dict, cfg: RunConfig, budget_s: float | None, worked_rows: 
 
 
 def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float | None = None,
-                include_base: bool = True) -> dict:
+                include_base: bool = True, updates: dict | None = None) -> dict:
     """Run the three arms (and a base-model row); write OUT/compare/metrics.json and table.md.
 
     budget_s None: the budget is the SFT-then-GRPO arm's training time (with --quick, the quick recipe's).
@@ -166,7 +151,7 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
 
     root = Path(out_dir) / "compare"
     root.mkdir(parents=True, exist_ok=True)
-    cfg = demo.demo_config(out_dir, quick)
+    cfg = demo.demo_config(out_dir, quick, updates)
     from .models import load_tokenizer, resolve_model_path
 
     tok = load_tokenizer(resolve_model_path(cfg.model), cfg.model, cfg.format)

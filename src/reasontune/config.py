@@ -42,7 +42,7 @@ class ModelConfig:
     name: str = _f(DEFAULT_MODEL, "Hub id, local folder, .gguf file, or 'smollm2-135m' (embedded default).")
     gguf_file: str | None = _f(None, "GGUF file name inside `name` when `name` is a hub id or folder.")
     backend: str = _f("auto", "auto | unsloth | transformers. auto picks Unsloth on CUDA when it imports.")
-    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (compute dtype of the frozen base).")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16: dtype of the frozen base (auto: bf16/fp16 on CUDA; bf16 on a CPU where it measures faster, else float32).")
     max_seq_length: int = _f(1024, "Prompt + completion token budget.")
     load_in_4bit: bool = _f(False, "4-bit base weights (bitsandbytes / Unsloth, CUDA only).")
     fast_inference: bool = _f(False, "Unsloth only: attach a vLLM engine for generation.")
@@ -183,6 +183,9 @@ class GRPOSettings:
     max_prompt_length: int | None = _f(None, "Prompt token budget; None: measured from the data.")
     max_completion_length: int | None = _f(None, "Completion budget; None: max_seq_length - max_prompt_length.")
     max_steps: int = _f(100, "Optimizer steps.")
+    max_seconds: float | None = _f(
+        None, "Wall-clock budget for GRPO: stop (and save) after the first step that ends past it. "
+        "None: no budget. Pair it with a constant learning-rate schedule, since a decaying one assumes max_steps.")
     temperature: float = _f(1.0, "Sampling temperature for rollouts.")
     min_p: float | None = _f(None, "min-p sampling (the recipe uses 0.1 with vLLM).")
     top_p: float = _f(1.0, "Nucleus sampling.")
@@ -210,6 +213,8 @@ class GRPOSettings:
         _check(self.gradient_accumulation_steps > 0, "grpo.gradient_accumulation_steps",
                self.gradient_accumulation_steps, "use a positive integer")
         _check(self.max_steps > 0, "grpo.max_steps", self.max_steps, "use a positive number of steps")
+        _check(self.max_seconds is None or self.max_seconds > 0, "grpo.max_seconds", self.max_seconds,
+               "use a positive number of seconds, or null for no budget")
         _check(self.max_nonfinite_steps >= 1, "grpo.max_nonfinite_steps", self.max_nonfinite_steps,
                "use 1 or more (1 stops at the first non-finite step)")
         _check(self.temperature > 0, "grpo.temperature", self.temperature, "use a temperature > 0")

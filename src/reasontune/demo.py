@@ -21,15 +21,16 @@ QUICK = {"data.train_size": 64, "data.test_size": 8, "eval.limit": 8, "warmup.ex
          "grpo.max_steps": 2, "grpo.max_completion_length": 32}
 
 
-def demo_config(out_dir: str, quick: bool = False) -> RunConfig:
+def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None) -> RunConfig:
     cfg = load_yaml(RECIPES / "demo.yaml")
-    updates = {"output_dir": str(Path(out_dir) / "train"), "overwrite": True}
+    fixed = {"output_dir": str(Path(out_dir) / "train"), "overwrite": True}
     if quick:
-        updates.update(QUICK)
-    return override(cfg, updates)
+        fixed.update(QUICK)
+    return override(cfg, {**fixed, **(updates or {})})
 
 
-def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = False) -> dict:
+def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = False,
+             updates: dict | None = None) -> dict:
     import torch
 
     from .data import build_datasets
@@ -42,7 +43,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = demo_config(out_dir, quick)
+    cfg = demo_config(out_dir, quick, updates)
     torch.manual_seed(cfg.seed)
     model, tok, backend = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     data = build_datasets(cfg.data, cfg.format, tokenizer=tok)
@@ -84,7 +85,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     if compare:  # SFT only / GRPO only / SFT then GRPO under one wall-clock budget: OUT/compare/
         from .compare_demo import run_compare
 
-        summary["compare"] = run_compare(out_dir, quick)
+        summary["compare"] = run_compare(out_dir, quick, updates=updates)
     return summary
 
 

@@ -131,8 +131,18 @@ def _shared_prefix(rows: list[list[int]]) -> int:
 
 
 def _forward(model, **kw):
-    try:  # logits for the last position only: the prompt's other logits are never used
-        return model(use_cache=True, logits_to_keep=1, **kw)
+    """Prefill forward with logits for the last position only (the prompt's other logits are never used).
+
+    The position goes in as an index tensor, not the int 1: an int slices hidden_states[:, -1:, :], a
+    non-contiguous (B, 1, H) view, and F.linear on that falls back to a batched matmul that copies the
+    (H, V) lm_head weight B times (measured: 5.2 of 7.4 s of a 64-prompt SmolLM2 prefill). Indexing
+    with a tensor gives a contiguous copy, and the lm_head is one plain matmul.
+    """
+    import torch
+
+    last = torch.tensor([kw["input_ids"].shape[1] - 1], device=kw["input_ids"].device)
+    try:
+        return model(use_cache=True, logits_to_keep=last, **kw)
     except TypeError:  # a model without logits_to_keep
         return model(use_cache=True, **kw)
 

@@ -47,8 +47,9 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
         per_device_train_batch_size=w.batch_size, lr_scheduler_type="constant", logging_steps=1,
         save_strategy="no", report_to="none", seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
         completion_only_loss=True, max_length=cfg.model.max_seq_length, disable_tqdm=False,
-        # TRL defaults both to True; on a CPU without native bf16 that is ~30x slower (speed.py measures).
-        bf16=False, gradient_checkpointing=cfg.lora.gradient_checkpointing,
+        # TRL defaults both to True. bf16 autocast only where it measured faster (speed.py): on a CPU
+        # without native bf16 it is ~30x slower.
+        bf16=_sft_bf16(cfg), gradient_checkpointing=cfg.lora.gradient_checkpointing,
         dataloader_num_workers=0,
     )
     callbacks = ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
@@ -59,6 +60,15 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
     logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,
                 result.training_loss, secs)
     return {"examples": len(data), "loss": result.training_loss, "seconds": secs, "steps": trainer.state.global_step}
+
+
+def _sft_bf16(cfg: RunConfig) -> bool:
+    """bf16 autocast for SFT on a CPU when our measured choice says so; on CUDA the weights carry the dtype."""
+    import torch
+
+    from .speed import autocast_dtype
+
+    return not torch.cuda.is_available() and autocast_dtype("cpu", cfg.grpo.bf16) == torch.bfloat16
 
 
 # ------------------------------------------------------------------- `reasontune sft`: SFT as a run of its own

@@ -36,6 +36,26 @@ class MetricsCallback(TrainerCallback):
         self.run.append_metrics(row)
 
 
+class TimeBudget(TrainerCallback):
+    """Stop at the first step boundary at or after a deadline: `seconds` after training begins
+    (grpo.max_seconds) or an absolute `deadline` (a time.perf_counter() value). The adapter is still saved."""
+
+    def __init__(self, seconds: float | None = None, deadline: float | None = None):
+        self.seconds, self.deadline, self.fired, self.steps = seconds, deadline, False, 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.deadline is None and self.seconds is not None:
+            self.deadline = time.perf_counter() + self.seconds
+
+    def on_step_end(self, args, state, control, **kw):
+        self.steps += 1
+        if self.deadline is not None and not self.fired and time.perf_counter() >= self.deadline:
+            self.fired = True
+            control.should_training_stop = True
+            logger.info("time budget reached after step %d of %d: stopping", state.global_step, state.max_steps)
+        return control
+
+
 class GracefulStop(TrainerCallback):
     """SIGINT/SIGTERM -> checkpoint at the next step boundary, then stop (issue: survive interruption)."""
 
@@ -217,7 +237,8 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     from .guards import NonFiniteError, NonFiniteGuard
 
     guard = NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)  # before MetricsCallback: adds to its rows
-    trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, [guard, MetricsCallback(run), stopper])
+    budget = TimeBudget(cfg.grpo.max_seconds)
+    trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, [guard, MetricsCallback(run), stopper, budget])
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume_from)
     if guard.tripped:
@@ -226,4 +247,4 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
         trainer.model.save_pretrained(run.path / "adapter")
         tokenizer.save_pretrained(run.path / "adapter")
     return {"global_step": trainer.state.global_step, "train_loss": out.training_loss,
-            "grpo_seconds": time.perf_counter() - t0}
+            "grpo_seconds": time.perf_counter() - t0, "stopped_by_time_budget": budget.fired}
