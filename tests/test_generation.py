@@ -148,3 +148,45 @@ def test_shared_prefix_prefill_matches_separate_prompts(tiny):
             alone = model(input_ids=torch.tensor([r])).logits[0, -1]
             torch.testing.assert_close(logits[i], alone, rtol=1e-4, atol=1e-4)
             assert int(pos[i, 0]) == len(r) - 1 and int(mask[i].sum()) == len(r)
+
+
+def test_merged_lora_decodes_like_the_adapter_and_restores_the_base(tiny):
+    """merged_lora swaps in W + BA*s for decoding: same logits as the unmerged adapter (fp32), same
+    greedy tokens, and afterwards the very same base tensors, unchanged."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from reasontune.generation import _merge_plan, merged_lora
+
+    base, tok = tiny
+    torch.manual_seed(1)
+    model = get_peft_model(copy_model(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                        init_lora_weights=False))  # random B: a non-zero delta
+    model.eval()
+    assert len(_merge_plan(model)) == 2 * 3  # 2 layers x 3 targets
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters() if "base_layer" in n}
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
+    with torch.inference_mode():
+        ref = model(input_ids=ids).logits
+        with model.disable_adapter():
+            plain = model(input_ids=ids).logits
+        with merged_lora(model):
+            merged = model(input_ids=ids).logits
+    assert not torch.allclose(ref, plain, atol=1e-3)  # the adapter matters...
+    torch.testing.assert_close(merged, ref, atol=1e-4, rtol=1e-4)  # ...and merging keeps it
+    for n, p in model.named_parameters():
+        if n in before:
+            assert p is before[n][0] and torch.equal(p, before[n][1]), n
+    # generate() merges internally; its greedy tokens match HF generate on the unmerged adapter
+    [[g]] = generate(model, tok, _prompts()[:1], max_new_tokens=8, autocast_setting="false")
+    enc = tok.apply_chat_template(_prompts()[0], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=8, do_sample=False)
+    assert out[0, enc["input_ids"].shape[1]:].tolist() == g.token_ids
+    assert not _merge_plan(base)  # no PEFT: nothing to merge, decoding unchanged
+
+
+def copy_model(m):
+    import copy
+
+    return copy.deepcopy(m)

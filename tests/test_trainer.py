@@ -147,3 +147,51 @@ def test_stop_at_marker_changes_no_reward():
     for tail in ["", "\n", "  \n", "<|im_end|>", "\n<|im_end|>\n"]:
         for f in funcs:
             assert f([body], answer=["42"]) == f([body + tail], answer=["42"]), (f.__name__, tail)
+
+
+def test_cpu_logps_match_trls_fused_lm_head(tmp_path, tiny_model_dir):
+    """Our CPU log-prob path (one lm_head matmul + row-wise fp32 log-softmax) gives TRL's numbers:
+    the same log-probs, entropies and gradient as its fused LM head, which it bypasses."""
+    from trl import GRPOTrainer
+
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.data import build_datasets
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, bf16="false")
+    cfg.model.dtype = "float32"  # exact comparison: no bf16 base, whatever this CPU measures
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
+    trainer = build_grpo_trainer(cfg, model, tok, ds)
+    inputs = _inputs_with_zero_rows()
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    c = inputs["completion_ids"].size(1)
+    results = []
+    for fn in (trainer._get_per_token_logps_and_entropies,
+               lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k)):
+        model.zero_grad()
+        logps, ent, _ = fn(model, ids, mask, c, compute_entropy=True)
+        (logps * inputs["completion_mask"]).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logps.detach(), ent, grads))
+    (lp1, e1, g1), (lp2, e2, g2) = results
+    assert lp1.shape == (6, c) and torch.isfinite(lp1).all()
+    torch.testing.assert_close(lp1, lp2, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(e1, e2, atol=1e-4, rtol=1e-4)
+    assert g1.keys() == g2.keys() and g1
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], atol=1e-5, rtol=1e-3)
+
+
+def test_token_logps_is_log_softmax_gather():
+    from reasontune.trainer import token_logps
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11).to(torch.bfloat16)
+    tgt = torch.randint(0, 11, (3, 5))
+    lp, ent = token_logps(logits, tgt, entropy=True)
+    ref = logits.float().log_softmax(-1)
+    torch.testing.assert_close(lp, ref.gather(-1, tgt[..., None]).squeeze(-1))
+    torch.testing.assert_close(ent, -(ref.exp() * ref).sum(-1))
+    assert token_logps(logits, tgt)[1] is None

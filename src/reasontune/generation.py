@@ -9,6 +9,7 @@ neighbours (little padding) and results come back in the caller's order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -59,6 +60,11 @@ def _pick_tokens(logits, temperature: float, top_p: float, min_p: float | None):
     logits = logits.float()
     if temperature <= 0:
         return logits.argmax(dim=-1)
+    if (min_p is None or min_p <= 0) and top_p >= 1.0:
+        # Gumbel-max: argmax(z / T + G), G = -log(Exp(1)), draws i with probability softmax(z / T)_i
+        # without normalising (as vLLM and HF do). torch.multinomial over a 49k vocabulary took
+        # 25 ms per step at batch 32 on a CPU.
+        return (logits / temperature - torch.empty_like(logits).exponential_(1.0).log()).argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     if min_p is not None and min_p > 0:
         floor = probs.max(dim=-1, keepdim=True).values * min_p
@@ -68,7 +74,8 @@ def _pick_tokens(logits, temperature: float, top_p: float, min_p: float | None):
         drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p  # keep the smallest prefix reaching top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    return torch.multinomial(probs / probs.sum(dim=-1, keepdim=True), 1).squeeze(-1)
+    # Exponential race: argmax(p / E), E ~ Exp(1), draws index i with probability p_i.
+    return (probs / torch.empty_like(probs).exponential_(1.0)).argmax(dim=-1)
 
 
 class _StopCheck:
@@ -102,6 +109,60 @@ def _cache_kw(model) -> str:
 def _cache_of(out):
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+@contextlib.contextmanager
+def merged_lora(model):
+    """Decode with each LoRA folded into its base weight: one matmul per projection instead of three.
+
+    The merged weights are new tensors (W + B A * scale, rounded once to W's dtype) swapped in for the
+    duration, with the adapters disabled; the originals come back untouched afterwards, so unlike PEFT's
+    merge/unmerge nothing drifts when the base is bf16. SmolLM2 at batch 32 measured 64 ms per decode
+    step merged against 86 unmerged. Anything else (DoRA, quantized or non-Linear bases, several active
+    adapters, no PEFT) decodes unmerged.
+    """
+    import torch
+
+    swaps = _merge_plan(model)
+    if not swaps:
+        yield model
+        return
+    originals = []
+    try:
+        with torch.no_grad():
+            for base, delta in swaps:
+                w = base.weight
+                originals.append((base, w))
+                base.weight = torch.nn.Parameter((w.float() + delta()).to(w.dtype), requires_grad=False)
+        with model.disable_adapter():
+            yield model
+    finally:
+        for base, w in originals:
+            base.weight = w
+
+
+def _merge_plan(model) -> list:
+    """[(base Linear, delta thunk)] for every LoRA layer, or [] when any layer cannot be merged this way."""
+    import torch
+
+    if not hasattr(model, "disable_adapter"):
+        return []
+    try:
+        from peft.tuners.lora import LoraLayer
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:
+        return []
+    plan = []
+    for mod in model.modules():
+        if not isinstance(mod, LoraLayer):
+            continue
+        active = [a for a in mod.active_adapters if a in mod.lora_A]
+        ok = (type(mod) is LoraLinear and len(active) == 1 and not mod.merged and not mod.use_dora.get(active[0])
+              and isinstance(mod.base_layer, torch.nn.Linear) and mod.base_layer.weight.is_floating_point())
+        if not ok:
+            return []
+        plan.append((mod.base_layer, lambda m=mod, a=active[0]: m.get_delta_weight(a).float()))
+    return plan
 
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a separate prefix pass is not worth it
@@ -256,7 +317,7 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: flo
     model.eval()
     t0, ntok = time.perf_counter(), 0
     try:
-        with torch.inference_mode(), autocast(model.device, autocast_setting):
+        with torch.inference_mode(), autocast(model.device, autocast_setting), merged_lora(model):
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start:start + batch_size]
                 outs = _decode_batch(model, [enc[i] for i, _ in chunk], pad_id, max_new_tokens=max_new_tokens,
