@@ -190,3 +190,17 @@ def copy_model(m):
     import copy
 
     return copy.deepcopy(m)
+
+
+@pytest.mark.parametrize("probs", [[0.0, 0.25, 0.0, 0.75], [0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0], [0.1, 0.2, 0.3, 0.4]])
+def test_sample_index_draws_in_proportion_and_never_a_zero(probs):
+    import torch
+
+    from reasontune.generation import sample_index
+
+    torch.manual_seed(0)
+    p = torch.tensor([probs]).repeat(20000, 1)  # unnormalised rows are fine
+    counts = torch.bincount(sample_index(p), minlength=4).float() / 20000
+    expected = torch.tensor(probs) / sum(probs)
+    assert torch.all(counts[expected == 0] == 0)
+    torch.testing.assert_close(counts, expected, atol=0.015, rtol=0)

@@ -60,11 +60,6 @@ def _pick_tokens(logits, temperature: float, top_p: float, min_p: float | None):
     logits = logits.float()
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    if (min_p is None or min_p <= 0) and top_p >= 1.0:
-        # Gumbel-max: argmax(z / T + G), G = -log(Exp(1)), draws i with probability softmax(z / T)_i
-        # without normalising (as vLLM and HF do). torch.multinomial over a 49k vocabulary took
-        # 25 ms per step at batch 32 on a CPU.
-        return (logits / temperature - torch.empty_like(logits).exponential_(1.0).log()).argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     if min_p is not None and min_p > 0:
         floor = probs.max(dim=-1, keepdim=True).values * min_p
@@ -74,8 +69,22 @@ def _pick_tokens(logits, temperature: float, top_p: float, min_p: float | None):
         drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p  # keep the smallest prefix reaching top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    # Exponential race: argmax(p / E), E ~ Exp(1), draws index i with probability p_i.
-    return (probs / torch.empty_like(probs).exponential_(1.0)).argmax(dim=-1)
+    return sample_index(probs)
+
+
+def sample_index(probs):
+    """One index per row with probability proportional to probs (B, V), by inverse transform.
+
+    One uniform number per row and a binary search in the cumulative sums. torch.multinomial, and
+    the Gumbel / exponential-race tricks, draw a random number per vocabulary entry: 25-29 ms per
+    decode step at batch 32 over SmolLM2's 49k tokens on a CPU, against about 1 ms for this.
+    """
+    import torch
+
+    cdf = probs.cumsum(dim=-1)  # (B, V), unnormalised
+    u = torch.rand(probs.size(0), 1, device=probs.device) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first index with cdf > u
+    return idx.clamp(max=probs.size(-1) - 1)
 
 
 class _StopCheck:
