@@ -72,7 +72,7 @@ def test_two_process_grpo_keeps_ranks_in_sync(tiny_model_dir, tmp_path):
            "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
            str(tmp_path / "worker.py"), str(tiny_model_dir), str(tmp_path)]
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=int(os.environ.get("RT_DIST_TIMEOUT", "300")))
     assert proc.returncode == 0, f"accelerate launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == "2" and r["step"] == 2 for r in ranks), ranks

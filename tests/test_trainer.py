@@ -132,7 +132,17 @@ def test_skipping_only_when_exact(tmp_path, tiny_model_dir, beta, loss_type, exp
     cfg = tiny_cfg(tmp_path, tiny_model_dir, beta=beta, loss_type=loss_type)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
-    assert build_grpo_trainer(cfg, model, tok, ds).skip_zero_variance is expected
+    trainer = build_grpo_trainer(cfg, model, tok, ds)
+    assert trainer.skip_zero_variance is expected
+    if expected:  # and never with several processes: ranks would keep different rows (DDP hangs)
+        import types
+
+        real = trainer.accelerator
+        try:
+            trainer.accelerator = types.SimpleNamespace(num_processes=2)
+            assert trainer._skip_is_exact() is False
+        finally:
+            trainer.accelerator = real
 
 
 def test_stop_at_marker_changes_no_reward():

@@ -68,17 +68,20 @@ def _grpo_stage(cfg: RunConfig, model, tok, train, run, deadline: float) -> dict
     if time.perf_counter() >= deadline:
         return {"steps": 0, "seconds": 0.0, "stopped_by_budget": True}
     cb, guard = TimeBudget(deadline=deadline), NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)
-    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(train, tok, cfg), [guard, MetricsCallback(run), cb])
+    own = TimeBudget(seconds=cfg.grpo.max_seconds)  # the recipe's own GRPO budget (the calibrating arm)
+    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(train, tok, cfg),
+                                 [guard, MetricsCallback(run), cb, own])
     t = time.perf_counter()
     trainer.train()
     return {"steps": trainer.state.global_step, "max_steps": cfg.grpo.max_steps, "seconds": time.perf_counter() - t,
-            "stopped_by_budget": cb.fired, "nonfinite": guard.tripped}
+            "stopped_by_budget": cb.fired, "stopped_by_max_seconds": own.fired, "nonfinite": guard.tripped}
 
 
 def _arm_config(cfg: RunConfig, arm: str, plan: dict, root: Path) -> RunConfig:
     updates = {"output_dir": str(root / arm), "overwrite": True}
-    if arm == "grpo_only":
-        updates.update({"grpo.max_steps": plan["grpo_steps"], "grpo.save_steps": plan["grpo_steps"] + 1})
+    if arm == "grpo_only":  # the arm's budget stops it, not the recipe's grpo.max_seconds
+        updates.update({"grpo.max_steps": plan["grpo_steps"], "grpo.save_steps": plan["grpo_steps"] + 1,
+                        "grpo.max_seconds": None})
     elif arm == "sft_only":
         updates.update({"warmup.examples": plan["sft_examples"], "warmup.epochs": plan["sft_epochs"]})
     else:
@@ -129,7 +132,8 @@ def plan_from(first: dict, cfg: RunConfig, budget_s: float | None, worked_rows: 
     grpo, sft = first["stages"].get("grpo", {}), first["stages"].get("sft", {})
     step_s = grpo["seconds"] / grpo["steps"] if grpo.get("steps") else None
     steps = max(1, round(budget / step_s)) if step_s else cfg.grpo.max_steps
-    seen = max(1, sft.get("steps", 0)) * cfg.warmup.batch_size  # examples processed (the last batch may be short)
+    per_step = cfg.warmup.batch_size * cfg.warmup.gradient_accumulation_steps
+    seen = max(1, sft.get("steps", 0)) * per_step  # examples processed (the last batch may be short)
     per_example = sft.get("seconds", 0.0) / seen if sft else None
     passes = budget / per_example if per_example else cfg.warmup.examples * cfg.warmup.epochs
     examples = int(max(1, min(worked_rows, passes)))

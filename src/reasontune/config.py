@@ -160,12 +160,16 @@ class WarmupConfig:
     examples: int = _f(64, "Worked solutions used by the warm-up.")
     epochs: float = _f(2.0, "Warm-up epochs.")
     learning_rate: float = _f(2e-4, "Warm-up learning rate.")
-    batch_size: int = _f(8, "Warm-up batch size.")
+    batch_size: int = _f(8, "Warm-up batch size (per step of gradient accumulation).")
+    gradient_accumulation_steps: int = _f(1, "Warm-up gradient accumulation: batch_size x this per optimizer step.")
 
     def __post_init__(self):
         _check(self.kind in ("none", "sft"), "warmup.kind", self.kind, "use 'none' or 'sft'")
         _check(self.examples > 0, "warmup.examples", self.examples, "use a positive integer")
         _check(self.learning_rate > 0, "warmup.learning_rate", self.learning_rate, "use a learning rate > 0")
+        _check(self.batch_size > 0 and self.gradient_accumulation_steps > 0, "warmup.batch_size",
+               (self.batch_size, self.gradient_accumulation_steps),
+               "use a positive batch_size and gradient_accumulation_steps")
 
 
 @dataclass

@@ -44,7 +44,8 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
     out = Path(out_dir or cfg.output_dir) / "warmup"
     args = SFTConfig(
         output_dir=str(out), num_train_epochs=w.epochs, learning_rate=w.learning_rate,
-        per_device_train_batch_size=w.batch_size, lr_scheduler_type="constant", logging_steps=1,
+        per_device_train_batch_size=w.batch_size, gradient_accumulation_steps=w.gradient_accumulation_steps,
+        lr_scheduler_type="constant", logging_steps=1,
         save_strategy="no", report_to="none", seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
         completion_only_loss=True, max_length=cfg.model.max_seq_length, disable_tqdm=False,
         # TRL defaults both to True. bf16 autocast only where it measured faster (speed.py): on a CPU

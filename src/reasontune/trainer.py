@@ -46,6 +46,10 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
             why.append(f"beta={self.beta} (the KL term is non-zero on every row)")
         if self.loss_type not in SKIP_SAFE_LOSSES:
             why.append(f"loss_type={self.loss_type} normalises per micro-batch")
+        if self.accelerator.num_processes > 1:
+            # Ranks would drop different rows: DDP needs a forward/backward on every rank and TRL
+            # all-gathers per-row metrics inside the loss, which must have the same size everywhere.
+            why.append(f"{self.accelerator.num_processes} processes (ranks must keep equal rows)")
         if getattr(self, "_entropy_bonus_enabled", False) or getattr(self, "top_entropy_quantile", 1.0) < 1.0:
             why.append("an entropy term depends on all rows")
         if why:
