@@ -27,7 +27,7 @@ def test_gguf_file_loads_through_the_cache(tiny_gguf, tmp_path, monkeypatch):
 
     monkeypatch.setenv("REASONTUNE_HOME", str(tmp_path / "home"))
     model, path = tiny_gguf
-    cfg = ModelConfig(name=str(path))
+    cfg = ModelConfig(name=str(path), dtype="float32")  # compare with the fp32 source exactly
     folder = resolve_model_path(cfg)
     assert (tmp_path / "home" / "models") in __import__("pathlib").Path(folder).parents
     assert list(__import__("pathlib").Path(folder).glob("*.safetensors")), "not converted to safetensors"
@@ -37,6 +37,18 @@ def test_gguf_file_loads_through_the_cache(tiny_gguf, tmp_path, monkeypatch):
     ids = tok("12 + 30 = 42", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bf16_faster,expected", [(True, "bfloat16"), (False, "float32")])
+def test_cpu_auto_dtype_follows_the_bf16_measurement(monkeypatch, bf16_faster, expected):
+    """model.dtype auto on a CPU: a bf16 frozen base only where bf16 measured faster (AMX/AVX512-BF16)."""
+    import reasontune.speed as speed
+    from reasontune.models import torch_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(speed, "cpu_bf16_is_faster", lambda: bf16_faster)
+    assert torch_dtype(ModelConfig()) == getattr(torch, expected)
+    assert torch_dtype(ModelConfig(dtype="float32")) == torch.float32  # an explicit dtype always wins
 
 
 @pytest.mark.parametrize("name,fix", [("missing.gguf", "GGUF file not found"), ("./no/such/dir", "no such folder")])
