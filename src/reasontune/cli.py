@@ -155,9 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from .speed import return_big_frees_to_os
-
-    return_big_frees_to_os()
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:

@@ -43,6 +43,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     from .models import load_model_and_tokenizer
     from .runfolder import atomic_write_json
     from .sft import warmup_sft
+    from .speed import release_freed_memory
     from .train import train
 
     t0 = time.perf_counter()
@@ -55,6 +56,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     stages, timings = {}, {}
 
     def measure(stage):
+        release_freed_memory()  # start each stage from what is live, not the last stage's peak
         t = time.perf_counter()
         stages[stage] = evaluate(cfg, model=model, tokenizer=tok, dataset=data["test"], out_dir=out / "evals" / stage)
         timings[f"eval_{stage}"] = time.perf_counter() - t
@@ -74,6 +76,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
             logger.info("GRPO time budget: %.0f s (what is left of the demo's %d s)", left, DEMO_BUDGET_S)
             grpo_updates["grpo.max_seconds"] = left
     grpo_cfg = override(cfg, grpo_updates)
+    release_freed_memory()
     t = time.perf_counter()
     result = train(grpo_cfg, model=model, tokenizer=tok, datasets=data)
     timings["grpo"] = time.perf_counter() - t
