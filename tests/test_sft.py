@@ -127,3 +127,12 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     table = (root / "table.md").read_text()
     assert "| arm | wall s | held-out accuracy | OOD accuracy | format rate |" in table
     assert all(f"| {arm} |" in table for arm in m["arms"])
+
+
+@pytest.mark.parametrize("elapsed, eval_s, left", [(100.0, 25.0, 19 * 60 - 100 - 30 - 30), (1100.0, 25.0, 60.0),
+                                                   (0.0, 0.0, 19 * 60 - 30)])
+def test_demo_grpo_budget_is_what_is_left_of_19_minutes(elapsed, eval_s, left):
+    """The demo's GRPO budget: 19 min minus time used, the final eval (1.2x the last) and 30 s; never < 60 s."""
+    from reasontune.demo import grpo_seconds_left
+
+    assert grpo_seconds_left(elapsed, eval_s) == pytest.approx(left)
