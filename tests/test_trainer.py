@@ -195,7 +195,7 @@ def test_cpu_logps_match_trls_fused_lm_head(tmp_path, tiny_model_dir):
 
 
 def test_token_logps_is_log_softmax_gather():
-    from reasontune.trainer import token_logps
+    from reasontune.logps import token_logps
 
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 11).to(torch.bfloat16)

@@ -43,7 +43,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     from .models import load_model_and_tokenizer
     from .runfolder import atomic_write_json
     from .sft import warmup_sft
-    from .speed import release_freed_memory
+    from .speed import peak_rss_mb, release_freed_memory
     from .train import train
 
     t0 = time.perf_counter()
@@ -53,13 +53,14 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     torch.manual_seed(cfg.seed)
     model, tok, backend = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     data = build_datasets(cfg.data, cfg.format, tokenizer=tok)
-    stages, timings = {}, {}
+    stages, timings, peaks = {}, {}, {"load": peak_rss_mb(reset=True)}  # peak RSS (MB) of each stage
 
     def measure(stage):
         release_freed_memory()  # start each stage from what is live, not the last stage's peak
         t = time.perf_counter()
         stages[stage] = evaluate(cfg, model=model, tokenizer=tok, dataset=data["test"], out_dir=out / "evals" / stage)
         timings[f"eval_{stage}"] = time.perf_counter() - t
+        peaks[f"eval_{stage}"] = peak_rss_mb(reset=True)
         logger.info("%s: accuracy %.3f, format %.3f, mean length %.1f", stage, stages[stage]["accuracy"],
                     stages[stage]["format_rate"], stages[stage]["mean_length"])
 
@@ -68,6 +69,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
         t = time.perf_counter()
         warmup_sft(cfg, model, tok, data["train"], out_dir=str(out))
         timings["warmup"] = time.perf_counter() - t
+        peaks["warmup"] = peak_rss_mb(reset=True)
         measure("warmup")
     grpo_updates = {"warmup.kind": "none"}  # warm-up already ran on this model
     if not quick:
@@ -80,12 +82,14 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     t = time.perf_counter()
     result = train(grpo_cfg, model=model, tokenizer=tok, datasets=data)
     timings["grpo"] = time.perf_counter() - t
+    peaks["grpo"] = peak_rss_mb(reset=True)
     model.save_pretrained(out / "adapter")
     tok.save_pretrained(out / "adapter")
     measure("after")
     summary = {k: {m: v[m] for m in ("accuracy", "format_rate", "mean_length", "n")} for k, v in stages.items()}
-    summary.update(wall_seconds=time.perf_counter() - t0, timings=timings, backend=backend, quick=quick,
-                   grpo=result["summary"], settings=cfg.to_dict())
+    logger.info("peak RSS by stage (MB): %s", ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v))
+    summary.update(wall_seconds=time.perf_counter() - t0, timings=timings, peak_rss_mb=peaks, backend=backend,
+                   quick=quick, grpo=result["summary"], settings=cfg.to_dict())
     atomic_write_json(out / "metrics.json", summary)
     write_markdown(out, summary)
     try:

@@ -35,8 +35,9 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
                callbacks=()) -> dict:
     """Train the (LoRA) model in place on cfg.warmup.examples worked solutions; `callbacks` go to the trainer."""
     import torch
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
+    from .sft_trainer import LeanSFTTrainer
     from .train import MetricsCallback
 
     w = cfg.warmup
@@ -55,7 +56,8 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
     )
     callbacks = ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
     t0 = time.perf_counter()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
+    trainer = LeanSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                             callbacks=callbacks)
     result = trainer.train()
     secs = time.perf_counter() - t0
     logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,

@@ -142,3 +142,34 @@ def release_freed_memory() -> bool:
         return bool(ctypes.CDLL(name).malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+def peak_rss_mb(reset: bool = False) -> float | None:
+    """This process's peak RSS in MB since the last reset (Linux VmHWM), or since it started.
+
+    reset=True starts a new window after reading (writing 5 to /proc/self/clear_refs), so each demo
+    stage reports its own peak. Elsewhere: the lifetime peak from getrusage, or None.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        if reset:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        return kb / 1024
+    except (OSError, StopIteration, ValueError):
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        except (ImportError, OSError):
+            return None
+
+
+def rss_mb() -> float | None:
+    """Current RSS in MB (Linux), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None

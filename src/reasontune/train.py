@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from .config import RunConfig
 from .runfolder import RunFolder
+from .speed import rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class MetricsCallback(TrainerCallback):
         row = {"step": state.global_step, "stage": self.stage, **logs}
         if getattr(self, "_last", None) is not None:
             row["step_time"] = self._last
+        row["rss_mb"] = rss_mb()  # a slow climb here is fragmentation; a jump is a bigger batch
         self.run.append_metrics(row)
 
 

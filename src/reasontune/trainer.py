@@ -3,9 +3,10 @@
 1. Generation stops at the closing answer marker (stop strings): tokens after the answer cannot
    change any reward, so generating them is waste. Compute runs under the autocast dtype that
    measured fastest on this device (speed.py) and in inference mode.
-2. On a CPU, per-token log-probs come from one lm_head matmul over the completion positions and a
-   row-by-row fp32 log-softmax, not TRL's fused LM head: its CPU fallback (TRL runs it in Triton on
-   GPUs) took 12 of a 36 s step for 32 completions of SmolLM2. Same numbers up to float rounding.
+2. On a CPU, per-token log-probs come from the completion positions' hidden states in chunks
+   (logps.hidden_logps: no (B, C, V) logits kept for the backward pass), not TRL's fused LM head:
+   its CPU fallback (TRL runs it in Triton on GPUs) took 12 of a 36 s step for 32 completions of
+   SmolLM2. Same numbers up to float rounding.
 3. Rows whose advantage is exactly zero (every completion of the group scored the same) contribute
    exactly zero to the DAPO/CISPO loss when beta == 0: their forward and backward are skipped. The
    loss normaliser of those losses is the token count of the whole generation batch, computed
@@ -20,6 +21,7 @@ import torch
 from trl import GRPOTrainer
 
 from .guards import find_guard, is_finite, loss_sample, reward_problems
+from .logps import frozen_head, head_as_identity, hidden_logps, token_logps
 from .speed import autocast
 
 logger = logging.getLogger(__name__)
@@ -101,11 +103,18 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         # tensor (not an int) keeps the hidden-state slice contiguous for one plain lm_head matmul.
         keep = torch.arange(t - c - 1, t - 1, device=input_ids.device)
         bs = batch_size or input_ids.size(0)
+        head = frozen_head(model)  # None: a trainable or unusual head, so take the logits as they come
         logps, ents = [], []
         for start in range(0, input_ids.size(0), bs):
             ids, mask = input_ids[start:start + bs], attention_mask[start:start + bs]
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # (b, C, V)
-            lp, ent = token_logps(logits / self.temperature, ids[:, -c:], compute_entropy)
+            if head is None:
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits
+                lp, ent = token_logps(logits / self.temperature, ids[:, -c:], compute_entropy)  # (b, C, V) kept
+            else:
+                with head_as_identity(model):
+                    hidden = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep,
+                                   use_cache=False).logits  # (b, C, H)
+                lp, ent = hidden_logps(hidden, head.weight, ids[:, -c:], self.temperature, compute_entropy)
             pad = mask[:, -c:] == 0  # TRL scores padding as 0 (label -100); the loss masks it either way
             logps.append(lp.masked_fill(pad, 0.0))
             ents.append(ent.masked_fill(pad, 0.0) if compute_entropy else None)
@@ -157,23 +166,6 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
                 guard.flag("reward", row=r, of_rows=len(rows), rewards=rewards[r + offset].tolist(),
                            completion=str(completions[r])[:500])
         return rewards
-
-
-def token_logps(logits: torch.Tensor, targets: torch.Tensor, entropy: bool = False):
-    """(log p(target), entropy or None), both (B, C), from logits (B, C, V) in any dtype.
-
-    fp32 one row at a time: a bf16 log-softmax over 49k classes loses ~2 digits, and a whole fp32
-    (B, C, V) copy would be B times the memory. Entropy is a metric here, so it carries no gradient.
-    """
-    lps, ents = [], []
-    for row, tgt in zip(logits, targets):  # (C, V), (C,)
-        z = row.float()
-        lse = z.logsumexp(-1)  # (C,)
-        lps.append(z.gather(-1, tgt[:, None]).squeeze(-1) - lse)
-        if entropy:
-            with torch.no_grad():
-                ents.append(lse - (torch.softmax(z, -1) * z).sum(-1))
-    return torch.stack(lps), (torch.stack(ents) if entropy else None)
 
 
 def _select_rows(inputs: dict, keep: torch.Tensor) -> dict:

@@ -65,7 +65,8 @@ def score_rows(rows: list[dict], names: list[str], eos: str | None = None,
     funcs, weights = build_reward_funcs(cfg, FormatConfig(), eos, max_completion_length=max_completion_length)
     completions = [r["completion"] for r in rows]
     answers = [str(r["answer"]) for r in rows]
-    columns = {f.__name__: f(completions, answer=answers) for f in funcs}
+    questions = [str(r.get("question", "")) for r in rows]
+    columns = {f.__name__: f(completions, answer=answers, question=questions) for f in funcs}
     out = []
     for i in range(len(rows)):
         scores = {name: col[i] for name, col in columns.items()}

@@ -1,0 +1,101 @@
+"""step_check: a verifiable process reward for arithmetic working.
+
+The final answer is one bit per completion; on a problem of three operations a small model that
+gets one of them wrong earns the same -4 as one that wrote nonsense. Every line of working of the
+form `a op b = c` (or a chain `a - b * c = a - d = e`) can be checked by exact arithmetic, so
+this reward scores the working itself:
+
+    STEP_SCORE x (lines that are correct and grounded) / (lines with an equation)
+
+A line is grounded when every number on the left of its first `=` is a number of the question
+or the result of an earlier correct, grounded line, so `1 + 1 = 2` cannot farm the score. No equation in the working:
+0.0 (nothing to credit). Only the working (before the reasoning end marker) is read, and each line
+is evaluated with Fractions by a parser that accepts numbers, + - * / x and parentheses only.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from fractions import Fraction
+from typing import Any
+
+from reasontune.rewards.recipe import texts_of
+from reasontune.rewards.registry import RewardContext, register_builder
+
+STEP_SCORE = 2.0
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_EXPR_CHARS = re.compile(r"^[\d\s.+\-*/()]+$")
+_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+        ast.Div: lambda a, b: a / b}
+
+
+def _value(node: ast.AST) -> Fraction:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return Fraction(str(node.value))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_value(node.operand)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        return _OPS[type(node.op)](_value(node.left), _value(node.right))
+    raise ValueError("not plain arithmetic")
+
+
+def evaluate(expr: str) -> Fraction | None:
+    """The exact value of a plain arithmetic expression ('12 + 3 x 4'), or None when it is not one."""
+    expr = expr.strip().replace("×", "*").replace("x", "*").replace("÷", "/").replace(",", "")
+    if not expr or len(expr) > 80 or not _EXPR_CHARS.match(expr):
+        return None
+    try:
+        return _value(ast.parse(expr, mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+        return None
+
+
+def _numbers(text: str) -> set[Fraction]:
+    return {Fraction(n) for n in _NUMBER.findall(text.replace(",", ""))}
+
+
+def step_score(working: str, question: str) -> float:
+    """STEP_SCORE x the fraction of equation lines in `working` that are correct and grounded."""
+    known = _numbers(question)
+    lines = total = 0
+    for line in working.splitlines():
+        if "=" not in line:
+            continue
+        values = [evaluate(part) for part in line.split("=")]
+        if values[0] is None:  # prose with an '=' in it: not an equation we can check
+            continue
+        total += 1
+        correct = all(v is not None and v == values[0] for v in values[1:])
+        grounded = _numbers(line.split("=")[0]) <= known
+        if correct and grounded:  # only a checked result may ground a later line
+            lines += 1
+            known.add(values[0])
+    return STEP_SCORE * lines / total if total else 0.0
+
+
+def question_of(prompt: Any) -> str:
+    """The last user turn of a chat prompt (or the prompt text itself)."""
+    if isinstance(prompt, str):
+        return prompt
+    for message in reversed(list(prompt or [])):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else str(content)
+    return ""
+
+
+@register_builder("step_check")
+def step_check(ctx: RewardContext):
+    """Process reward: 2.0 x the fraction of working lines 'a op b = c' that are right and use the question's
+    numbers or earlier results."""
+
+    def reward(completions, question=None, prompts=None, **kwargs):
+        texts = texts_of(completions)
+        source = question if question is not None else prompts
+        if source is None or len(source) != len(texts):
+            raise ValueError("step_check needs the questions: a 'question' column, or the prompts TRL passes")
+        end = ctx.fmt.reasoning_end
+        return [step_score(t.split(end)[0] if end else t, question_of(q)) for t, q in zip(texts, source)]
+
+    return reward

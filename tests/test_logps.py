@@ -1,0 +1,99 @@
+"""logps.hidden_logps: the same log-probs, entropies and gradients as materialised logits."""
+
+import pytest
+import torch
+
+from reasontune import logps as L
+
+
+@pytest.mark.parametrize("chunk,temperature", [(4, 1.0), (7, 0.7), (1000, 1.3)])
+def test_hidden_logps_matches_full_logits(monkeypatch, chunk, temperature):
+    monkeypatch.setattr(L, "CHUNK", chunk)  # several chunks, a ragged last one, and a single one
+    torch.manual_seed(0)
+    b, c, h, v = 3, 5, 8, 13
+    hidden = torch.randn(b, c, h, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, h, dtype=torch.float64)
+    tgt = torch.randint(0, v, (b, c))
+    g = torch.randn(b, c, dtype=torch.float64)
+
+    lp, ent = L.hidden_logps(hidden, weight, tgt, temperature, entropy=True)
+    (grad,) = torch.autograd.grad((lp * g).sum(), hidden)
+
+    ref_h = hidden.detach().clone().requires_grad_(True)
+    ref = (ref_h @ weight.T / temperature).log_softmax(-1)  # (b, c, v)
+    ref_lp = ref.gather(-1, tgt[..., None]).squeeze(-1)
+    (ref_grad,) = torch.autograd.grad((ref_lp * g).sum(), ref_h)
+    torch.testing.assert_close(lp.double(), ref_lp, atol=1e-5, rtol=1e-5)  # the softmax runs in fp32
+    torch.testing.assert_close(ent.double(), -(ref.exp() * ref).sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
+    assert L.hidden_logps(hidden, weight, tgt)[1] is None
+
+
+def test_hidden_logps_refuses_a_trainable_head():
+    w = torch.randn(4, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="frozen"):
+        L.hidden_logps(torch.randn(1, 2, 3), w, torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_head_swap_is_restored_and_frozen_head_checks(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    head = model.get_output_embeddings()
+    assert L.frozen_head(model) is None  # trainable: the plain path must be used
+    head.weight.requires_grad_(False)
+    assert L.frozen_head(model) is head
+    ids = torch.tensor([[1, 2, 3]])
+    with L.head_as_identity(model):
+        out = model(input_ids=ids).logits
+    assert out.shape == (1, 3, model.config.hidden_size)
+    assert model.get_output_embeddings() is head
+    torch.testing.assert_close(model(input_ids=ids).logits, head(out))
+
+
+def test_hidden_logps_stats_top1():
+    torch.manual_seed(1)
+    hidden, weight = torch.randn(2, 6, 4), torch.randn(9, 4)
+    z = hidden @ weight.T
+    tgt = z.argmax(-1)
+    tgt[0, :3] = (tgt[0, :3] + 1) % 9  # three positions whose target is not the top-1 token
+    lp, ent, top1 = L.hidden_logps_stats(hidden, weight, tgt)
+    assert top1.tolist() == [[0, 0, 0, 1, 1, 1], [1] * 6]
+    torch.testing.assert_close(lp, z.log_softmax(-1).gather(-1, tgt[..., None]).squeeze(-1))
+    torch.testing.assert_close(ent, L.hidden_logps(hidden, weight, tgt, entropy=True)[1])
+
+
+def test_lean_sft_loss_matches_trls_fused_head(tmp_path, tiny_model_dir):
+    """LeanSFTTrainer's CPU loss (completion positions only, chunked) equals TRL SFTTrainer's fused-head
+    loss on the same batch: the value, the LoRA gradients and the logged token accuracy."""
+    from trl import SFTConfig, SFTTrainer
+
+    from reasontune.config import from_dict
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.sft import sft_rows
+    from reasontune.sft_trainer import LeanSFTTrainer
+
+    cfg = from_dict({"model": {"name": str(tiny_model_dir), "dtype": "float32"}, "lora": {"r": 4, "alpha": 8},
+                     "data": {"train_size": 8, "test_size": 2}, "output_dir": str(tmp_path / "run")})
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    data = sft_rows(build_datasets(cfg.data, cfg.format)["train"], tok, cfg, 4)
+    args = SFTConfig(output_dir=str(tmp_path / "sft"), per_device_train_batch_size=4, report_to="none",
+                     use_cpu=True, bf16=False, completion_only_loss=True, max_length=256)
+    results = []
+    for cls in (LeanSFTTrainer, SFTTrainer):
+        trainer = cls(model=model, args=args, train_dataset=data, processing_class=tok)
+        batch = next(iter(trainer.get_train_dataloader()))
+        assert (batch["labels"] == -100).any() and (batch["attention_mask"] == 0).any()  # prompt and padding
+        model.train()
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, trainer._metrics["train"]["mean_token_accuracy"][-1]))
+    (l1, g1, a1), (l2, g2, a2) = results
+    assert torch.isfinite(l1) and g1 and g1.keys() == g2.keys()
+    torch.testing.assert_close(l1, l2, atol=1e-5, rtol=1e-5)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=1e-4)
+    assert a1 == pytest.approx(a2)
