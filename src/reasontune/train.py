@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from .config import RunConfig
 from .runfolder import RunFolder
-from .speed import rss_mb
+from .speed import release_freed_memory, rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,19 @@ class MetricsCallback(TrainerCallback):
             row["step_time"] = self._last
         row["rss_mb"] = rss_mb()  # a slow climb here is fragmentation; a jump is a bigger batch
         self.run.append_metrics(row)
+
+
+class ReleaseMemory(TrainerCallback):
+    """Hand freed heap back to the OS after every step (glibc malloc_trim; CPU runs).
+
+    Each step allocates tensors of new shapes (completion lengths vary), and glibc kept the freed
+    pages: the demo's RSS after a step climbed from 2.5 to 4.1 GB over 17 steps, so each step's
+    peak sat on top of a heap that was mostly free. Trimming after every step kept it at 1.5-1.6 GB
+    over 12 steps, at no measurable cost per ~20 s step. A no-op off glibc.
+    """
+
+    def on_step_end(self, args, state, control, **kw):
+        release_freed_memory()
 
 
 class TimeBudget(TrainerCallback):
@@ -240,7 +253,12 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
 
     guard = NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)  # before MetricsCallback: adds to its rows
     budget = TimeBudget(cfg.grpo.max_seconds)
-    trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, [guard, MetricsCallback(run), stopper, budget])
+    import torch
+
+    callbacks = [guard, MetricsCallback(run), stopper, budget]
+    if not torch.cuda.is_available():
+        callbacks.append(ReleaseMemory())
+    trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, callbacks)
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume_from)
     if guard.tripped:
