@@ -98,13 +98,3 @@ def test_lean_sft_loss_matches_trls_fused_head(tmp_path, tiny_model_dir):
         torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=1e-4)
     assert a1 == pytest.approx(a2)
 
-
-def test_release_memory_callback_trims_after_every_step(monkeypatch):
-    from reasontune import train as T
-
-    calls = []
-    monkeypatch.setattr(T, "release_freed_memory", lambda: calls.append(1) or True)
-    cb = T.ReleaseMemory()
-    for _ in range(3):
-        cb.on_step_end(None, None, None)
-    assert len(calls) == 3

@@ -136,3 +136,14 @@ def test_demo_grpo_budget_is_what_is_left_of_19_minutes(elapsed, eval_s, left):
     from reasontune.demo import grpo_seconds_left
 
     assert grpo_seconds_left(elapsed, eval_s) == pytest.approx(left)
+
+
+def test_release_memory_callback_trims_after_every_step(monkeypatch):
+    from reasontune import train as T
+
+    calls = []
+    monkeypatch.setattr(T, "release_freed_memory", lambda: calls.append(1) or True)
+    cb = T.ReleaseMemory()
+    for _ in range(3):
+        cb.on_step_end(None, None, None)
+    assert len(calls) == 3
