@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from .config import RunConfig
 from .runfolder import RunFolder
-from .speed import peak_rss_mb, release_freed_memory, rss_mb
+from .speed import release_freed_memory, rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ class MetricsCallback(TrainerCallback):
         if getattr(self, "_last", None) is not None:
             row["step_time"] = self._last
         row["rss_mb"] = rss_mb()  # a slow climb here is fragmentation; a jump is a bigger batch
-        row["peak_rss_mb"] = peak_rss_mb(reset=True)  # the peak since the last logged step
         self.run.append_metrics(row)
 
 
