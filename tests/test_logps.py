@@ -1,5 +1,7 @@
 """logps.hidden_logps: the same log-probs, entropies and gradients as materialised logits."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -98,3 +100,40 @@ def test_lean_sft_loss_matches_trls_fused_head(tmp_path, tiny_model_dir):
         torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=1e-4)
     assert a1 == pytest.approx(a2)
 
+
+
+def test_lora_inputs_uncast_changes_no_number_under_autocast(tiny_model_dir):
+    """Skipping PEFT's fp32 cast of each LoRA input (autocast casts it straight back to bf16) must give
+    bit-identical losses and LoRA gradients; without autocast the context changes nothing."""
+    import torch
+
+    from reasontune.config import LoraConfig
+    from reasontune.models import add_lora
+    from reasontune.speed import lora_inputs_uncast
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16),
+                     LoraConfig(r=4, alpha=8, dropout=0.0))
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02)  # B = 0 would make every LoRA gradient but B's zero
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
+    ids = torch.randint(5, 200, (2, 12))
+
+    def loss_and_grads(uncast):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with lora_inputs_uncast(model) if uncast else contextlib.nullcontext():
+                flags = {m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")}
+                loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return flags, loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    flags_off, loss_a, grads_a = loss_and_grads(True)
+    flags_on, loss_b, grads_b = loss_and_grads(False)
+    assert flags_off == {False} and flags_on == {True}  # the context really switched the casts off
+    assert torch.equal(loss_a, loss_b) and grads_a.keys() == grads_b.keys() and grads_a
+    assert all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
+    with lora_inputs_uncast(model):  # no autocast: PEFT's cast is needed and stays on
+        assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))

@@ -203,6 +203,12 @@ class GRPOSettings:
     stop_at_solution_end: bool = _f(True, "Stop generating at the closing answer marker.")
     skip_zero_variance: bool = _f(True, "Skip forward/backward for groups whose rewards are all equal.")
     bf16: str = _f("auto", "auto | true | false: bf16 autocast for the frozen base (auto: when the CPU/GPU supports it).")
+    curriculum: str = _f(
+        "none", "none | adaptive: draw each batch's prompts per value of `curriculum_column`, in proportion to the "
+        "fraction of that value's recent groups whose answers were mixed (the groups with answer signal), at least "
+        "`curriculum_floor` each (curriculum.py). One process only.")
+    curriculum_column: str = _f("difficulty", "Dataset column naming each prompt's level, for curriculum: adaptive.")
+    curriculum_floor: float = _f(0.05, "Least sampling probability of any level under curriculum: adaptive.")
     report_to: list[str] = _f([], "Passed to TRL (tensorboard, wandb, ...).")
     use_vllm: bool = _f(False, "TRL's vLLM generation (needs vllm).")
     vllm_mode: str = _f("colocate", "colocate | server.")
@@ -223,6 +229,9 @@ class GRPOSettings:
                "use 1 or more (1 stops at the first non-finite step)")
         _check(self.temperature > 0, "grpo.temperature", self.temperature, "use a temperature > 0")
         _check(self.bf16 in ("auto", "true", "false"), "grpo.bf16", self.bf16, "use auto, true or false")
+        _check(self.curriculum in ("none", "adaptive"), "grpo.curriculum", self.curriculum, "use none or adaptive")
+        _check(0 < self.curriculum_floor <= 0.5, "grpo.curriculum_floor", self.curriculum_floor,
+               "use a probability in (0, 0.5], e.g. 0.05")
         _check(self.vllm_mode in ("colocate", "server"), "grpo.vllm_mode", self.vllm_mode, "use colocate or server")
 
     def check_batch(self, num_processes: int = 1) -> None:

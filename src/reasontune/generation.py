@@ -217,7 +217,7 @@ def _forward(model, **kw):
         return model(use_cache=True, **kw)
 
 
-def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str):
+def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str, room: int = 0):
     """Fill the KV cache for a batch of prompts -> (cache, last logits (B, V), mask (B, T), pos (B, 1)).
 
     Prompts that share a prefix (the system prompt) pay for it once: the prefix runs at batch 1,
@@ -227,15 +227,21 @@ def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str):
     """
     import torch
 
+    from .kvcache import preallocated_cache
+
     device, b = model.device, len(rows)
     shared = _shared_prefix(rows) if b > 1 else 0
+    width = max(len(r) for r in rows)
+    # Room past the first update for the rest of the prompt and the new tokens (`room`): no per-token regrowth.
+    cache = preallocated_cache(model, room + (width - shared if shared >= MIN_SHARED_PREFIX else 0))
+    given = {} if cache is None else {cache_kw: cache}
     if shared < MIN_SHARED_PREFIX:
         ids, mask = _left_pad(rows, pad_id, device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = _forward(model, input_ids=ids, attention_mask=mask, position_ids=pos)
+        out = _forward(model, input_ids=ids, attention_mask=mask, position_ids=pos, **given)
         return _cache_of(out), out.logits[:, -1], mask, pos[:, -1:]
     prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=device)  # (1, P)
-    cache = _cache_of(_forward(model, input_ids=prefix))
+    cache = _cache_of(_forward(model, input_ids=prefix, **given))
     cache.batch_repeat_interleave(b)
     ids, smask = _left_pad([r[shared:] for r in rows], pad_id, device)  # (B, S)
     mask = torch.cat([smask.new_ones((b, shared)), smask], dim=1)  # (B, P + S)
@@ -249,7 +255,7 @@ def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: 
     """Decode one left-padded batch; per row (completion ids, truncated). `bar` ticks per finished row."""
     device = model.device
     cache_kw = _cache_kw(model)
-    cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw)
+    cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw, room=max_new_tokens)
     with threads(decode_threads() if device.type == "cpu" else None):
         return _decode_loop(model, rows, cache, logits, mask, pos, max_new_tokens=max_new_tokens,
                             sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)

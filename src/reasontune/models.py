@@ -191,6 +191,9 @@ def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConf
 
     Returns (model, tokenizer, backend). Unsloth is used only when pick_backend chooses it.
     """
+    from .speed import bound_kernel_cache
+
+    bound_kernel_cache()  # before any CPU matmul in this process
     backend, why = pick_backend(cfg)
     logger.info("backend: %s (%s)", backend, why)
     path = resolve_model_path(cfg)

@@ -13,6 +13,7 @@ import torch
 from trl import SFTTrainer
 
 from .logps import frozen_head, head_as_identity, hidden_logps_stats
+from .speed import lora_inputs_uncast
 
 
 class LeanSFTTrainer(SFTTrainer):
@@ -28,7 +29,8 @@ class LeanSFTTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"][:, 1:]  # (B, T-1): position t predicts token t + 1
         mask = labels != -100
-        with head_as_identity(model):
+        # accelerate runs model.forward under autocast when mixed precision is on (our CPU bf16 choice)
+        with head_as_identity(model), lora_inputs_uncast(model, self.accelerator.mixed_precision in ("bf16", "fp16")):
             hidden = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits  # (B, T, H)
         lp, ent, top1 = hidden_logps_stats(hidden[:, :-1][mask][None], head.weight, labels[mask][None])  # (1, N)
         n = mask.sum() if num_items_in_batch is None else num_items_in_batch

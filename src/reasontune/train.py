@@ -169,6 +169,7 @@ def prepare_prompts(ds, tokenizer, cfg: RunConfig):
 
 
 def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=()):
+    from .curriculum import curriculum_from_config
     from .rewards import build_reward_funcs
     from .trainer import ReasonTuneGRPOTrainer
 
@@ -180,7 +181,7 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     return ReasonTuneGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
         callbacks=list(callbacks), stop_strings=stops, skip_zero_variance=cfg.grpo.skip_zero_variance,
-        autocast_setting=cfg.grpo.bf16,
+        autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
     )
 
 

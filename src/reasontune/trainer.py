@@ -22,7 +22,7 @@ from trl import GRPOTrainer
 
 from .guards import find_guard, is_finite, loss_sample, reward_problems
 from .logps import frozen_head, head_as_identity, hidden_logps, token_logps
-from .speed import autocast, release_freed_memory
+from .speed import autocast, lora_inputs_uncast, release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,30 @@ SKIP_SAFE_LOSSES = ("dapo", "cispo")
 
 class ReasonTuneGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, stop_strings: list[str] | None = None, skip_zero_variance: bool = True,
-                 autocast_setting: str = "auto", **kwargs):
+                 autocast_setting: str = "auto", curriculum: tuple | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.stop_strings = list(stop_strings or [])
         self.autocast_setting = autocast_setting
         self.skip_zero_variance = skip_zero_variance and self._skip_is_exact()
+        # (column, LevelStats, is_right(text, row)) for curriculum.py's adaptive sampling, or None
+        self.curriculum = curriculum
+        if curriculum is not None and self.accelerator.num_processes > 1:
+            # every rank must draw the same prompts, and each rank sees only its own groups' answers
+            logger.warning("curriculum: adaptive is off with %d processes: uniform sampling",
+                           self.accelerator.num_processes)
+            self.curriculum = None
+
+    def _get_train_sampler(self, dataset=None):
+        if self.curriculum is None:
+            return super()._get_train_sampler(dataset)
+        from .curriculum import CurriculumSampler
+
+        column, stats, _ = self.curriculum
+        ds = self.train_dataset if dataset is None else dataset
+        return CurriculumSampler(ds[column], stats, mini_repeat_count=self.num_generations,
+                                 batch_size=self.args.generation_batch_size // self.num_generations,
+                                 repeat_count=self.num_iterations * self.args.steps_per_generation,
+                                 seed=self.args.seed)
 
     def _skip_is_exact(self) -> bool:
         why = []
@@ -143,7 +162,7 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         return super().compute_loss(model, _select_rows(inputs, keep), return_outputs, num_items_in_batch)
 
     def _compute_loss(self, model, inputs):
-        with autocast(self.accelerator.device, self.autocast_setting):
+        with autocast(self.accelerator.device, self.autocast_setting), lora_inputs_uncast(model):
             return super()._compute_loss(model, inputs)
 
     # ---- numerical guards (guards.py): report non-finite losses and rewards with the sample ----
@@ -162,6 +181,13 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N_all, F)
+        if self.curriculum is not None and self.model.training:
+            from .curriculum import observe_groups
+
+            column, stats, is_right = self.curriculum
+            observe_groups(stats, inputs, completions, self.num_generations, column, is_right)
+            for level, w in stats.weights().items():
+                self._metrics["train"][f"curriculum/weight_{level}"].append(w)
         guard = find_guard(self.callback_handler.callbacks)
         if guard is not None and self.model.training:
             offset = self.accelerator.process_index * len(prompts)

@@ -40,8 +40,11 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
     if is_local_or_procedural(cfg.data.dataset):
         from .data import build_datasets
 
+        from .curriculum import check_column
+
         # Cheap for files and generators: catches missing files, missing columns, empty filters.
-        build_datasets(cfg.data, cfg.format, tokenizer=None)
+        data = build_datasets(cfg.data, cfg.format, tokenizer=None)
+        check_column(cfg.grpo, data["train"].column_names)
     else:
         logger.info("dataset %s is a hub id: checked when it loads", cfg.data.dataset)
     if not dry_run:  # a dry run on a laptop may check a GPU recipe whose engines live elsewhere
