@@ -53,14 +53,20 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     torch.manual_seed(cfg.seed)
     model, tok, backend = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     data = build_datasets(cfg.data, cfg.format, tokenizer=tok)
-    stages, timings, peaks = {}, {}, {"load": peak_rss_mb(reset=True)}  # peak RSS (MB) of each stage
+    stages, timings, peaks = {}, {}, {}  # peak RSS (MB) of each stage
+
+    def end_stage(name):
+        peaks[name] = peak_rss_mb()
+        release_freed_memory()  # the next stage starts from what is live, not from this stage's garbage
+        peak_rss_mb(reset=True)
+
+    end_stage("load")
 
     def measure(stage):
-        release_freed_memory()  # start each stage from what is live, not the last stage's peak
         t = time.perf_counter()
         stages[stage] = evaluate(cfg, model=model, tokenizer=tok, dataset=data["test"], out_dir=out / "evals" / stage)
         timings[f"eval_{stage}"] = time.perf_counter() - t
-        peaks[f"eval_{stage}"] = peak_rss_mb(reset=True)
+        end_stage(f"eval_{stage}")
         logger.info("%s: accuracy %.3f, format %.3f, mean length %.1f", stage, stages[stage]["accuracy"],
                     stages[stage]["format_rate"], stages[stage]["mean_length"])
 
@@ -69,7 +75,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
         t = time.perf_counter()
         warmup_sft(cfg, model, tok, data["train"], out_dir=str(out))
         timings["warmup"] = time.perf_counter() - t
-        peaks["warmup"] = peak_rss_mb(reset=True)
+        end_stage("warmup")
         measure("warmup")
     grpo_updates = {"warmup.kind": "none"}  # warm-up already ran on this model
     if not quick:
@@ -78,11 +84,10 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
             logger.info("GRPO time budget: %.0f s (what is left of the demo's %d s)", left, DEMO_BUDGET_S)
             grpo_updates["grpo.max_seconds"] = left
     grpo_cfg = override(cfg, grpo_updates)
-    release_freed_memory()
     t = time.perf_counter()
     result = train(grpo_cfg, model=model, tokenizer=tok, datasets=data)
     timings["grpo"] = time.perf_counter() - t
-    peaks["grpo"] = peak_rss_mb(reset=True)
+    end_stage("grpo")
     model.save_pretrained(out / "adapter")
     tok.save_pretrained(out / "adapter")
     measure("after")
