@@ -19,16 +19,26 @@ def test_hidden_logps_matches_full_logits(monkeypatch, chunk, temperature):
     g = torch.randn(b, c, dtype=torch.float64)
 
     lp, ent = L.hidden_logps(hidden, weight, tgt, temperature, entropy=True)
-    (grad,) = torch.autograd.grad((lp * g).sum(), hidden)
+    (grad,) = torch.autograd.grad((lp * g).sum(), hidden, retain_graph=True)
 
     ref_h = hidden.detach().clone().requires_grad_(True)
     ref = (ref_h @ weight.T / temperature).log_softmax(-1)  # (b, c, v)
     ref_lp = ref.gather(-1, tgt[..., None]).squeeze(-1)
-    (ref_grad,) = torch.autograd.grad((ref_lp * g).sum(), ref_h)
+    (ref_grad,) = torch.autograd.grad((ref_lp * g).sum(), ref_h, retain_graph=True)
     torch.testing.assert_close(lp.double(), ref_lp, atol=1e-5, rtol=1e-5)  # the softmax runs in fp32
     torch.testing.assert_close(ent.double(), -(ref.exp() * ref).sum(-1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
     assert L.hidden_logps(hidden, weight, tgt)[1] is None
+
+    # An entropy bonus in the loss (TRL's entropy_coef): the entropy's gradient, alone and with the log-probs'
+    ge = torch.randn(b, c, dtype=torch.float64)
+    ref_ent = -(ref.exp() * ref).sum(-1)
+    for with_lp in (False, True):
+        loss = (ent * ge).sum() + ((lp * g).sum() if with_lp else 0)
+        ref_loss = (ref_ent * ge).sum() + ((ref_lp * g).sum() if with_lp else 0)
+        (grad,) = torch.autograd.grad(loss, hidden, retain_graph=True)
+        (ref_grad,) = torch.autograd.grad(ref_loss, ref_h, retain_graph=True)
+        torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
 
 
 def test_hidden_logps_refuses_a_trainable_head():

@@ -159,20 +159,23 @@ def test_stop_at_marker_changes_no_reward():
             assert f([body], answer=["42"]) == f([body + tail], answer=["42"]), (f.__name__, tail)
 
 
-def test_cpu_logps_match_trls_fused_lm_head(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("bonus", [False, True])
+def test_cpu_logps_match_trls_fused_lm_head(tmp_path, tiny_model_dir, bonus):
     """Our CPU log-prob path (one lm_head matmul + row-wise fp32 log-softmax) gives TRL's numbers:
-    the same log-probs, entropies and gradient as its fused LM head, which it bypasses."""
+    the same log-probs, entropies and gradient as its fused LM head, which it bypasses. With an
+    entropy bonus (entropy_coef) the entropy is in the loss, and its gradient must match too."""
     from trl import GRPOTrainer
 
     from reasontune.models import load_model_and_tokenizer
     from reasontune.train import build_grpo_trainer, prepare_prompts
     from reasontune.data import build_datasets
 
-    cfg = tiny_cfg(tmp_path, tiny_model_dir, bf16="false")
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, bf16="false", extra={"entropy_coef": 0.1} if bonus else {})
     cfg.model.dtype = "float32"  # exact comparison: no bf16 base, whatever this CPU measures
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
     trainer = build_grpo_trainer(cfg, model, tok, ds)
+    assert trainer._entropy_needs_grad() == bonus
     inputs = _inputs_with_zero_rows()
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
     mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
@@ -182,9 +185,13 @@ def test_cpu_logps_match_trls_fused_lm_head(tmp_path, tiny_model_dir):
                lambda *a, **k: GRPOTrainer._get_per_token_logps_and_entropies(trainer, *a, **k)):
         model.zero_grad()
         logps, ent, _ = fn(model, ids, mask, c, compute_entropy=True)
-        (logps * inputs["completion_mask"]).sum().backward()
+        loss = (logps * inputs["completion_mask"]).sum()
+        if bonus:
+            assert ent.requires_grad
+            loss = loss + (ent * inputs["completion_mask"]).sum()
+        loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((logps.detach(), ent, grads))
+        results.append((logps.detach(), ent.detach(), grads))
     (lp1, e1, g1), (lp2, e2, g2) = results
     assert lp1.shape == (6, c) and torch.isfinite(lp1).all()
     torch.testing.assert_close(lp1, lp2, atol=1e-4, rtol=1e-4)

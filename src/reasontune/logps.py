@@ -40,15 +40,17 @@ def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.
 
 
 class _HiddenLogps(torch.autograd.Function):
-    """log softmax(h W^T * scale)[target] for h (N, H), W (V, H) frozen; with `stats`, also (2, N) of
-    entropy and whether the target is the top-1 token (metrics, no gradient)."""
+    """log softmax(h W^T * scale)[target] for h (N, H), W (V, H) frozen; with `stats`, also the entropy
+    (N,), differentiable (TRL's entropy bonus puts it in the loss), and whether the target is the top-1
+    token (N,) (a metric, no gradient)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, scale: float, stats: bool):
         n = hidden.size(0)
         lps = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
         lses = torch.empty_like(lps)
-        extra = torch.empty(2, n, dtype=torch.float32, device=hidden.device) if stats else None  # entropy, top-1
+        ents = torch.empty_like(lps) if stats else torch.empty(0, device=hidden.device)
+        top1 = torch.empty_like(lps) if stats else torch.empty(0, device=hidden.device)
         for s in range(0, n, CHUNK):
             z = _chunk_logits(hidden[s:s + CHUNK], weight, scale)  # (n, V)
             t = targets[s:s + CHUNK, None]
@@ -57,49 +59,58 @@ class _HiddenLogps(torch.autograd.Function):
             zt = z.gather(-1, t).squeeze(-1)
             lps[s:s + CHUNK] = zt - lse
             if stats:
-                extra[0, s:s + CHUNK] = lse - (torch.softmax(z, -1) * z).sum(-1)
-                extra[1, s:s + CHUNK] = (zt >= z.max(-1).values).float()
-        ctx.save_for_backward(hidden, weight, targets, lses)
+                ents[s:s + CHUNK] = lse - (torch.softmax(z, -1) * z).sum(-1)
+                top1[s:s + CHUNK] = (zt >= z.max(-1).values).float()
+        ctx.save_for_backward(hidden, weight, targets, lses, ents)
         ctx.scale = scale
-        extra = extra if stats else torch.empty(0, device=hidden.device)
-        ctx.mark_non_differentiable(extra)
-        return lps, extra
+        ctx.mark_non_differentiable(top1)
+        ctx.set_materialize_grads(False)  # None for an unused output: no entropy term unless the loss has one
+        return lps, ents, top1
 
     @staticmethod
-    def backward(ctx, grad_lps, _grad_extra):
-        hidden, weight, targets, lses = ctx.saved_tensors
-        grad_h = torch.empty_like(hidden)
+    def backward(ctx, grad_lps, grad_ents, _grad_top1):
+        hidden, weight, targets, lses, ents = ctx.saved_tensors
+        grad_h = torch.zeros_like(hidden)
+        if grad_lps is None and grad_ents is None:
+            return grad_h, None, None, None, None
         for s in range(0, hidden.size(0), CHUNK):
             z = _chunk_logits(hidden[s:s + CHUNK], weight, ctx.scale)  # (n, V)
-            g = grad_lps[s:s + CHUNK, None]  # (n, 1)
-            # d log p_t / d z = onehot(t) - softmax(z); times the scale for d z / d (h W^T).
-            grad_z = torch.exp(z - lses[s:s + CHUNK, None]).mul_(-g)
-            grad_z.scatter_add_(-1, targets[s:s + CHUNK, None], g)
-            grad_z.mul_(ctx.scale)
+            logp = z.sub_(lses[s:s + CHUNK, None])  # (n, V), in place: z is not needed again
+            p = logp.exp()
+            grad_z = torch.zeros_like(p)
+            if grad_ents is not None:
+                # H = -sum p log p, so dH/dz = -p (log p + H)
+                grad_z.addcmul_(p, logp + ents[s:s + CHUNK, None], value=-1.0).mul_(grad_ents[s:s + CHUNK, None])
+            if grad_lps is not None:
+                # d log p_t / d z = onehot(t) - softmax(z)
+                g = grad_lps[s:s + CHUNK, None]  # (n, 1)
+                grad_z.addcmul_(p, g, value=-1.0)
+                grad_z.scatter_add_(-1, targets[s:s + CHUNK, None], g)
+            grad_z.mul_(ctx.scale)  # d z / d (h W^T)
             grad_h[s:s + CHUNK] = (grad_z.to(weight.dtype) @ weight).to(hidden.dtype)
         return grad_h, None, None, None, None
 
 
 def hidden_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                  entropy: bool = False):
-    """(log p(target), entropy or None), both (B, C), from hidden states (B, C, H) and a frozen head W (V, H)."""
-    lps, extra = _apply(hidden, weight, targets, temperature, entropy)
-    return lps, (extra[0] if entropy else None)
+    """(log p(target), entropy or None), both (B, C), from hidden states (B, C, H) and a frozen head W (V, H).
+    The entropy carries a gradient, for an entropy bonus in the loss."""
+    lps, ents, _ = _apply(hidden, weight, targets, temperature, entropy)
+    return lps, ents
 
 
 def hidden_logps_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0):
     """(log p(target), entropy, target is top-1 as 0/1), each (B, C): what TRL's SFT metrics need."""
-    lps, extra = _apply(hidden, weight, targets, temperature, True)
-    return lps, extra[0], extra[1]
+    return _apply(hidden, weight, targets, temperature, True)
 
 
 def _apply(hidden, weight, targets, temperature, stats):
     if weight.requires_grad:
         raise ValueError("hidden_logps needs a frozen output head (its gradient is not computed)")
     b, c, h = hidden.shape
-    lps, extra = _HiddenLogps.apply(hidden.reshape(b * c, h), weight, targets.reshape(b * c), 1.0 / temperature,
-                                    stats)
-    return lps.view(b, c), (extra.view(2, b, c) if stats else None)
+    lps, ents, top1 = _HiddenLogps.apply(hidden.reshape(b * c, h), weight, targets.reshape(b * c),
+                                         1.0 / temperature, stats)
+    return lps.view(b, c), (ents.view(b, c) if stats else None), (top1.view(b, c) if stats else None)
 
 
 def frozen_head(model) -> torch.nn.Linear | None:

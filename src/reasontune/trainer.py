@@ -115,9 +115,11 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
     # ---- log-probs --------------------------------------------------------------------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):
+        head = frozen_head(model)  # None: a trainable or unusual head, so take the logits as they come
         plain = (self.accelerator.device.type == "cpu" and not compute_aux_loss
-                 and all(v is None for v in extra.values()) and not self._entropy_needs_grad())
-        if not plain:  # multimodal, MoE aux loss, entropy in the loss, or a GPU (TRL's Triton kernel)
+                 and all(v is None for v in extra.values())
+                 and (head is not None or not self._entropy_needs_grad()))  # token_logps' entropy has no grad
+        if not plain:  # multimodal, MoE aux loss, or a GPU (TRL's Triton kernel)
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
@@ -126,7 +128,6 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         # tensor (not an int) keeps the hidden-state slice contiguous for one plain lm_head matmul.
         keep = torch.arange(t - c - 1, t - 1, device=input_ids.device)
         bs = batch_size or input_ids.size(0)
-        head = frozen_head(model)  # None: a trainable or unusual head, so take the logits as they come
         logps, ents = [], []
         for start in range(0, input_ids.size(0), bs):
             ids, mask = input_ids[start:start + bs], attention_mask[start:start + bs]
