@@ -38,9 +38,8 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
     except ConfigError as e:
         raise ConfigError(f"rewards.names={list(cfg.rewards.names)!r}: {e}") from e
     if is_local_or_procedural(cfg.data.dataset):
-        from .data import build_datasets
-
         from .curriculum import check_column
+        from .data import build_datasets
 
         # Cheap for files and generators: catches missing files, missing columns, empty filters.
         data = build_datasets(cfg.data, cfg.format, tokenizer=None)
