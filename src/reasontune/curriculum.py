@@ -111,7 +111,6 @@ def answer_checker(fmt) -> Callable[[str, dict], bool]:
     return check
 
 
-
 def check_column(g, columns: Sequence[str]) -> None:
     """ConfigError unless the training data has grpo.curriculum_column (validate.py calls this before a
     model loads for files and generators; hub data is checked when it arrives)."""
@@ -132,8 +131,8 @@ def curriculum_from_config(cfg, train_ds):
         return None
     check_column(g, train_ds.column_names)
     levels = train_ds[g.curriculum_column]
-    if len(set(levels)) * g.curriculum_floor > 1:
-        raise ConfigError(f"grpo.curriculum_floor={g.curriculum_floor} x {len(set(levels))} levels is over 1: "
-                          f"use at most {1 / len(set(levels)):.3g}")
-    logger.info("adaptive curriculum over %s: %d levels", g.curriculum_column, len(set(levels)))
+    n = len(set(levels))
+    if n * g.curriculum_floor > 1:
+        raise ConfigError(f"grpo.curriculum_floor={g.curriculum_floor} x {n} levels is over 1: use at most {1 / n:.3g}")
+    logger.info("adaptive curriculum over %s: %d levels", g.curriculum_column, n)
     return g.curriculum_column, LevelStats(levels, floor=g.curriculum_floor), answer_checker(cfg.format)

@@ -1,11 +1,11 @@
 """A KV cache that writes each new token into room reserved up front, for our decoding loop.
 
 transformers' DynamicLayer grows by `torch.cat` on every token: each decode step copies the whole
-cache of every layer (64 rows x 155 tokens of SmolLM2: ~230 MB per token) and frees the old copy.
-The freed blocks are each a little too small for the next step's, so glibc's heap grew by about
-1 GB during a 64-row decode on a CPU for ~230 MB of live cache. Here each layer allocates
+cache of every layer (64 rows x 155 tokens of SmolLM2 are ~230 MB) and frees the old copy, and the
+freed blocks are each a little too small for the next step's. Here each layer allocates
 (B, H, T + room, D) once and copies the new token in place; `keys`/`values` are views of the
-filled part, so attention sees exactly what DynamicLayer would hand it.
+filled part, so attention sees exactly what DynamicLayer would hand it. A 64-row sampled decode in
+the demo config measured 11.9-12.5 s and a 0.43-0.44 GB RSS rise, against 13.4-14.3 s and 0.61-0.64 GB.
 """
 
 from __future__ import annotations

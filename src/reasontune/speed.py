@@ -143,8 +143,8 @@ def lora_inputs_uncast(model, autocast_on: bool | None = None):
 
     PEFT casts x to lora_A's dtype (fp32) and autocast casts it straight back to bf16 for the matmul:
     the result is bit for bit the same (bf16 -> fp32 -> bf16 is exact), but each LoRA module saved its
-    own bf16 copy of its input for the backward pass, beside the one its base layer saved: 177 of the
-    641 MB that autograd kept for a demo micro-batch of 8 x 155 tokens. Without autocast (plain fp32,
+    own bf16 copy of its input for the backward pass, beside the one its base layer saved: autograd kept
+    641 MB for a demo micro-batch of 8 x 155 tokens with the casts, 559 MB without. Without autocast (plain fp32,
     or bf16 weights without autocast) the cast is needed, so it stays. autocast_on: whether the forward
     runs under autocast; None asks torch here (HF's Trainer enables it inside model.forward instead).
     """
@@ -168,7 +168,8 @@ def release_freed_memory() -> bool:
     """Hand memory that Python and torch have freed back to the OS (glibc malloc_trim).
 
     Called between stages (eval, warm-up, GRPO), and on a CPU after every GRPO decode and step:
-    glibc keeps freed heap pages, so each stage (or step) would start from the last one's high-water mark. Cheap (once per stage). Fixing glibc's mmap threshold
+    glibc keeps freed heap pages, so each stage (or step) would start from the last one's high-water
+    mark. Cheap (once per stage). Fixing glibc's mmap threshold
     at 1 MiB instead cut the peak further (4.4 -> 3.1 GB) but made every large allocation a fresh
     mmap, and a GRPO step measured 41-48 s instead of 17. A no-op returning False off glibc.
     """
