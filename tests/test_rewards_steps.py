@@ -43,3 +43,40 @@ def test_step_check_reads_only_the_working_and_needs_questions():
     assert f([good], prompts=chat) == [STEP_SCORE]  # the question from the last user turn
     with pytest.raises(ValueError, match="question"):
         f([good])
+
+
+REF = "39 - 38 = 1\n4 * 25 = 100\n1 + 100 = 101"
+
+
+@pytest.mark.parametrize("working,with_path,without_path", [
+    ("39 - 38 = 1\n4 x 25 = 100\n1 + 100 = 101", 1.0, 1.0),  # the reference's own steps
+    ("39 + 38 = 77\n4 x 25 = 100\n77 + 100 = 177", 1 / 3, 1.0),  # right sums of the wrong operation
+    ("39 - 38 = 1\n1 + 4 * 25 = 1 + 100 = 101", 1.0, 1.0),  # a chain lands on the path by its value
+    ("4 x 25 = 100\n39 + 100 = 139\n139 - 38 = 101", 1 / 3, 1.0),  # another valid order: only the answer check credits it
+    ("39 - 38 = 2", 0.0, 0.0),  # wrong arithmetic stays wrong
+])
+def test_step_score_reference_path(working, with_path, without_path):
+    from reasontune.rewards.steps import reference_path
+
+    assert step_score(working, Q, reference_path(REF)) == pytest.approx(STEP_SCORE * with_path)
+    assert step_score(working, Q) == pytest.approx(STEP_SCORE * without_path)
+
+
+@pytest.mark.parametrize("worked,expected", [
+    ("39 - 38 = 1\n1 + 100 = 101", {1, 101}),
+    ("Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 1,072 clips.", {24, 1072}),  # GSM8K's prose
+    ("", None), (None, None), ("no equations here", None),
+])
+def test_reference_path_reads_results_after_equals(worked, expected):
+    from reasontune.rewards.steps import reference_path
+
+    assert reference_path(worked) == expected
+
+
+def test_step_check_uses_the_worked_column_when_the_row_has_one():
+    fmt = FormatConfig()
+    funcs, _ = build_reward_funcs(RewardsConfig(names=["step_check"], on_error="raise"), fmt)
+    (f,) = funcs
+    wrong_op = f"39 + 38 = 77\n{fmt.reasoning_end}\n{fmt.solution_start}77{fmt.solution_end}"
+    assert f([wrong_op, wrong_op], question=[Q, Q], worked=[REF, ""]) == [0.0, STEP_SCORE]
+    assert f([wrong_op], question=[Q]) == [STEP_SCORE]  # no worked column: grounded arithmetic only

@@ -9,7 +9,14 @@ this reward scores the working itself:
 
 A line is grounded when every number on the left of its first `=` is a number of the question
 or the result of an earlier correct, grounded line, so `1 + 1 = 2` cannot farm the score. No equation in the working:
-0.0 (nothing to credit). Only the working (before the reasoning end marker) is read, and each line
+0.0 (nothing to credit).
+
+When the row has a reference working (a `worked` column: procedural generators write one, GSM8K's
+solutions have one), a line must also land on the reference path: its value must be one of the
+reference's results (the number after each `=`). Without that, a right sum of the wrong operation
+was credited: measured in the demo, GRPO learned to add on every problem, subtraction ones
+included ("39 + 38 = 77" for "has 39, loses 38"), because addition is the easier arithmetic.
+The path check does not credit other valid orders of the same steps; the answer check still does. Only the working (before the reasoning end marker) is read, and each line
 is evaluated with Fractions by a parser that accepts numbers, + - * / x and parentheses only.
 """
 
@@ -55,8 +62,18 @@ def _numbers(text: str) -> set[Fraction]:
     return {Fraction(n) for n in _NUMBER.findall(text.replace(",", ""))}
 
 
-def step_score(working: str, question: str) -> float:
-    """STEP_SCORE x the fraction of equation lines in `working` that are correct and grounded."""
+_RESULT = re.compile(r"=\s*(-?\d[\d,]*(?:\.\d+)?)")
+
+
+def reference_path(worked: str | None) -> set[Fraction] | None:
+    """The results of a reference working (the number after each '='), or None when there is none."""
+    values = {Fraction(m.replace(",", "")) for m in _RESULT.findall(worked or "")}
+    return values or None
+
+
+def step_score(working: str, question: str, path: set[Fraction] | None = None) -> float:
+    """STEP_SCORE x the fraction of equation lines in `working` that are correct and grounded (and, given a
+    reference `path`, whose value is on it)."""
     known = _numbers(question)
     lines = total = 0
     for line in working.splitlines():
@@ -68,7 +85,8 @@ def step_score(working: str, question: str) -> float:
         total += 1
         correct = all(v is not None and v == values[0] for v in values[1:])
         grounded = _numbers(line.split("=")[0]) <= known
-        if correct and grounded:  # only a checked result may ground a later line
+        on_path = path is None or values[0] in path
+        if correct and grounded and on_path:  # only a checked result may ground a later line
             lines += 1
             known.add(values[0])
     return STEP_SCORE * lines / total if total else 0.0
@@ -87,15 +105,17 @@ def question_of(prompt: Any) -> str:
 
 @register_builder("step_check")
 def step_check(ctx: RewardContext):
-    """Process reward: 2.0 x the fraction of working lines 'a op b = c' that are right and use the question's
-    numbers or earlier results."""
+    """Process reward: 2.0 x the fraction of working lines 'a op b = c' that are right, use the question's
+    numbers or earlier results, and (with a `worked` column) land on the reference's results."""
 
-    def reward(completions, question=None, prompts=None, **kwargs):
+    def reward(completions, question=None, prompts=None, worked=None, **kwargs):
         texts = texts_of(completions)
         source = question if question is not None else prompts
         if source is None or len(source) != len(texts):
             raise ValueError("step_check needs the questions: a 'question' column, or the prompts TRL passes")
+        paths = [reference_path(w) for w in worked] if worked is not None else [None] * len(texts)
         end = ctx.fmt.reasoning_end
-        return [step_score(t.split(end)[0] if end else t, question_of(q)) for t, q in zip(texts, source)]
+        return [step_score(t.split(end)[0] if end else t, question_of(q), p)
+                for t, q, p in zip(texts, source, paths)]
 
     return reward
