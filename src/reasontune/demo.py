@@ -1,8 +1,9 @@
 """`reasontune demo`: the whole loop offline on a CPU with the embedded SmolLM2-135M.
 
 base eval -> SFT format warm-up -> eval -> GRPO -> eval, then metrics.json, report.md,
-report.html and a PEFT adapter in the output folder. The settings live in recipes/demo.yaml
-(one place); --quick shrinks them to a smoke test that proves the plumbing, not a result.
+report.html, the PEFT adapter (adapter/) and the warm-up's adapter (warmup/adapter/) in the output
+folder. The settings live in recipes/demo.yaml (one place); --quick shrinks them to a smoke test
+that proves the plumbing, not a result.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
         t = time.perf_counter()
         warmup_sft(cfg, model, tok, data["train"], out_dir=str(out))
         timings["warmup"] = time.perf_counter() - t
+        # Kept so the warm-up alone can be measured again, e.g. its pass@k: how far GRPO can sharpen it.
+        model.save_pretrained(out / "warmup" / "adapter")
         end_stage("warmup")
         measure("warmup")
     grpo_updates = {"warmup.kind": "none"}  # warm-up already ran on this model
