@@ -63,6 +63,21 @@ def test_budget_callback_stops_at_the_deadline():
     assert control.should_training_stop and cb.fired
 
 
+@pytest.mark.parametrize("step_s, left_s, stops", [(1.0, 3600.0, False), (7200.0, 3600.0, True), (0.0, 1.0, False)])
+def test_budget_stops_when_another_step_would_overrun(step_s, left_s, stops):
+    """The last step's time predicts the next: stop before a step that would end past the deadline."""
+    from transformers import TrainerControl, TrainerState
+
+    from reasontune.train import TimeBudget
+
+    control, state = TrainerControl(), TrainerState()
+    cb = TimeBudget(seconds=left_s)
+    cb.on_train_begin(None, state, control)
+    cb._last -= step_s  # the step that just ended began step_s ago; left_s remain
+    cb.on_step_end(None, state, control)
+    assert bool(control.should_training_stop) is stops and cb.fired is stops
+
+
 @pytest.mark.parametrize("seconds, stops", [(None, False), (3600.0, False), (1e-6, True)])
 def test_time_budget_counts_from_train_begin(seconds, stops):
     """grpo.max_seconds: the clock starts when training begins, not when the callback is built."""
