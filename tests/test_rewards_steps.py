@@ -4,7 +4,7 @@ import pytest
 
 from reasontune.config import FormatConfig, RewardsConfig
 from reasontune.rewards import build_reward_funcs
-from reasontune.rewards.steps import STEP_SCORE, evaluate, step_score
+from reasontune.rewards.steps import SETUP_CREDIT, STEP_SCORE, evaluate, step_score
 
 Q = "Maya has 39 coins. She loses 38 coins. Then she buys 4 bags of 25 coins. How many coins now?"
 
@@ -53,7 +53,9 @@ REF = "39 - 38 = 1\n4 * 25 = 100\n1 + 100 = 101"
     ("39 + 38 = 77\n4 x 25 = 100\n77 + 100 = 177", 1 / 3, 1.0),  # right sums of the wrong operation
     ("39 - 38 = 1\n1 + 4 * 25 = 1 + 100 = 101", 1.0, 1.0),  # a chain lands on the path by its value
     ("4 x 25 = 100\n39 + 100 = 139\n139 - 38 = 101", 1 / 3, 1.0),  # another valid order: only the answer check credits it
-    ("39 - 38 = 2", 0.0, 0.0),  # wrong arithmetic stays wrong
+    ("39 - 38 = 2", SETUP_CREDIT, 0.0),  # the reference step, miscalculated: credit for the setup only
+    ("39 - 38 = 2\n2 + 100 = 102", SETUP_CREDIT / 2, 0.0),  # a wrong result grounds nothing after it
+    ("39 + 38 = 78", 0.0, 0.0),  # the wrong operation, miscalculated
 ])
 def test_step_score_reference_path(working, with_path, without_path):
     from reasontune.rewards.steps import reference_path

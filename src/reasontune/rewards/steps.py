@@ -16,7 +16,11 @@ solutions have one), a line must also land on the reference path: its value must
 reference's results (the number after each `=`). Without that, a right sum of the wrong operation
 was credited: measured in the demo, GRPO learned to add on every problem, subtraction ones
 included ("39 + 38 = 77" for "has 39, loses 38"), because addition is the easier arithmetic.
-The path check does not credit other valid orders of the same steps; the answer check still does. Only the working (before the reasoning end marker) is read, and each line
+The path check does not credit other valid orders of the same steps; the answer check still does.
+A line whose left side is a reference step (its exact value is on the path) but whose stated result
+is wrong earns SETUP_CREDIT of a line: the right operation with a slip in the arithmetic. Without it,
+"39 - 38 = 17" and "39 + 38 = 77" scored the same 0, every addition problem pulled towards '+', and
+GRPO drifted to adding on subtraction problems too (149 of 200 first steps '+' after 26 steps). Only the working (before the reasoning end marker) is read, and each line
 is evaluated with Fractions by a parser that accepts numbers, + - * / x and parentheses only.
 """
 
@@ -31,6 +35,7 @@ from reasontune.rewards.recipe import texts_of
 from reasontune.rewards.registry import RewardContext, register_builder
 
 STEP_SCORE = 2.0
+SETUP_CREDIT = 0.5  # of a line: the reference step set up, its result miscalculated
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _EXPR_CHARS = re.compile(r"^[\d\s.+\-*/()]+$")
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
@@ -72,10 +77,11 @@ def reference_path(worked: str | None) -> set[Fraction] | None:
 
 
 def step_score(working: str, question: str, path: set[Fraction] | None = None) -> float:
-    """STEP_SCORE x the fraction of equation lines in `working` that are correct and grounded (and, given a
-    reference `path`, whose value is on it)."""
+    """STEP_SCORE x the mean line credit over the equation lines in `working`: 1 for a correct, grounded line
+    (given a reference `path`, also on it); SETUP_CREDIT for a grounded line that sets up a reference step
+    but states a wrong result; else 0."""
     known = _numbers(question)
-    lines = total = 0
+    lines, total = 0.0, 0
     for line in working.splitlines():
         if "=" not in line:
             continue
@@ -89,6 +95,8 @@ def step_score(working: str, question: str, path: set[Fraction] | None = None) -
         if correct and grounded and on_path:  # only a checked result may ground a later line
             lines += 1
             known.add(values[0])
+        elif grounded and path is not None and on_path:
+            lines += SETUP_CREDIT
     return STEP_SCORE * lines / total if total else 0.0
 
 
