@@ -70,8 +70,24 @@ def test_evaluate_grades_given_model_and_rows(tiny_model_dir):
     finally:
         gen.generate = real
     assert (m["accuracy"], m["format_rate"], m["pass_at_k"], m["maj_at_k"], m["truncation_rate"]) == (1, 1, 1, 1, 0)
-    assert m["by_difficulty"] == {"1": {"n": 2, "accuracy": 1.0, "format_rate": 1.0},
-                                  "2": {"n": 1, "accuracy": 1.0, "format_rate": 1.0}}
+    assert m["by_difficulty"] == {"1": {"n": 2, "accuracy": 1.0, "format_rate": 1.0, "pass_at_k": 1.0},
+                                  "2": {"n": 1, "accuracy": 1.0, "format_rate": 1.0, "pass_at_k": 1.0}}
+
+
+def test_pass_at_k_by_level_counts_problems_not_samples():
+    """Level 1: one problem solved by 1 of 2 samples, one never -> pass@2 0.5; level 2: solved by both -> 1.0."""
+    from reasontune.evaluate import summarize
+
+    def rec(index, level, correct):
+        return {"index": index, "difficulty": level, "correct": correct, "format_ok": True, "num_tokens": 4,
+                "truncated": False, "extracted": "1" if correct else "0", "answer": "1"}
+
+    greedy = [rec(0, 1, False), rec(1, 1, False), rec(2, 2, True)]
+    sampled = [rec(0, 1, True), rec(0, 1, False), rec(1, 1, False), rec(1, 1, False), rec(2, 2, True), rec(2, 2, True)]
+    m = summarize(greedy, sampled, 2)
+    assert {lv: v["pass_at_k"] for lv, v in m["by_difficulty"].items()} == {"1": 0.5, "2": 1.0}
+    assert {lv: v["accuracy"] for lv, v in m["by_difficulty"].items()} == {"1": 0.0, "2": 1.0}
+    assert summarize(greedy, None, None)["by_difficulty"]["1"].keys() == {"n", "accuracy", "format_rate"}
 
 
 def test_cli_eval_with_run_folder(tiny_model_dir, tmp_path, capsys):

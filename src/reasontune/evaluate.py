@@ -104,9 +104,22 @@ def summarize(greedy: list[dict], sampled: list[dict] | None = None, k: int | No
     for key, col in (("by_difficulty", "difficulty"), ("by_subject", "subject")):
         if any(r.get(col) is not None for r in greedy):
             out[key] = breakdown(greedy, col)
+            if sampled and k:  # how far sampling reaches on each level: about as far as GRPO can sharpen it
+                for level, value in _pass_at_by(sampled, col, k).items():
+                    out[key].setdefault(level, {})["pass_at_k"] = value
     if sampled and k:
         out.update(_sample_metrics(sampled, k))
     return out
+
+
+def _pass_at_by(sampled: list[dict], col: str, k: int) -> dict[str, float]:
+    """{value of `col`: mean pass@k over the problems with that value}."""
+    groups: dict[str, dict[int, list[bool]]] = {}
+    for r in sampled:
+        if r.get(col) is not None:
+            groups.setdefault(str(r[col]), {}).setdefault(r["index"], []).append(bool(r["correct"]))
+    return {level: mean([pass_at_k(len(v), sum(v), k) for v in problems.values()])
+            for level, problems in groups.items()}
 
 
 def _sample_metrics(sampled: list[dict], k: int) -> dict:
