@@ -8,8 +8,8 @@ this reward scores the working itself:
     STEP_SCORE x (lines that are correct and grounded) / (lines with an equation)
 
 A line is grounded when every number on the left of its first `=` is a number of the question
-or the result of an earlier correct, grounded line, so `1 + 1 = 2` cannot farm the score. No equation in the working:
-0.0 (nothing to credit).
+or the result of an earlier correct, grounded line, so `1 + 1 = 2` cannot farm the score. No
+equation in the working: 0.0 (nothing to credit).
 
 When the row has a reference working (a `worked` column: procedural generators write one, GSM8K's
 solutions have one), a line must also land on the reference path: its value must be one of the
@@ -20,8 +20,10 @@ The path check does not credit other valid orders of the same steps; the answer 
 A line whose left side is a reference step (its exact value is on the path) but whose stated result
 is wrong earns SETUP_CREDIT of a line: the right operation with a slip in the arithmetic. Without it,
 "39 - 38 = 17" and "39 + 38 = 77" scored the same 0, every addition problem pulled towards '+', and
-GRPO drifted to adding on subtraction problems too (149 of 200 first steps '+' after 26 steps). Only the working (before the reasoning end marker) is read, and each line
-is evaluated with Fractions by a parser that accepts numbers, + - * / x and parentheses only.
+GRPO drifted to adding on subtraction problems too (149 of 200 first steps '+' after 26 steps).
+
+Only the working (before the reasoning end marker) is read, and each line is evaluated with
+Fractions by a parser that accepts numbers, + - * / x and parentheses only.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ STEP_SCORE = 2.0
 SETUP_CREDIT = 0.5  # of a line: the reference step set up, its result miscalculated
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _EXPR_CHARS = re.compile(r"^[\d\s.+\-*/()]+$")
+_RESULT = re.compile(r"=\s*(-?\d[\d,]*(?:\.\d+)?)")  # the number after an '=' in a reference working
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
         ast.Div: lambda a, b: a / b}
 
@@ -65,9 +68,6 @@ def evaluate(expr: str) -> Fraction | None:
 
 def _numbers(text: str) -> set[Fraction]:
     return {Fraction(n) for n in _NUMBER.findall(text.replace(",", ""))}
-
-
-_RESULT = re.compile(r"=\s*(-?\d[\d,]*(?:\.\d+)?)")
 
 
 def reference_path(worked: str | None) -> set[Fraction] | None:
@@ -114,7 +114,8 @@ def question_of(prompt: Any) -> str:
 @register_builder("step_check")
 def step_check(ctx: RewardContext):
     """Process reward: 2.0 x the fraction of working lines 'a op b = c' that are right, use the question's
-    numbers or earlier results, and (with a `worked` column) land on the reference's results."""
+    numbers or earlier results, and (with a `worked` column) land on the reference's results; a reference
+    step with a wrong result earns half a line."""
 
     def reward(completions, question=None, prompts=None, worked=None, **kwargs):
         texts = texts_of(completions)
