@@ -44,7 +44,8 @@ def test_demo_report_and_adapter(quick_demo):
     model = PeftModel.from_pretrained(base, out / "adapter")
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and any(torch.count_nonzero(p) > 0 for p in lora_b), "adapter is all zeros"
-    warm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ensure_embedded()), out / "warmup" / "adapter")
+    fresh = AutoModelForCausalLM.from_pretrained(ensure_embedded())
+    warm = PeftModel.from_pretrained(fresh, out / "warmup" / "adapter")
     warm_b = dict((n, p) for n, p in warm.named_parameters() if "lora_B" in n)
     assert any(torch.count_nonzero(p) > 0 for p in warm_b.values()), "warm-up adapter is all zeros"
     after_b = dict((n, p) for n, p in model.named_parameters() if "lora_B" in n)

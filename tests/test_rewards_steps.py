@@ -52,7 +52,7 @@ REF = "39 - 38 = 1\n4 * 25 = 100\n1 + 100 = 101"
     ("39 - 38 = 1\n4 x 25 = 100\n1 + 100 = 101", 1.0, 1.0),  # the reference's own steps
     ("39 + 38 = 77\n4 x 25 = 100\n77 + 100 = 177", 1 / 3, 1.0),  # right sums of the wrong operation
     ("39 - 38 = 1\n1 + 4 * 25 = 1 + 100 = 101", 1.0, 1.0),  # a chain lands on the path by its value
-    ("4 x 25 = 100\n39 + 100 = 139\n139 - 38 = 101", 1 / 3, 1.0),  # another valid order: only the answer check credits it
+    ("4 x 25 = 100\n39 + 100 = 139\n139 - 38 = 101", 1 / 3, 1.0),  # another valid order: the answer check credits it
     ("39 - 38 = 2", SETUP_CREDIT, 0.0),  # the reference step, miscalculated: credit for the setup only
     ("39 - 38 = 2\n2 + 100 = 102", SETUP_CREDIT / 2, 0.0),  # a wrong result grounds nothing after it
     ("39 + 38 = 78", 0.0, 0.0),  # the wrong operation, miscalculated
