@@ -102,11 +102,10 @@ def observe_groups(stats: LevelStats, rows: Sequence[dict], completions: Sequenc
 
 def answer_checker(fmt) -> Callable[[str, dict], bool]:
     """Right means what evaluation counts as right: the extracted answer matches the row's answer."""
-    from .rewards import extract_answer, is_correct
+    from .rewards import grade
 
     def check(text: str, row: dict) -> bool:
-        pred = extract_answer(text, fmt)
-        return pred is not None and row.get("answer") is not None and is_correct(pred, str(row["answer"]))
+        return row.get("answer") is not None and grade(text, str(row["answer"]), fmt)[1]
 
     return check
 

@@ -67,15 +67,14 @@ def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
 
 def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict]:
     """One record per completion, graded and scored."""
-    from .rewards import extract_answer, has_format, is_correct
+    from .rewards import grade, has_format
 
     recs = []
     for i, (row, prompt, samples) in enumerate(zip(rows, prompts, gens)):
         for j, g in enumerate(samples):
-            pred = extract_answer(g.text, cfg.format)
+            pred, correct = grade(g.text, str(row.get("answer")), cfg.format)
             rec = {"index": i, "kind": kind, "sample": j, "prompt": prompt, "question": row.get("question"),
-                   "answer": str(row.get("answer")), "completion": g.text, "extracted": pred,
-                   "correct": bool(pred is not None and is_correct(pred, str(row.get("answer")))),
+                   "answer": str(row.get("answer")), "completion": g.text, "extracted": pred, "correct": correct,
                    "format_ok": bool(has_format(g.text, cfg.format)), "num_tokens": g.num_tokens,
                    "truncated": g.truncated}
             for col in ("difficulty", "subject"):

@@ -169,9 +169,9 @@ def release_freed_memory() -> bool:
 
     Called between stages (eval, warm-up, GRPO), and on a CPU after every GRPO decode and step:
     glibc keeps freed heap pages, so each stage (or step) would start from the last one's high-water
-    mark. Cheap (once per stage). Fixing glibc's mmap threshold
-    at 1 MiB instead cut the peak further (4.4 -> 3.1 GB) but made every large allocation a fresh
-    mmap, and a GRPO step measured 41-48 s instead of 17. A no-op returning False off glibc.
+    mark. Cheap (once per stage). Fixing glibc's mmap threshold at 1 MiB instead cut the peak further
+    (4.4 -> 3.1 GB) but made every large allocation a fresh mmap, and a GRPO step measured 41-48 s
+    instead of 17. A no-op returning False off glibc.
     """
     import ctypes
     import ctypes.util

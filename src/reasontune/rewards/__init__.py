@@ -4,6 +4,7 @@ Public API (used by the trainer and the evaluator):
 
 * `build_reward_funcs(cfg, fmt, eos_token=None)` -> (reward functions, weights) for TRL.
 * `extract_answer(text, fmt)`, `is_correct(pred, gold)`, `has_format(text, fmt)`.
+* `grade(text, gold, fmt)` -> (extracted answer, right?): what evaluation counts as right.
 * `available()`, `PRESETS`, `register(name)` / `register_builder(name)` for new rewards.
 * `errors` / `error_counts()`: failed samples per reward (see `wrap`).
 """
@@ -35,9 +36,16 @@ from reasontune.rewards.wrap import error_counts, errors, reset_errors, wrap_rew
 
 logger = logging.getLogger(__name__)
 
+
+def grade(text: str, gold: str, fmt: FormatConfig) -> tuple[str | None, bool]:
+    """(the answer extracted from `text`, whether it equals `gold`): the one definition of a right answer,
+    shared by evaluation and the training curriculum."""
+    pred = extract_answer(text, fmt)
+    return pred, bool(pred is not None and is_correct(pred, gold))
+
 __all__ = [
     "PRESETS", "PRESET_WEIGHTS", "REGISTRY", "RewardContext", "available", "build_reward_funcs",
-    "completion_text", "error_counts", "errors", "extract_answer", "has_format", "is_correct",
+    "completion_text", "error_counts", "errors", "extract_answer", "grade", "has_format", "is_correct",
     "parse_number", "register", "register_builder", "reset_errors", "wrap_reward",
 ]
 
