@@ -1,16 +1,17 @@
-"""Fuzzing: any text, and huge or deeply nested LaTeX, gives a finite float or None within 1 s."""
+"""Fuzzing: any text, and huge or deeply nested LaTeX, gives a finite float or None (or, for a check that ran
+out of time, the check's own error, which rewards count); only guarded inputs ever reach sympy."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reasontune.config import FormatConfig, RewardsConfig
-from reasontune.rewards import build_reward_funcs, extract_answer, has_format, is_correct
+from reasontune.rewards import build_reward_funcs, check, extract_answer, has_format, is_correct
+from reasontune.rewards.check import MAX_CHARS, MAX_DEPTH, AnswerCheckError, _depth, _hazardous
 
 FMT = FormatConfig()
 R1, S0, S1 = FMT.reasoning_end, FMT.solution_start, FMT.solution_end
@@ -27,12 +28,47 @@ def _all_rewards():
 FUNCS = _all_rewards()
 
 
+SYMPY_CALLS: list = []
+
+
+@pytest.fixture(autouse=True)
+def guarded_sympy(monkeypatch):
+    """Whatever reaches math_verify has passed the guards (size, nesting, huge integer work), and runs
+    under the time limit: hand-offs are recorded and checked, the real check still runs."""
+    from reasontune.rewards import timelimit
+
+    real, limited = check._verify, timelimit.call_with_limit
+    under_limit = []
+
+    def spy(pred, gold):
+        assert under_limit, "math_verify called outside call_with_limit"
+        for s in (pred, gold):
+            assert len(s) <= MAX_CHARS and _depth(s) <= MAX_DEPTH and not _hazardous(s), s[:200]
+        SYMPY_CALLS.append((pred, gold))
+        return real(pred, gold)
+
+    def limit(fn, seconds):
+        assert seconds is not None and 0 < seconds <= 1.0
+        under_limit.append(1)
+        try:
+            return limited(fn, seconds)
+        finally:
+            under_limit.pop()
+
+    monkeypatch.setattr(check, "_verify", spy)
+    monkeypatch.setattr(check, "call_with_limit", limit)
+    SYMPY_CALLS.clear()
+    check._equivalent.cache_clear()
+    yield
+    check._equivalent.cache_clear()
+
+
 def check_all(completion, answer: str) -> None:
     for f in FUNCS:
-        start = time.monotonic()
-        out = f([completion], answer=[answer], prompts=["p"])
-        took = time.monotonic() - start
-        assert took < 1.0, (f.__name__, took, completion[:200] if isinstance(completion, str) else completion)
+        try:
+            out = f([completion], answer=[answer], prompts=["p"])
+        except AnswerCheckError:  # a check that ran out of time: counted as the reward's error when training
+            continue
         assert len(out) == 1 and (out[0] is None or (isinstance(out[0], float) and math.isfinite(out[0]))), out
 
 
@@ -79,11 +115,11 @@ def test_nested_latex_in_the_answer_block(expr, answer):
 def test_huge_inputs(expr):
     check_all(f"work{R1}{S0}{expr}{S1}", "42")
     check_all(expr, expr[:100])
+    assert SYMPY_CALLS == []  # none of them is handed to sympy
 
 
-def test_is_correct_on_nested_latex_against_itself_is_fast():
+def test_nested_latex_is_compared_without_sympy():
     expr = "\\frac{" * 200 + "1" + "}{2}" * 200
-    start = time.monotonic()
     assert is_correct(expr, expr) is True  # identical strings need no parsing
-    assert is_correct(expr, "0.5") is False
-    assert time.monotonic() - start < 1.0
+    assert is_correct(expr, "0.5") is False  # too deep for sympy: not equal
+    assert SYMPY_CALLS == []

@@ -180,8 +180,14 @@ def _verify(pred: str, gold: str) -> bool:
     return bool(mv.verify(gold_parsed, pred_parsed, timeout_seconds=None))
 
 
+class AnswerCheckError(Exception):
+    """The check itself failed (time limit, or a math_verify/sympy error): neither right nor wrong."""
+
+
 @functools.lru_cache(maxsize=65536)
 def _equivalent(pred: str, gold: str, timeout_s: float) -> bool:
+    """Cached verdicts only: lru_cache keeps no result for a call that raises, so a check that timed out
+    on a loaded CPU (or hit a sympy bug) is tried again next time instead of staying wrong for the run."""
     if _squash(pred) == _squash(gold):
         return True
     a, b = parse_number(pred), parse_number(gold)
@@ -196,11 +202,22 @@ def _equivalent(pred: str, gold: str, timeout_s: float) -> bool:
     try:
         return call_with_limit(lambda: _verify(pred, gold), timeout_s)
     except TimeLimitExceeded:
-        logger.warning("answer check timed out after %.3g s: pred=%.200r gold=%.200r", timeout_s, pred, gold)
+        raise AnswerCheckError(f"answer check timed out after {timeout_s:.3g} s: pred={pred:.200s} "
+                               f"gold={gold:.200s}") from None
+    except Exception as e:  # math_verify/sympy bugs on odd input
+        raise AnswerCheckError(f"math_verify failed ({type(e).__name__}: {e}): pred={pred:.200s} "
+                               f"gold={gold:.200s}") from e
+
+
+def check_answer(pred: str | None, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Like `is_correct`, but a check that times out or fails raises AnswerCheckError: rewards call this,
+    so `wrap_reward` counts the sample in the reward's errors instead of scoring it as a wrong answer."""
+    if pred is None or gold is None:
         return False
-    except Exception:  # math_verify/sympy bugs on odd input: not equivalent, but say so
-        logger.debug("math_verify failed: pred=%.200r gold=%.200r", pred, gold, exc_info=True)
+    pred, gold = str(pred).strip(), str(gold).strip()
+    if not pred or not gold:
         return False
+    return _equivalent(pred, gold, float(timeout_s))
 
 
 def is_correct(pred: str | None, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
@@ -208,11 +225,11 @@ def is_correct(pred: str | None, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S
 
     Plain numbers compare exactly after removing thousands separators ('1,000' == '1000',
     '1/2' == '0.5' == '\\frac{1}{2}'); other answers (LaTeX, sets, intervals, expressions)
-    go to math_verify, stopped after `timeout_s` seconds (then False, with a warning).
+    go to math_verify, stopped after `timeout_s` seconds. A check that times out or fails is
+    False with a warning (evaluation counts it as not right), and is not cached.
     """
-    if pred is None or gold is None:
+    try:
+        return check_answer(pred, gold, timeout_s)
+    except AnswerCheckError as e:
+        logger.warning("%s; counted as not equal", e)
         return False
-    pred, gold = str(pred).strip(), str(gold).strip()
-    if not pred or not gold:
-        return False
-    return _equivalent(pred, gold, float(timeout_s))

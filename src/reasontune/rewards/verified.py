@@ -5,8 +5,9 @@
   +0.5 seen once, -0.5 missing, -1.0 repeated (and -1.0 for a repeated reasoning_start), so
   repeating tags never pays; the partial maximum (1.5) stays below the strict score.
 * answer_equiv: answer = text inside exactly one closed answer block (`extract_answer`);
-  equivalent to the reference (`is_correct`: exact rationals, else math_verify, time-limited)
-  +5.0, not equivalent -1.5, no answer -2.0. No division anywhere.
+  equivalent to the reference (`check_answer`: exact rationals, else math_verify, time-limited)
+  +5.0, not equivalent -1.5, no answer -2.0. No division anywhere. A check that times out or
+  fails is an error for that sample (counted, None), never a cached -1.5.
 * number_strict: for a numeric reference only (else 0): the whole answer must be one number
   (decoration such as $...$, \\boxed{}, 'x =' allowed) equal to the reference: +3.5; another
   number or not a number -1.5; no closed answer block -2.5.
@@ -25,7 +26,7 @@ import re
 from typing import Any
 
 from reasontune.config import ConfigError
-from reasontune.rewards.check import is_correct, parse_number, warm_up
+from reasontune.rewards.check import check_answer, is_correct, parse_number, warm_up
 from reasontune.rewards.extract import extract_answer, has_format
 from reasontune.rewards.recipe import answer_reward, answers_of, text_reward, texts_of
 from reasontune.rewards.registry import RewardContext, register_builder
@@ -57,7 +58,8 @@ def answer_equiv_score(text: str, true_answer: str, ctx: RewardContext) -> float
     pred = extract_answer(text, ctx.fmt)
     if pred is None:
         return NO_ANSWER
-    return CORRECT if is_correct(pred, true_answer, ctx.timeout_s) else WRONG
+    # check_answer raises on a timeout or a math_verify error: wrap_reward counts the sample as an error
+    return CORRECT if check_answer(pred, true_answer, ctx.timeout_s) else WRONG
 
 
 def number_strict_score(text: str, true_answer: str, ctx: RewardContext) -> float:
@@ -164,6 +166,8 @@ def length_penalty(ctx: RewardContext):
     def reward(completions, answer=None, prompts=None, completion_ids=None, **kwargs):
         texts = texts_of(completions)
         answers = answers_of(answer, len(texts), "length_penalty")
+        # is_correct, not check_answer: a failed check is logged and counted as wrong, because wrap_reward's
+        # one-sample retry would score each completion as a group of one
         correct = [is_correct(extract_answer(t, ctx.fmt), a, ctx.timeout_s) for t, a in zip(texts, answers)]
         if prompts is not None and len(prompts) == len(texts):
             groups = [_group_key(p) for p in prompts]
