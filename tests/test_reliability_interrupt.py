@@ -109,7 +109,8 @@ def assert_same_adapter_as_uninterrupted(model_dir, resumed: Path, straight: Pat
     """Optimizer, scheduler, data position and sampling RNG are all restored: the result is identical."""
     from safetensors.torch import load_file
 
-    from reasontune.cli import config_from_args, build_parser
+    from reasontune.cli import build_parser
+    from reasontune.cliargs import config_from_args
     from reasontune.train import train
 
     threads = torch.get_num_threads()

@@ -35,8 +35,7 @@ def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None) 
     return override(cfg, {**fixed, **(updates or {})})
 
 
-def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = False,
-             updates: dict | None = None) -> dict:
+def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | None = None) -> dict:
     import torch
 
     from .data import build_datasets
@@ -108,10 +107,6 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, compare: bool = Fa
     except Exception as e:  # the numbers are already on disk; a plotting failure must not lose them
         logger.warning("HTML report failed: %s", e)
     logger.info("demo done in %.0f s: %s", summary["wall_seconds"], out)
-    if compare:  # SFT only / GRPO only / SFT then GRPO under one wall-clock budget: OUT/compare/
-        from .compare_demo import run_compare
-
-        summary["compare"] = run_compare(out_dir, quick, updates=updates)
     return summary
 
 

@@ -255,7 +255,7 @@ def primary(records: list[dict]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------- CLI
-EVAL_FLAGS = {  # flag -> (dest, type, config key, help); dests are prefixed so cli's tables never see them
+EVAL_FLAGS = {  # flag -> (dest, type, config key, help); dests are prefixed so cliargs' tables never see them
     "--limit": ("eval_limit", int, "eval.limit", "held-out problems to evaluate"),
     "--samples": ("eval_samples", int, "eval.samples", "completions per problem (>1 adds pass@k, maj@k)"),
     "--temperature": ("eval_temperature", float, "eval.temperature", "sampling temperature for --samples"),
@@ -269,7 +269,7 @@ METAVARS = {"--limit": "N", "--samples": "K", "--temperature": "T", "--max-new-t
 
 def add_source_args(p) -> None:
     """Model/data flags, --adapter | --run, and the sampling flags: shared by `eval` and `advise`."""
-    from .cli import add_config_args
+    from .cliargs import add_config_args
 
     add_config_args(p)
     src = p.add_mutually_exclusive_group()
@@ -310,7 +310,7 @@ def _run_config_near(adapter: str | None, run: str | None):
 
 def config_for_eval(args) -> tuple[RunConfig, str | None]:
     """YAML/defaults < the run's model name, chat template and format < flags and --set items."""
-    from .cli import config_from_args
+    from .cliargs import config_from_args
     from .config import from_dict, load_yaml
 
     run_cfg, adapter = _run_config_near(getattr(args, "adapter", None), getattr(args, "run", None))

@@ -153,19 +153,6 @@ def torch_dtype(cfg: ModelConfig):
     return torch.bfloat16 if cpu_bf16_is_faster() else torch.float32
 
 
-def reasoning_chat_template(fmt: FormatConfig, eos: str) -> str:
-    """A plain template for base models: system, user, and a generation prompt that ends with the
-    reasoning-start marker, so completions begin inside the reasoning block (the recipe's trick)."""
-    return (
-        "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '" + eos + "' }}"
-        "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
-        "{% for message in loop_messages %}"
-        "{% if message['role'] == 'user' %}{{ message['content'] }}"
-        "{% elif message['role'] == 'assistant' %}{{ message['content'] + '" + eos + "' }}{% endif %}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '" + fmt.reasoning_start + "' }}{% endif %}"
-    )
-
-
 def prompt_prefills_reasoning(tokenizer, fmt: FormatConfig) -> bool:
     """True when the chat template's generation prompt already ends with the reasoning-start marker."""
     probe = [{"role": "user", "content": "x"}]
@@ -176,13 +163,9 @@ def prompt_prefills_reasoning(tokenizer, fmt: FormatConfig) -> bool:
 def load_tokenizer(path: str, model_cfg: ModelConfig, fmt: FormatConfig):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"  # decoder-only batched generation
-    if model_cfg.chat_template == "reasoning" or tok.chat_template is None:
-        tok.chat_template = reasoning_chat_template(fmt, tok.eos_token or "")
-    return tok
+    from .prompting import prepare_tokenizer
+
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(path), model_cfg, fmt)
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConfig | None = None,

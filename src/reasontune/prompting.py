@@ -7,7 +7,31 @@ template did not already add it. Completions therefore start inside the reasonin
 
 from __future__ import annotations
 
-from .config import FormatConfig
+from .config import FormatConfig, ModelConfig
+
+
+def reasoning_chat_template(fmt: FormatConfig, eos: str) -> str:
+    """A plain template for base models: system, user, and a generation prompt that ends with the
+    reasoning-start marker, so completions begin inside the reasoning block (the recipe's trick)."""
+    return (
+        "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '" + eos + "' }}"
+        "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
+        "{% for message in loop_messages %}"
+        "{% if message['role'] == 'user' %}{{ message['content'] }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + '" + eos + "' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '" + fmt.reasoning_start + "' }}{% endif %}"
+    )
+
+
+def prepare_tokenizer(tok, model_cfg: ModelConfig, fmt: FormatConfig):
+    """Pad token, left padding (decoder-only batched generation) and the chat template: the same
+    setup whichever backend (transformers or Unsloth) loaded the tokenizer."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    if model_cfg.chat_template == "reasoning" or tok.chat_template is None:
+        tok.chat_template = reasoning_chat_template(fmt, tok.eos_token or "")
+    return tok
 
 
 def render_chat(tokenizer, messages) -> str:

@@ -139,7 +139,7 @@ def run_sft(cfg: RunConfig, model=None, tokenizer=None, datasets=None, examples:
 
 
 def register(subparsers) -> None:
-    from .cli import add_config_args
+    from .cliargs import add_config_args
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning on the data's worked solutions (LoRA)")
     add_config_args(p, train=True)
@@ -154,7 +154,7 @@ def cmd_sft(args) -> int:
     """--learning-rate and --batch-size set the SFT values (warmup.*), not GRPO's."""
     import json
 
-    from .cli import config_from_args
+    from .cliargs import config_from_args
     from .config import override
 
     ns = type(args)(**{**vars(args), "learning_rate": None, "batch_size": None})

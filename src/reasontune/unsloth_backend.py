@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from .config import FormatConfig, LoraConfig, ModelConfig, RunConfig
+from .prompting import prepare_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +68,6 @@ def get_peft_kwargs(lora: LoraConfig, num_layers: int | None = None) -> dict[str
     if lora.top_layers is not None and num_layers:  # as models.peft_config: the last N layers only
         kwargs["layers_to_transform"] = list(range(max(0, num_layers - lora.top_layers), num_layers))
     return kwargs
-
-
-def prepare_tokenizer(tok, cfg: ModelConfig, fmt: FormatConfig):
-    """Pad token, left padding and chat template, exactly as models.load_tokenizer sets them."""
-    from .models import reasoning_chat_template
-
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
-    if cfg.chat_template == "reasoning" or tok.chat_template is None:
-        tok.chat_template = reasoning_chat_template(fmt, tok.eos_token or "")
-    return tok
 
 
 def load_unsloth(path: str, cfg: ModelConfig, fmt: FormatConfig, lora: LoraConfig | None,
