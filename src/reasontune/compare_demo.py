@@ -91,6 +91,7 @@ def _arm_config(cfg: RunConfig, arm: str, plan: dict, root: Path) -> RunConfig:
 
 def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None, plan: dict, root: Path) -> dict:
     """Train one arm from a fresh model within the budget, save its adapter, evaluate it."""
+    from .portable import save_adapter
     from .runfolder import RunFolder
 
     acfg = _arm_config(cfg, arm, plan, root)
@@ -105,8 +106,7 @@ def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None,
     if arm in ("sft_then_grpo", "grpo_only"):
         stages["grpo"] = _grpo_stage(acfg, model, tok, data["train"], run, deadline)
     wall = time.perf_counter() - t0
-    model.save_pretrained(run.path / "adapter")
-    tok.save_pretrained(run.path / "adapter")
+    save_adapter(model, tok, run.path / "adapter", acfg, f"reasontune compare, arm {arm}")
     result = {"arm": arm, "wall_seconds": wall, "stages": stages,
               "stopped_by_budget": any(s.get("stopped_by_budget") for s in stages.values()),
               **_evaluate(acfg, model, tok, evals, run.path / "evals")}

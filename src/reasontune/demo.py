@@ -41,6 +41,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     from .data import build_datasets
     from .evaluate import evaluate
     from .models import load_model_and_tokenizer
+    from .portable import save_adapter
     from .runfolder import atomic_write_json
     from .sft import warmup_sft
     from .speed import peak_rss_mb, release_freed_memory
@@ -76,7 +77,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         warmup_sft(cfg, model, tok, data["train"], out_dir=str(out))
         timings["warmup"] = time.perf_counter() - t
         # Kept so the warm-up alone can be measured again, e.g. its pass@k: how far GRPO can sharpen it.
-        model.save_pretrained(out / "warmup" / "adapter")
+        save_adapter(model, tok, out / "warmup" / "adapter", cfg, "the demo's SFT format warm-up")
         end_stage("warmup")
         measure("warmup")
     grpo_updates = {"warmup.kind": "none"}  # warm-up already ran on this model
@@ -90,8 +91,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     result = train(grpo_cfg, model=model, tokenizer=tok, datasets=data)
     timings["grpo"] = time.perf_counter() - t
     end_stage("grpo")
-    model.save_pretrained(out / "adapter")
-    tok.save_pretrained(out / "adapter")
+    save_adapter(model, tok, out / "adapter", cfg, "the demo: SFT format warm-up, then GRPO")
     measure("after")
     summary = {k: {m: v[m] for m in ("accuracy", "format_rate", "mean_length", "n")} for k, v in stages.items()}
     logger.info("peak RSS by stage (MB): %s", ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v))

@@ -289,21 +289,33 @@ def register(subparsers) -> None:
 
 
 def _run_config_near(adapter: str | None, run: str | None):
-    """(run config or None, adapter folder or None) for --run / --adapter."""
+    """(run config or None, adapter folder or None) for --run / --adapter.
+
+    The format comes from the run's reasontune_config.json, or from the adapter folder's own
+    reasontune_adapter.json (the demo's adapter/ and warmup/adapter/ have no run config beside them);
+    never silently from the recipe's defaults when the folder says otherwise."""
+    from .portable import read_format
     from .runfolder import CONFIG_FILE, load_run_config
 
     if run:
         run_dir = Path(run)
         if not (run_dir / "adapter").is_dir():
             raise ConfigError(f"--run {run!r}: no adapter/ folder inside; is the run finished?")
-        return load_run_config(run_dir), str(run_dir / "adapter")
+        own = read_format(run_dir / "adapter") if not (run_dir / CONFIG_FILE).is_file() else None
+        return own or load_run_config(run_dir), str(run_dir / "adapter")
     if adapter:
         a = Path(adapter)
         if not (a / "adapter_config.json").is_file():
             raise ConfigError(f"--adapter {adapter!r}: no adapter_config.json; point at a PEFT adapter folder")
-        for d in (a, a.parent):
-            if (d / CONFIG_FILE).is_file():
-                return load_run_config(d), str(a)
+        if (a / CONFIG_FILE).is_file():
+            return load_run_config(a), str(a)
+        own = read_format(a)
+        if own is not None:
+            return own, str(a)
+        if (a.parent / CONFIG_FILE).is_file():
+            return load_run_config(a.parent), str(a)
+        logger.warning("--adapter %s: no reasontune_adapter.json or run config beside it; the prompt format "
+                       "is the config's (pass --config with the format it was trained with)", adapter)
         return None, str(a)
     return None, None
 

@@ -43,9 +43,13 @@ def load_merged(run_dir: str | Path):
     from .models import load_model_and_tokenizer
     from .runfolder import load_run_config
 
+    from .portable import read_format
+    from .runfolder import CONFIG_FILE
+
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
     adapter = run_dir / "adapter"
+    own = read_format(adapter) if not (run_dir / CONFIG_FILE).is_file() else None
+    cfg = own or load_run_config(run_dir)  # the demo's folder: the adapter's own format file
     if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"{str(run_dir)!r} has no adapter/ (adapter_config.json): the run did not finish "
                           "training; export a finished run, or finish it with `reasontune train --resume`")
@@ -57,8 +61,11 @@ def load_merged(run_dir: str | Path):
     return model, tok, cfg
 
 
-def save_merged(model, tok, out: Path, dtype) -> Path:
-    """Cast and save as safetensors + tokenizer (written aside, then renamed: no half folders)."""
+def save_merged(model, tok, out: Path, dtype, cfg=None) -> Path:
+    """Cast and save as safetensors + tokenizer (written aside, then renamed: no half folders).
+
+    With the run's config, the folder also gets the training prompt's chat template, the generation
+    config (EOS) and the format file, as adapter folders do (portable.finish_folder)."""
     import shutil
 
     out = Path(out)
@@ -67,11 +74,26 @@ def save_merged(model, tok, out: Path, dtype) -> Path:
     model = model.to(dtype)
     model.config.use_cache = True
     model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    if cfg is not None:
+        from .portable import finish_folder
+
+        finish_folder(tmp, model, tok, cfg, "merged export (LoRA merged into the base weights)", str(out))
+        _merged_card(tmp, cfg)
+    else:
+        tok.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     logger.info("merged %s model written to %s", str(dtype).replace("torch.", ""), out)
     return out
+
+
+def _merged_card(folder: Path, cfg) -> None:
+    """A merged folder loads with transformers alone: the card's snippet says so (no peft)."""
+    p = folder / "README.md"
+    p.write_text(p.read_text().replace("from peft import AutoPeftModelForCausalLM\n", "")
+                 .replace("AutoPeftModelForCausalLM.from_pretrained", "AutoModelForCausalLM.from_pretrained")
+                 .replace("import AutoTokenizer", "import AutoModelForCausalLM, AutoTokenizer")
+                 .replace("library_name: peft", "library_name: transformers"))
 
 
 # ---- GGUF -------------------------------------------------------------------------------------
@@ -210,7 +232,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
     if not (merged or gguf):
         raise ConfigError("export: nothing to do; pass --merged and/or --gguf")
     tdtype = export_dtype(dtype)
-    model, tok, _ = load_merged(run_dir)
+    model, tok, cfg = load_merged(run_dir)
     out = Path(out) if out else Path(run_dir) / "merged"
     result: dict = {}
     if gguf:  # from the float32 merge, before the cast below
@@ -222,7 +244,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
         gguf_path = write_gguf(model, tok, tok_dir, out.with_name(out.name + "." + name), kind)
         shutil.rmtree(tok_dir, ignore_errors=True)
     if merged:
-        result["merged"] = str(save_merged(model, tok, out, tdtype))
+        result["merged"] = str(save_merged(model, tok, out, tdtype, cfg))
     if gguf:
         out.mkdir(parents=True, exist_ok=True)
         result["gguf"] = str(gguf_path.replace(out / name))

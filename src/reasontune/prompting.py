@@ -7,6 +7,8 @@ template did not already add it. Completions therefore start inside the reasonin
 
 from __future__ import annotations
 
+import json
+
 from .config import FormatConfig, ModelConfig
 
 
@@ -58,3 +60,32 @@ def render_target(worked: str, answer: str, fmt: FormatConfig, eos: str = "") ->
     """A worked solution in the reasoning format: the SFT warm-up's target completion."""
     return (f"{completion_prefix(fmt)}{worked.strip()}\n{fmt.reasoning_end}\n"
             f"{fmt.solution_start}{answer}{fmt.solution_end}{eos}")
+
+
+def _jinja_str(text: str) -> str:
+    """A Jinja string literal for any text: Jinja unescapes literals with Python's unicode-escape,
+    which reads JSON's ASCII escapes (quotes, newlines, \\uXXXX) the same way."""
+    return json.dumps(text, ensure_ascii=True)
+
+
+def training_chat_template(tokenizer, fmt: FormatConfig) -> str:
+    """The chat template a saved model should carry: from a bare user message it renders exactly the
+    training prompt. The training tokenizer's own template, wrapped so that the configured system
+    prompt is the default (a given system message still wins), and so that the generation prompt ends
+    with the reasoning-start marker when `format.prefill_reasoning` is set and the template does not
+    already add it. Clients (transformers, vLLM, llama.cpp, Ollama) then prompt it as it was trained."""
+    base = tokenizer.chat_template
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError("the tokenizer has no chat template to wrap")
+    # No whitespace control ({%- -%}) here: it would strip the base template's own whitespace.
+    default_system = ("{% if not messages or messages[0]['role'] != 'system' %}"
+                      "{% set messages = [{'role': 'system', 'content': " + _jinja_str(fmt.prompt) + "}]"
+                      " + messages %}{% endif %}")
+    tail = ""
+    if fmt.prefill_reasoning:
+        probe = tokenizer.apply_chat_template(
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}],
+            tokenize=False, add_generation_prompt=True)
+        if not probe.endswith(fmt.reasoning_start):
+            tail = "{% if add_generation_prompt %}{{ " + _jinja_str(fmt.reasoning_start) + " }}{% endif %}"
+    return default_system + base + tail

@@ -129,8 +129,9 @@ def run_sft(cfg: RunConfig, model=None, tokenizer=None, datasets=None, examples:
             model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
         summary = warmup_sft(cfg, model, tokenizer, datasets["train"], run=run, out_dir=str(run.path),
                              callbacks=callbacks)
-        model.save_pretrained(run.path / "adapter")
-        tokenizer.save_pretrained(run.path / "adapter")
+        from .portable import save_adapter
+
+        save_adapter(model, tokenizer, run.path / "adapter", cfg, "SFT")
     except BaseException as e:
         run.set_status("failed", error=f"{type(e).__name__}: {e}")
         raise

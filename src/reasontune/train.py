@@ -264,7 +264,9 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     budget = TimeBudget(cfg.grpo.max_seconds)
     import torch
 
-    callbacks = [guard, MetricsCallback(run), stopper, budget]
+    from .portable import PortableCheckpoints, save_adapter
+
+    callbacks = [guard, MetricsCallback(run), stopper, budget, PortableCheckpoints(tokenizer, cfg)]
     if not torch.cuda.is_available():
         callbacks.append(ReleaseMemory())
     trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, callbacks)
@@ -273,7 +275,7 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     if guard.tripped:
         raise NonFiniteError(guard.message())
     if not stopper.requested and trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(run.path / "adapter")
-        tokenizer.save_pretrained(run.path / "adapter")
+        stage = "SFT warm-up, then GRPO" if cfg.warmup.kind == "sft" else "GRPO"
+        save_adapter(trainer.model, tokenizer, run.path / "adapter", cfg, stage)
     return {"global_step": trainer.state.global_step, "train_loss": out.training_loss,
             "grpo_seconds": time.perf_counter() - t0, "stopped_by_time_budget": budget.fired}
