@@ -53,8 +53,10 @@ REF = "39 - 38 = 1\n4 * 25 = 100\n1 + 100 = 101"
     ("39 + 38 = 77\n4 x 25 = 100\n77 + 100 = 177", 1 / 3, 1.0),  # right sums of the wrong operation
     ("39 - 38 = 1\n1 + 4 * 25 = 1 + 100 = 101", 1.0, 1.0),  # a chain lands on the path by its value
     ("4 x 25 = 100\n39 + 100 = 139\n139 - 38 = 101", 1 / 3, 1.0),  # another valid order: the answer check credits it
-    ("39 - 38 = 2", SETUP_CREDIT, 0.0),  # the reference step, miscalculated: credit for the setup only
-    ("39 - 38 = 2\n2 + 100 = 102", SETUP_CREDIT / 2, 0.0),  # a wrong result grounds nothing after it
+    ("39 - 38 = 2", SETUP_CREDIT / 3, 0.0),  # the reference step, miscalculated: credit for the setup only
+    ("39 - 38 = 2\n2 + 100 = 102", SETUP_CREDIT / 3, 0.0),  # a wrong result grounds nothing after it
+    ("39 - 38 = 1", 1 / 3, 1.0),  # one step of three: a third of the credit, not all of it
+    ("39 - 38 = 1\n39 + 38 = 77\n4 x 25 = 100\n4 + 25 = 29\n1 + 100 = 101", 3 / 5, 1.0),  # hedged: diluted
     ("39 + 38 = 78", 0.0, 0.0),  # the wrong operation, miscalculated
 ])
 def test_step_score_reference_path(working, with_path, without_path):
@@ -82,3 +84,36 @@ def test_step_check_uses_the_worked_column_when_the_row_has_one():
     wrong_op = f"39 + 38 = 77\n{fmt.reasoning_end}\n{fmt.solution_start}77{fmt.solution_end}"
     assert f([wrong_op, wrong_op], question=[Q, Q], worked=[REF, ""]) == [0.0, STEP_SCORE]
     assert f([wrong_op], question=[Q]) == [STEP_SCORE]  # no worked column: grounded arithmetic only
+
+
+# (question, reference working, the right chain written line by line)
+CHAINS = [
+    (Q, REF, ["39 - 38 = 1", "4 x 25 = 100", "1 + 100 = 101"]),
+    ("Leo has 25 cards. He buys 3 more. Then he gives 9 to Ava. How many now?", "25 + 3 = 28\n28 - 9 = 19",
+     ["25 + 3 = 28", "28 - 9 = 19"]),
+    ("Zoe has 6 bags of 7 beads. She loses 5. She finds 12. How many now?", "6 * 7 = 42\n42 - 5 = 37\n37 + 12 = 49",
+     ["6 * 7 = 42", "42 - 5 = 37", "37 + 12 = 49"]),
+]
+
+
+@pytest.mark.parametrize("question,worked,lines", CHAINS)
+def test_a_complete_right_chain_scores_more_than_its_first_line(question, worked, lines):
+    """The reward must not pay more for less working: every further right step of the reference adds credit."""
+    from reasontune.rewards.steps import reference_path
+
+    path = reference_path(worked)
+    scores = [step_score("\n".join(lines[:i]), question, path) for i in range(1, len(lines) + 1)]
+    assert scores == sorted(scores) and scores[-1] > scores[0]
+    assert scores[-1] == pytest.approx(STEP_SCORE)
+
+
+@pytest.mark.parametrize("question,worked,lines", CHAINS)
+def test_an_attempted_next_step_never_costs_credit(question, worked, lines):
+    """Within the reference's step count, writing one more line (even a wrong one) never lowers the score:
+    stopping early to avoid a mistake must not pay."""
+    from reasontune.rewards.steps import reference_path
+
+    path = reference_path(worked)
+    first = step_score(lines[0], question, path)
+    for wrong in ("1 + 1 = 3", "1000 - 1 = 999", lines[-1].replace("=", "= 1 +")):
+        assert step_score(lines[0] + "\n" + wrong, question, path) >= first

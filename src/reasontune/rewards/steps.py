@@ -3,9 +3,20 @@
 The final answer is one bit per completion; on a problem of three operations a small model that
 gets one of them wrong earns the same -4 as one that wrote nonsense. Every line of working of the
 form `a op b = c` (or a chain `a - b * c = a - d = e`) can be checked by exact arithmetic, so
-this reward scores the working itself:
+this reward scores the working itself. With a reference working (below):
 
-    STEP_SCORE x (lines that are correct and grounded) / (lines with an equation)
+    STEP_SCORE x (reference steps reached by right lines) / max(reference steps, lines with an equation)
+
+and without one, STEP_SCORE x (lines that are correct and grounded) / (lines with an equation).
+
+With a reference, credit grows with the steps of the reference covered, so a complete right chain
+earns more than its right first line alone. The old per-line fraction paid a right first line
+alone the full 2.0, and every further line, which a 135M model may get wrong, could only lower it:
+in the demo GRPO learned to answer two-step problems in one line (two-step problems phrased unlike
+our generators went 11/40 -> 0/40). Lines beyond the reference's count dilute the credit, so writing
+both operations for a step ("a + b", "a - b") to hit it by chance earns less than committing to the
+right one; a line attempted and missed within the reference's count costs nothing. Without a
+reference a right line never lowers the fraction, but nothing says how many steps were needed.
 
 A line is grounded when every number on the left of its first `=` is a number of the question
 or the result of an earlier correct, grounded line, so `1 + 1 = 2` cannot farm the score. No
@@ -66,6 +77,19 @@ def evaluate(expr: str) -> Fraction | None:
         return None
 
 
+def _subvalues(expr: str) -> set[Fraction]:
+    """The values of every operation inside a plain arithmetic expression: a chain's '1 + 4 * 25' reaches 100."""
+    expr = expr.strip().replace("×", "*").replace("x", "*").replace("÷", "/").replace(",", "")
+    out = set()
+    try:
+        for node in ast.walk(ast.parse(expr, mode="eval")):
+            if isinstance(node, ast.BinOp):
+                out.add(_value(node))
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+        pass
+    return out
+
+
 def _numbers(text: str) -> set[Fraction]:
     return {Fraction(n) for n in _NUMBER.findall(text.replace(",", ""))}
 
@@ -77,11 +101,13 @@ def reference_path(worked: str | None) -> set[Fraction] | None:
 
 
 def step_score(working: str, question: str, path: set[Fraction] | None = None) -> float:
-    """STEP_SCORE x the mean line credit over the equation lines in `working`: 1 for a correct, grounded line
-    (given a reference `path`, also on it); SETUP_CREDIT for a grounded line that sets up a reference step
-    but states a wrong result; else 0."""
+    """STEP_SCORE x the working's credit. Given a reference `path`: the reference results reached, each by a
+    correct, grounded line landing on it (1) or by a grounded line that sets it up with a wrong result
+    (SETUP_CREDIT), over max(reference steps, equation lines written). Without a path: the fraction of
+    equation lines that are correct and grounded."""
     known = _numbers(question)
-    lines, total = 0.0, 0
+    reached: dict[Fraction, float] = {}  # reference result -> the best credit a line earned for it
+    right, total = 0, 0
     for line in working.splitlines():
         if "=" not in line:
             continue
@@ -93,11 +119,16 @@ def step_score(working: str, question: str, path: set[Fraction] | None = None) -
         grounded = _numbers(line.split("=")[0]) <= known
         on_path = path is None or values[0] in path
         if correct and grounded and on_path:  # only a checked result may ground a later line
-            lines += 1
+            right += 1
             known.add(values[0])
+            if path is not None:  # a chain reaches the steps it computes on the way
+                for v in {values[0]}.union(*(_subvalues(p) for p in line.split("="))) & path:
+                    reached[v] = 1.0
         elif grounded and path is not None and on_path:
-            lines += SETUP_CREDIT
-    return STEP_SCORE * lines / total if total else 0.0
+            reached[values[0]] = max(reached.get(values[0], 0.0), SETUP_CREDIT)
+    if path is None:
+        return STEP_SCORE * right / total if total else 0.0
+    return STEP_SCORE * sum(reached.values()) / max(len(path), total, 1)
 
 
 def question_of(prompt: Any) -> str:
@@ -113,9 +144,10 @@ def question_of(prompt: Any) -> str:
 
 @register_builder("step_check")
 def step_check(ctx: RewardContext):
-    """Process reward: 2.0 x the fraction of working lines 'a op b = c' that are right, use the question's
-    numbers or earlier results, and (with a `worked` column) land on the reference's results; a reference
-    step with a wrong result earns half a line."""
+    """Process reward: with a `worked` column, 2.0 x the reference steps reached by working lines 'a op b = c'
+    that are right and use the question's numbers or earlier results (half a step for the right step with a
+    wrong result), over the larger of the reference's steps and the lines written; without one, 2.0 x the
+    fraction of such lines that are right."""
 
     def reward(completions, question=None, prompts=None, worked=None, **kwargs):
         texts = texts_of(completions)
