@@ -163,3 +163,28 @@ def test_build_datasets_difficulty_choice(levels):
     ds = build_datasets(DataConfig(train_size=60, test_size=10, difficulty=levels, sample=20), FormatConfig())
     assert set(ds["train"]["difficulty"]) == set(levels) and len(ds["train"]) == 20
     assert set(ds["test"]["difficulty"]) <= set(levels)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
+def test_small_arithmetic_keeps_the_plans_on_small_numbers(level):
+    """The same operations per level as arithmetic; the question's operands stay small (start <= 40,
+    amounts <= 19, pack sizes and counts one digit), so the task is the story, not the carrying."""
+    counts, must, allowed, _ = LEVELS[level]
+    for i in range(150):
+        p = procedural.make_item("small_arithmetic", 7, "train", i, [level])
+        steps = replay(p.worked)
+        ops = {s[1] for s in steps}
+        assert len(steps) in counts and must <= ops <= allowed
+        assert p.answer == str(steps[-1][3]) and all(s[3] > 0 for s in steps)
+        earlier = {c for *_, c in steps[:-1]}
+        given_numbers = {int(n) for n in re.findall(r"\d+", p.question)}
+        for a, op, b, _ in steps:
+            for operand in {a, b} - earlier:
+                assert operand in given_numbers and operand <= 40, (operand, p.question)
+        assert p.difficulty == level and p.question.endswith("?")
+
+
+def test_small_arithmetic_is_its_own_source():
+    assert procedural.make_item("small_arithmetic", 5, "train", 0) != procedural.make_item("arithmetic", 5, "train", 0)
+    train, test = procedural.generate_splits("small_arithmetic", 2000, 200, seed=0)
+    assert not {question_hash(p.question) for p in train} & {question_hash(p.question) for p in test}

@@ -8,6 +8,11 @@ Levels (operations = lines of the worked solution):
   5: four operations on three-digit numbers with a multiplication and an exact division
 Every intermediate value and the answer are positive integers. The worked solution has one
 terse line per step, "134 + 27 = 161", which a small model can imitate.
+
+procedural:small_arithmetic has the same levels (the same plans of operations) on small numbers
+(start 5-40, amounts 1-19, packs of 2-9) and more phrasings: the reasoning it trains is the mapping from
+a story to its operations, not multi-digit carrying, which SmolLM2-135M gets wrong ("39 - 38 = 17")
+whatever the story says. The demo uses it (recipes/demo.yaml says why, with the figures).
 """
 
 from __future__ import annotations
@@ -54,6 +59,27 @@ RANGES = {
     5: dict(a=(100, 999), b=(100, 999), m=(100, 499), k=(2, 9), d=(2, 9)),
 }
 
+SMALL_RANGES = {
+    1: dict(a=(5, 40), b=(1, 19)),
+    2: dict(a=(5, 40), b=(1, 19)),
+    3: dict(a=(5, 40), b=(1, 19)),
+    4: dict(a=(5, 40), b=(1, 19), m=(2, 9), k=(2, 9)),
+    5: dict(a=(5, 40), b=(1, 19), m=(2, 9), k=(2, 9), d=(2, 9)),
+}
+# Extra phrasings for small_arithmetic, so the operation has to be read from the story rather than
+# from a handful of verbs (the demo's gain is meant to carry to problems phrased unlike ours).
+SMALL_PHRASES = {
+    "openings": OPENINGS + ["At first {N} owns {a} {o}.", "{N} keeps {a} {o} in a drawer.",
+                            "{N} counted {a} {o} this morning."],
+    "add": ADD + ["{S} picks up {b} more {o}.", "{F} hands {O} another {b} {o}.", "{S} collects {b} extra {o}.",
+                  "{S} receives {b} {o} from {F}.", "{S} makes {b} new {o}."],
+    "sub": SUB + ["{F} takes {b} {o} from {O}.", "{S} donates {b} {o}.", "{S} drops {b} {o} and cannot find them.",
+                  "{S} hands {b} {o} over to {F}.", "{S} throws away {b} broken {o}."],
+    "questions": QUESTIONS + ["How many {o} does {N} end up with?", "What is the number of {o} {N} has now?",
+                              "Count {N}'s {o} at the end: how many are there?"],
+}
+PHRASES = {"openings": OPENINGS, "add": ADD, "sub": SUB, "questions": QUESTIONS}
+
 
 def _plan(rng: random.Random, level: int) -> list[str]:
     pm = lambda: rng.choice(["add", "sub"])  # noqa: E731
@@ -78,13 +104,15 @@ class _Story:
     obj: str
     cont: str
     friends: list[str]
+    ranges: dict = field(default_factory=lambda: RANGES)
+    phrases: dict = field(default_factory=lambda: PHRASES)
     x: int = 0
     pending: int = 1  # divisor that the next "div" step uses
     steps: list[str] = field(default_factory=list)
     sentences: list[str] = field(default_factory=list)
 
     def rnd(self, key: str) -> int:
-        lo, hi = RANGES[self.level][key]
+        lo, hi = self.ranges[self.level][key]
         return self.rng.randint(lo, hi)
 
     def say(self, template: str, **kw) -> None:
@@ -112,16 +140,16 @@ def _do(story: _Story, kind: str, divisor: int | None) -> bool:
     """Run one planned step; `divisor` (when set) must divide the result. False: impossible."""
     fits = (lambda v: v > 0 and v % divisor == 0) if divisor else (lambda v: v > 0)
     r, x = story.rng, story.x
-    lo, hi = RANGES[story.level]["a" if kind == "start" else "b"]
+    lo, hi = story.ranges[story.level]["a" if kind == "start" else "b"]
     if kind == "start":
         story.x = _choose(r, lo, hi, fits)
-        story.sentences.append(r.choice(OPENINGS).format(N=story.name, a=story.x, o=story.obj))
+        story.sentences.append(r.choice(story.phrases["openings"]).format(N=story.name, a=story.x, o=story.obj))
     elif kind in ("add", "sub"):
         sign = 1 if kind == "add" else -1
         b = _choose(r, lo, hi, lambda v: fits(x + sign * v))
         if b is None:
             return False
-        story.say(r.choice(ADD if kind == "add" else SUB), b=b)
+        story.say(r.choice(story.phrases[kind]), b=b)
         story.x = story.step(x, "+" if kind == "add" else "-", b)
     elif kind in ("pack", "packstart"):
         return _do_pack(story, kind, fits)
@@ -134,7 +162,7 @@ def _do(story: _Story, kind: str, divisor: int | None) -> bool:
 
 def _do_pack(story: _Story, kind: str, fits) -> bool:
     r, x = story.rng, story.x
-    (klo, khi), (mlo, mhi) = RANGES[story.level]["k"], RANGES[story.level]["m"]
+    (klo, khi), (mlo, mhi) = story.ranges[story.level]["k"], story.ranges[story.level]["m"]
     pairs = [(k, m) for k in range(klo, khi + 1) for m in range(mlo, mhi + 1) if fits(x + k * m)]
     if not pairs:
         return False
@@ -149,29 +177,39 @@ def _do_pack(story: _Story, kind: str, fits) -> bool:
     return True
 
 
-def _attempt(rng: random.Random, level: int) -> Problem | None:
+def _attempt(rng: random.Random, level: int, ranges: dict = RANGES, phrases: dict = PHRASES) -> Problem | None:
     (name, pron), (obj, cont) = rng.choice(NAMES), rng.choice(OBJECTS)
     friends = [n for n, _ in rng.sample(NAMES, 4) if n != name]
-    story = _Story(rng, level, name, pron, obj, cont, friends)
+    story = _Story(rng, level, name, pron, obj, cont, friends, ranges, phrases)
     plan = _plan(rng, level)
     for i, kind in enumerate(plan):
         divisor = None
         if i + 1 < len(plan) and plan[i + 1] == "div":
-            divisor = story.pending = rng.randint(*RANGES[level]["d"])
+            divisor = story.pending = rng.randint(*ranges[level]["d"])
         ok = _do(story, kind, divisor)
         if not ok and kind == "sub":
             ok = _do(story, "add", divisor)  # too little left to take away: add instead
         if not ok:
             return None
-    question = " ".join(story.sentences + [rng.choice(QUESTIONS).format(o=obj, N=name)])
+    question = " ".join(story.sentences + [rng.choice(phrases["questions"]).format(o=obj, N=name)])
     return Problem(question, str(story.x), "\n".join(story.steps), level)
 
 
 @register("arithmetic", levels=(1, 2, 3, 4, 5), default_levels=(1, 2, 3, 4),
           description="multi-step arithmetic word problems, levels 1-5")
 def arithmetic(rng: random.Random, level: int) -> Problem:
+    return _first(rng, level, RANGES, PHRASES, "arithmetic")
+
+
+@register("small_arithmetic", levels=(1, 2, 3, 4, 5), default_levels=(1, 2, 3, 4),
+          description="the arithmetic levels on small numbers, more phrasings: the story-to-operations mapping")
+def small_arithmetic(rng: random.Random, level: int) -> Problem:
+    return _first(rng, level, SMALL_RANGES, SMALL_PHRASES, "small_arithmetic")
+
+
+def _first(rng: random.Random, level: int, ranges: dict, phrases: dict, name: str) -> Problem:
     for _ in range(100):
-        p = _attempt(rng, level)
+        p = _attempt(rng, level, ranges, phrases)
         if p is not None:
             return p
-    raise RuntimeError(f"arithmetic level {level}: no valid problem after 100 attempts")  # pragma: no cover
+    raise RuntimeError(f"{name} level {level}: no valid problem after 100 attempts")  # pragma: no cover
