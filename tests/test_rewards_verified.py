@@ -122,12 +122,12 @@ def test_overlong_soft_needs_a_length():
         build_reward_funcs(RewardsConfig(names=["overlong_soft"]), FMT, max_completion_length=10, overlong_cache=11)
 
 
-def test_preset_without_length_drops_overlong_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="reasontune.rewards"):
-        funcs, weights = build_reward_funcs(RewardsConfig(names=["verified"]), FMT)
-    names = [f.__name__ for f in funcs]
-    assert "overlong_soft" not in names and "answer_equiv" in names and len(weights) == len(names)
-    assert "overlong_soft" in caplog.text
+def test_preset_without_length_is_an_error_not_a_smaller_set():
+    """A preset is one reward set wherever it is built: overlong_soft is never silently left out."""
+    with pytest.raises(ConfigError, match="overlong_soft needs max_completion_length.*preset 'verified'"):
+        build_reward_funcs(RewardsConfig(names=["verified"]), FMT)
+    funcs, weights = build_reward_funcs(RewardsConfig(names=["verified"]), FMT, max_completion_length=64)
+    assert [f.__name__ for f in funcs] == PRESETS["verified"] and len(weights) == len(funcs)
 
 
 # ------------------------------------------------------------------ repetition and length

@@ -212,3 +212,41 @@ def test_token_logps_is_log_softmax_gather():
     torch.testing.assert_close(lp, ref.gather(-1, tgt[..., None]).squeeze(-1))
     torch.testing.assert_close(ent, -(ref.exp() * ref).sum(-1))
     assert token_logps(logits, tgt)[1] is None
+
+
+def test_the_rewards_a_run_trains_on_are_the_ones_eval_scores_with(tmp_path, tiny_model_dir, capsys):
+    """`verified` is one reward set: GRPO computes every member (overlong_soft included), the run folder
+    lists them, and `reasontune eval --run` scores with the same names and weights."""
+    import json
+
+    from reasontune.cli import main
+    from reasontune.rewards import PRESETS
+    from reasontune.train import train
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, max_steps=1)
+    cfg.rewards.names = ["verified"]
+    train(cfg)
+    run = tmp_path / "run"
+    logged = json.loads((run / "reasontune_config.json").read_text())["resolved_rewards"]
+    assert [r["name"] for r in logged] == PRESETS["verified"]
+    assert {r["name"]: r["weight"] for r in logged}["length_penalty"] == 0.0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    trained = {k.split("/")[1] for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean")}
+    assert trained == set(PRESETS["verified"])  # what TRL computed during the step
+    assert main(["eval", "--run", str(run), "--limit", "2", "--max-new-tokens", "4", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["rewards"] == [r["name"] for r in logged]
+    assert set(metrics["reward_means"]) == trained
+
+
+def test_dry_run_lists_the_resolved_rewards(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    from reasontune.cli import main
+
+    assert main(["train", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "r"), "--reward", "verified",
+                 "--reward", "step_check", "--reward-weight", "2", "--reward-weight", "0.5", "--dry-run", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["name"], r["weight"]) for r in d["resolved_rewards"]] == [
+        ("format_strict", 2.0), ("answer_equiv", 2.0), ("number_strict", 2.0), ("overlong_soft", 2.0),
+        ("repetition_penalty", 2.0), ("length_penalty", 0.0), ("step_check", 0.5)]

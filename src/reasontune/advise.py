@@ -155,11 +155,10 @@ def sample_and_score(cfg: RunConfig, model, tokenizer, rows: list[dict]) -> tupl
     from .evaluate import _messages, _records, _sample_metrics, max_new_tokens_for
     from .generation import generate
     from .prompting import render_prompt
-    from .rewards import build_reward_funcs
+    from .rewards import run_reward_funcs
 
     k, max_new = cfg.eval.samples, max_new_tokens_for(cfg)
-    funcs, weights = build_reward_funcs(cfg.rewards, cfg.format, eos_token=cfg.rewards.eos_token or
-                                        tokenizer.eos_token, max_completion_length=max_new)
+    funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, max_new)
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     torch.manual_seed(cfg.seed)
     gens = generate(model, tokenizer, prompts, max_new_tokens=max_new, temperature=cfg.eval.temperature,
@@ -196,9 +195,9 @@ def advise(cfg: RunConfig, model=None, tokenizer=None, datasets=None, adapter: s
     rows = _rows(cfg, datasets, tokenizer, on, cfg.eval.limit)
     if not rows:
         raise ConfigError(f"no rows in the {on!r} split of {cfg.data.dataset!r} to sample from")
-    from .rewards import build_reward_funcs
+    from .rewards import resolved_rewards
 
-    dfacts = data_facts(datasets["train"], len(build_reward_funcs(cfg.rewards, cfg.format)[0]))
+    dfacts = data_facts(datasets["train"], len(resolved_rewards(cfg.rewards)))
     sampled, records = sample_and_score(cfg, model, tokenizer, rows)
     facts = Facts(pass_at_1=sampled["pass_at_1"], pass_at_k=sampled["pass_at_k"], k=sampled["k"],
                   zero_variance_fraction=sampled["zero_variance_fraction"], format_rate=sampled["format_rate"],

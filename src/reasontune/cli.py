@@ -18,12 +18,15 @@ logger = logging.getLogger("reasontune")
 
 
 def _emit_config(cfg: RunConfig, as_json: bool) -> None:
+    from .rewards import resolved_rewards
+
+    d = {**cfg.to_dict(), "resolved_rewards": resolved_rewards(cfg.rewards)}  # what the run will score with
     if as_json:
-        print(cfg.to_json())
+        print(json.dumps(d, sort_keys=True))
     else:
         import yaml
 
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        print(yaml.safe_dump(d, sort_keys=False))
 
 
 def cmd_train(args) -> int:

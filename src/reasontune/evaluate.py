@@ -56,13 +56,9 @@ def _score(funcs, prompts, texts, ids, golds, questions) -> list[dict]:
 
 
 def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
-    from .rewards import build_reward_funcs
+    from .rewards import run_reward_funcs
 
-    try:
-        funcs, _ = build_reward_funcs(cfg.rewards, cfg.format, tokenizer.eos_token, max_completion_length=max_new)
-    except TypeError:  # an older signature without max_completion_length
-        funcs, _ = build_reward_funcs(cfg.rewards, cfg.format, tokenizer.eos_token)
-    return funcs
+    return run_reward_funcs(cfg, tokenizer.eos_token, max_new)[0]
 
 
 def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict]:
@@ -184,6 +180,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     ntok = sum(r["num_tokens"] for r in records + sampled)
     metrics.update({"model": cfg.model.name, "adapter": str(adapter) if adapter else None,
                     "dataset": cfg.data.dataset, "split": split, "max_new_tokens": max_new,
+                    "rewards": [f.__name__ for f in funcs],
                     "temperature": e.temperature if e.samples > 1 else 0.0, "samples": e.samples,
                     "format": {k: getattr(cfg.format, k) for k in
                                ("reasoning_start", "reasoning_end", "solution_start", "solution_end",

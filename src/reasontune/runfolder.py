@@ -1,7 +1,7 @@
 """The run folder: resolved config, status, metrics log, atomic writes.
 
 Layout (HF conventions where they exist):
-  RUN/reasontune_config.json   full resolved RunConfig + library versions
+  RUN/reasontune_config.json   full resolved RunConfig + library versions + resolved_rewards (presets expanded)
   RUN/status.json              {"status": running|stopped|failed|done, ...}
   RUN/metrics.jsonl            one JSON object per logged step (reward per component, KL, ...)
   RUN/adapter/                 PEFT adapter (PeftModel.from_pretrained loads it as is)
@@ -95,8 +95,11 @@ class RunFolder:
         self.path = Path(path)
 
     def start(self, cfg: RunConfig, extra: dict | None = None) -> None:
+        from .rewards import resolved_rewards
+
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / CONFIG_FILE, {**cfg.to_dict(), "versions": library_versions()})
+        atomic_write_json(self.path / CONFIG_FILE, {**cfg.to_dict(), "versions": library_versions(),
+                                                    "resolved_rewards": resolved_rewards(cfg.rewards)})
         self.set_status("running", **(extra or {}))
 
     def set_status(self, status: str, **info) -> None:
@@ -142,4 +145,5 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
         raise ConfigError(f"{str(run_dir)!r} is not a reasontune run folder (no {CONFIG_FILE})")
     d = json.loads(p.read_text())
     d.pop("versions", None)
+    d.pop("resolved_rewards", None)  # derived from d["rewards"]
     return from_dict(d)

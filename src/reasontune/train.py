@@ -178,12 +178,13 @@ def prepare_prompts(ds, tokenizer, cfg: RunConfig):
 
 def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=()):
     from .curriculum import curriculum_from_config
-    from .rewards import build_reward_funcs
+    from .rewards import run_reward_funcs
     from .trainer import ReasonTuneGRPOTrainer
 
-    funcs, weights = build_reward_funcs(cfg.rewards, cfg.format, eos_token=cfg.rewards.eos_token or tokenizer.eos_token)
     plen = max(len(tokenizer(p)["input_ids"]) for p in train_ds["prompt"])
     args = grpo_args(cfg, plen)
+    # the completion budget GRPO samples with is the one overlong_soft measures against
+    funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, args.max_completion_length)
     args.reward_weights = weights
     stops = [cfg.format.solution_end] if cfg.grpo.stop_at_solution_end else []
     return ReasonTuneGRPOTrainer(

@@ -34,7 +34,9 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
 
         check_output_dir(cfg)
     try:
-        build_reward_funcs(cfg.rewards, cfg.format)  # unknown names fail here, listing valid ones
+        # unknown names fail here, listing valid ones; the real completion budget needs the tokenizer (train.py)
+        build_reward_funcs(cfg.rewards, cfg.format,
+                           max_completion_length=cfg.grpo.max_completion_length or cfg.model.max_seq_length)
     except ConfigError as e:
         raise ConfigError(f"rewards.names={list(cfg.rewards.names)!r}: {e}") from e
     if is_local_or_procedural(cfg.data.dataset):

@@ -3,6 +3,8 @@
 Public API (used by the trainer and the evaluator):
 
 * `build_reward_funcs(cfg, fmt, eos_token=None)` -> (reward functions, weights) for TRL.
+* `run_reward_funcs(cfg, eos_token, max_completion_length)`: the one reward set of a run, built the same
+  way for train, eval and advise; `resolved_rewards(cfg.rewards)`: its names and weights (presets expanded).
 * `extract_answer(text, fmt)`, `is_correct(pred, gold)`, `has_format(text, fmt)`.
 * `grade(text, gold, fmt)` -> (extracted answer, right?): what evaluation counts as right.
 * `available()`, `PRESETS`, `register(name)` / `register_builder(name)` for new rewards.
@@ -45,6 +47,7 @@ def grade(text: str, gold: str, fmt: FormatConfig) -> tuple[str | None, bool]:
 
 __all__ = [
     "PRESETS", "PRESET_WEIGHTS", "REGISTRY", "RewardContext", "available", "build_reward_funcs",
+    "resolved_rewards", "run_reward_funcs",
     "completion_text", "error_counts", "errors", "extract_answer", "grade", "has_format", "is_correct",
     "parse_number", "register", "register_builder", "reset_errors", "wrap_reward",
 ]
@@ -72,9 +75,9 @@ def build_reward_funcs(
 
     Each function is wrapped by `wrap_reward` (errors counted, `cfg.on_error` applied) and
     has `__name__` set to the reward's name. `eos_token` falls back to `cfg.eos_token`.
-    `overlong_soft` needs `max_completion_length`; when it comes from a preset and no
-    length is given it is left out with a warning, when named explicitly it is an error.
-    Unknown names raise ConfigError listing the valid ones.
+    `overlong_soft` needs `max_completion_length`, from a preset too: without it the set would
+    differ from the one another stage builds (ConfigError). Unknown names raise ConfigError
+    listing the valid ones.
     """
     eos = eos_token if eos_token is not None else cfg.eos_token
     ctx = RewardContext(fmt=fmt, eos=eos or None, max_completion_length=max_completion_length,
@@ -83,13 +86,26 @@ def build_reward_funcs(
     weights: list[float] = []
     seen: set[str] = set()
     for name, weight, preset in expand(list(cfg.names), cfg.weights):
-        if preset is not None and name == "overlong_soft" and max_completion_length is None:
-            logger.warning("preset %r: overlong_soft left out (no max_completion_length given)", preset)
-            continue
-        fn, metric = _build_one(name, ctx)
+        try:
+            fn, metric = _build_one(name, ctx)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (reward {name!r} of preset {preset!r})" if preset else str(e)) from None
         if metric in seen:
             raise ConfigError(f"two rewards would both be logged as {metric!r}; rename one of them")
         seen.add(metric)
         funcs.append(wrap_reward(fn, metric, cfg.on_error))
         weights.append(weight)
     return funcs, weights
+
+
+def resolved_rewards(cfg: RewardsConfig) -> list[dict]:
+    """[{'name', 'weight'}] of every reward a run scores with, presets expanded (what the run folder,
+    `train --dry-run` and eval's metrics list). Names are as configured (dotted paths unchanged)."""
+    return [{"name": name, "weight": weight} for name, weight, _ in expand(list(cfg.names), cfg.weights)]
+
+
+def run_reward_funcs(cfg, eos_token: str | None, max_completion_length: int) -> tuple[list[Callable], list[float]]:
+    """The reward set of a run (a RunConfig), built one way for train, eval and advise: the run's EOS
+    (rewards.eos_token, else the tokenizer's) and the completion budget the stage generates with."""
+    return build_reward_funcs(cfg.rewards, cfg.format, eos_token=cfg.rewards.eos_token or eos_token,
+                              max_completion_length=max_completion_length)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from reasontune.config import ConfigError, FormatConfig, RewardsConfig
+from reasontune.evaluate import DEFAULT_MAX_NEW_TOKENS
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -32,8 +33,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     check.add_argument("--completions", default=None, metavar="FILE.jsonl",
                        help="JSON lines with 'completion' and 'answer'; omitted: the built-in hacking table.")
     check.add_argument("--json", action="store_true", help="One JSON object per line.")
-    check.add_argument("--max-completion-length", type=int, default=None,
-                       help="Token budget for overlong_soft (left out of a preset without it).")
+    check.add_argument("--max-completion-length", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                       help="Token budget for overlong_soft (default: eval's, %(default)s).")
     check.set_defaults(func=handle_check)
     return rewards
 

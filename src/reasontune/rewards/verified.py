@@ -128,7 +128,8 @@ def overlong_soft(ctx: RewardContext):
     max_len = ctx.max_completion_length
     if max_len is None or max_len <= 0:
         raise ConfigError(f"overlong_soft needs max_completion_length > 0 (got {max_len!r}): pass "
-                          "max_completion_length to build_reward_funcs or drop overlong_soft")
+                          "max_completion_length to build_reward_funcs (the completion token budget) or drop "
+                          "overlong_soft")
     cache = ctx.overlong_cache if ctx.overlong_cache is not None else max(1, max_len // 5)
     if not 0 < cache <= max_len:
         raise ConfigError(f"overlong cache={cache!r} must be in (0, max_completion_length={max_len}]")
