@@ -62,3 +62,13 @@ def test_register_adds_data_preview():
     assert (args.dataset, args.config_name, args.split, args.limit, args.json) == ("gsm8k", "main", "test", 5, False)
     with pytest.raises(SystemExit):
         parser.parse_args(["data"])  # the sub-subcommand is required
+
+
+def test_preview_of_a_task_that_yields_nothing_names_the_task(capsys):
+    """rg:propositional_logic publishes no reference answers (any valid conclusion is right), so no row is
+    usable: one error naming the task and what to pick instead, not datasets' "Column 'question' doesn't exist"."""
+    pytest.importorskip("reasoning_gym")
+    code, out, err = run(capsys, "--dataset", "rg:propositional_logic", "--limit", "3")
+    assert code == 2 and out == ""
+    assert "rg:propositional_logic yields no usable rows" in err and "reference answer" in err
+    assert "rg:syllogism" in err and "Column" not in err

@@ -252,3 +252,16 @@ def test_reasoning_gym_task():
     assert again["train"]["question"] == ds["train"]["question"]
     with pytest.raises(DataError, match=r"unknown reasoning-gym task 'chain_summ' \(did you mean rg:chain_sum"):
         build_datasets(DataConfig(dataset="rg:chain_summ"), FMT)
+
+
+def test_generated_source_that_yields_nothing_is_a_data_error(monkeypatch):
+    """Whatever the generator, zero rows is a DataError naming the source (here a reasoning-gym task whose
+    entries carry no answer), raised before datasets builds an empty table."""
+    pytest.importorskip("reasoning_gym")
+    with pytest.raises(DataError, match=r"rg:propositional_logic yields no usable rows: none of its \d+ generated"):
+        build_datasets(DataConfig(dataset="rg:propositional_logic", train_size=8, test_size=4), FMT)
+    from reasontune.data import procedural
+
+    monkeypatch.setattr(procedural, "generate_splits", lambda *a, **k: ([], []))
+    with pytest.raises(DataError, match=r"procedural:arithmetic generated no training rows"):
+        build_datasets(DataConfig(dataset="procedural:arithmetic", train_size=8, test_size=4), FMT)

@@ -67,3 +67,38 @@ def test_lora_top_layers_adapts_only_the_last_layers(tiny_model_dir):
                                            lora=LoraConfig(r=2, alpha=4, top_layers=1))
     layers = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert layers == {"1"}  # 2-layer model: only the top one
+
+
+def test_a_model_that_cannot_load_is_one_line_naming_the_fixes(tmp_path):
+    """`eval --model nonexistent/model-xyz` offline: exit 2 and one line naming the model and the three fixes,
+    no traceback (whether the id is misspelt or the hub unreachable, transformers raises an OSError)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "reasontune.cli", "eval", "--model", "nonexistent/model-xyz",
+                           "--dataset", "procedural:arithmetic", "--limit", "2", "--out", str(tmp_path / "e")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("reasontune: error:")]
+    assert len(errors) == 1 and errors[0] == proc.stderr.strip().splitlines()[-1]
+    line = errors[0]
+    assert "could not load model 'nonexistent/model-xyz'" in line and "OSError" in line
+    assert "hub id" in line and "local folder" in line and ".gguf" in line and "HF_HUB_OFFLINE" in line
+
+
+def test_a_folder_without_weights_is_a_config_error_naming_the_model(smol_dir, tmp_path):
+    """A folder with a config and a tokenizer but no weights fails in the model's from_pretrained: the same
+    one-line error (a ConfigError, which the CLI prints without a traceback)."""
+    import shutil
+
+    from reasontune.models import ModelLoadError, load_model_and_tokenizer
+
+    for f in smol_dir.iterdir():
+        if f.is_file() and not f.name.endswith((".safetensors", ".bin")):
+            shutil.copy(f, tmp_path / f.name)
+    with pytest.raises(ModelLoadError, match=r"could not load model '.*': OSError: .*\.gguf file") as err:
+        load_model_and_tokenizer(ModelConfig(name=str(tmp_path)), FormatConfig())
+    assert isinstance(err.value, ConfigError)

@@ -160,12 +160,35 @@ def prompt_prefills_reasoning(tokenizer, fmt: FormatConfig) -> bool:
     return text.rstrip().endswith(fmt.reasoning_start)
 
 
+class ModelLoadError(ConfigError):
+    """The model (or its tokenizer) could not be loaded: a user-fixable setting, reported in one line."""
+
+
+def load_error(name: str, e: Exception) -> ModelLoadError:
+    """One line naming the model, the cause (first line of the library's message) and the fixes."""
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    offline = " (HF_HUB_OFFLINE is set: only models already in the cache load)" if os.environ.get(
+        "HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") else ""
+    return ModelLoadError(f"could not load model {name!r}: {type(e).__name__}: {first}{offline}. Fix: check the "
+                          "hub id (and the network), or give a local folder saved with save_pretrained, or a "
+                          ".gguf file")
+
+
+def from_pretrained(loader, path: str, name: str, **kwargs):
+    """`loader.from_pretrained(path, ...)`; a missing, misspelt, unreachable or broken model becomes a
+    ModelLoadError (a ConfigError, so the CLI prints one line) instead of a long traceback."""
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:  # transformers: unknown id, offline, no config/weights, bad config
+        raise load_error(name, e) from e
+
+
 def load_tokenizer(path: str, model_cfg: ModelConfig, fmt: FormatConfig):
     from transformers import AutoTokenizer
 
     from .prompting import prepare_tokenizer
 
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(path), model_cfg, fmt)
+    return prepare_tokenizer(from_pretrained(AutoTokenizer, path, model_cfg.name), model_cfg, fmt)
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConfig | None = None,
@@ -183,7 +206,10 @@ def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConf
     if backend == "unsloth":
         from .unsloth_backend import load_unsloth  # lazy: only on CUDA
 
-        model, tok = load_unsloth(path, cfg, fmt, lora, adapter=adapter, trainable=trainable)
+        try:
+            model, tok = load_unsloth(path, cfg, fmt, lora, adapter=adapter, trainable=trainable)
+        except (OSError, ValueError) as e:
+            raise load_error(cfg.name, e) from e
         return model, tok, backend
     from transformers import AutoModelForCausalLM
 
@@ -193,7 +219,7 @@ def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConf
         kwargs["quantization_config"] = _bnb_4bit_config()
     if cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = from_pretrained(AutoModelForCausalLM, path, cfg.name, **kwargs)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     if adapter:

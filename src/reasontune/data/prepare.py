@@ -120,6 +120,9 @@ def _generated(kind: str, value: str, cfg: DataConfig):
 
         tr, te = rg.generate_splits(value, cfg.train_size, cfg.test_size, cfg.seed)
         rows = tr + te
+    if not tr:  # Dataset.from_list([]) would fail later with "Column 'question' doesn't exist"
+        raise DataError(f"{cfg.dataset} generated no training rows (data.train_size={cfg.train_size}); "
+                        "ask for at least one, or pick another generator")
     ds = datasets.Dataset.from_list(rows)
     train, test = _slice(ds, 0, len(tr)), _slice(ds, len(tr), len(ds))
     if cfg.numeric_only:

@@ -43,12 +43,23 @@ def check_task(task: str) -> None:
 
 def _rows(task: str, size: int, seed: int) -> list[dict]:
     ds = _module().create_dataset(task, size=size, seed=seed)
-    out = []
+    out, generated = [], 0
     for entry in ds:
+        generated += 1
         q, a = to_text(entry.get("question")), to_text(entry.get("answer"))
         if q and a:
             out.append({"question": q, "answer": a})
+    if generated and not out:
+        raise _yields_nothing(task, generated)
     return out
+
+
+def _yields_nothing(task: str, generated: int) -> DataError:
+    """Tasks such as propositional_logic accept many right answers and publish none: reasoning-gym checks
+    them with its scorer, and reasontune's rewards, eval and warm-up need a reference answer per row."""
+    return DataError(f"rg:{task} yields no usable rows: none of its {generated} generated entries has both a "
+                     "question and a reference answer (reasoning-gym grades this task's open-ended answers "
+                     "without one); pick a task with reference answers, e.g. rg:syllogism or rg:knights_knaves")
 
 
 def generate_splits(task: str, train_size: int, test_size: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -58,6 +69,9 @@ def generate_splits(task: str, train_size: int, test_size: int, seed: int) -> tu
     held = {question_hash(r["question"]) for r in test}
     extra = max(10, train_size // 10)
     train = _distinct(_rows(task, train_size + extra, seed), held, train_size)
+    if train_size and not train:
+        raise DataError(f"rg:{task}: no training rows left (every generated question is also a test question "
+                        f"or a duplicate); lower data.test_size or raise data.train_size")
     if len(train) < train_size:
         logger.warning("rg:%s: only %d distinct train rows of %d asked", task, len(train), train_size)
     return train, test
