@@ -1,7 +1,8 @@
 """reasontune's GRPO step: TRL's GRPOTrainer with two levers that keep what it learns unchanged.
 
 1. Generation stops at the closing answer marker (stop strings): tokens after the answer cannot
-   change any reward, so generating them is waste. Compute runs under the autocast dtype that
+   change any reward, so generating them is waste. The stopped row gets EOS appended, as the format
+   expects, so TRL's clipped ratio counts only rows cut at the token limit. Compute runs under the autocast dtype that
    measured fastest on this device (speed.py) and in inference mode.
 2. On a CPU, per-token log-probs come from the completion positions' hidden states in chunks
    (logps.hidden_logps: no (B, C, V) logits kept for the backward pass), not TRL's fused LM head:
@@ -32,6 +33,20 @@ _RIGHT_PADDED = ("completion_ids", "completion_mask", "old_per_token_logps", "re
                  "tool_mask", "sampling_per_token_logps", "importance_sampling_ratio")
 # Loss types whose normaliser does not depend on which rows are in the micro-batch.
 SKIP_SAFE_LOSSES = ("dapo", "cispo")
+
+
+def close_with_eos(outs: list[tuple[list[int], bool]], eos_ids) -> list[list[int]]:
+    """Completion ids for TRL, a row that stopped at the closing answer marker followed by EOS.
+
+    The format is marker then EOS, and the model writes EOS there at inference; without it TRL counts
+    every marker-stopped row as clipped (completions/clipped_ratio ~1, mean_terminated_length 0), and
+    `mask_truncated_completions` would drop them from the loss. Such a row may end one token past
+    max_completion_length when the marker's last token was the limit's. Rows cut at the limit stay cut."""
+    eos_ids = list(eos_ids)
+    if not eos_ids:
+        return [ids for ids, _ in outs]
+    return [ids + [eos_ids[0]] if not truncated and ids and ids[-1] not in eos_ids else ids
+            for ids, truncated in outs]
 
 
 class ReasonTuneGRPOTrainer(GRPOTrainer):
@@ -111,7 +126,7 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
             # micro-batches would otherwise run on top of it (measured before the preallocated KV cache:
             # step peak 3.1 GB without this trim, 2.6 GB with it)
             release_freed_memory()
-        return [ids for ids, _ in outs], None
+        return close_with_eos(outs, self.eos_token_ids), None
 
     # ---- log-probs --------------------------------------------------------------------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
