@@ -157,3 +157,23 @@ def test_cli_advise_needs_two_samples(tiny_model_dir, capsys):
     assert main(["advise", "--model", str(tiny_model_dir), "--set", "data.train_size=8", "--limit", "2",
                  "--samples", "1"]) == 2
     assert "advise needs 2 or more samples" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure", ["error", "timeout"])
+def test_answer_checkable_says_when_the_parser_failed(monkeypatch, caplog, failure):
+    """A parser that raises or hangs is not a property of the answer: counted as not checkable, with a warning."""
+    import logging
+    import types
+
+    from reasontune.rewards import check
+
+    def parse(*a, **k):
+        if failure == "error":
+            raise RuntimeError("sympy bug")
+        while True:
+            pass
+
+    monkeypatch.setattr(check, "_math_verify", lambda: types.SimpleNamespace(parse=parse))
+    with caplog.at_level(logging.WARNING, logger="reasontune.advise"):
+        assert A.answer_checkable("x^2 + 1") is False
+    assert ("RuntimeError: sympy bug" if failure == "error" else "within 1 s") in caplog.text

@@ -265,3 +265,19 @@ def test_generated_source_that_yields_nothing_is_a_data_error(monkeypatch):
     monkeypatch.setattr(procedural, "generate_splits", lambda *a, **k: ([], []))
     with pytest.raises(DataError, match=r"procedural:arithmetic generated no training rows"):
         build_datasets(DataConfig(dataset="procedural:arithmetic", train_size=8, test_size=4), FMT)
+
+
+def test_a_non_numeric_level_is_no_level_with_a_warning(tmp_path, caplog):
+    """MATH-500's "Level 3" is 3; a level with no number is None (warned), never level 0."""
+    import logging
+
+    path = tmp_path / "math500.jsonl"
+    rows = [MATH500["row"](i) for i in range(1, 9)]
+    for r, level in zip(rows, ["Level 3", "Level ?", "5", None]):
+        r["level"] = level
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level(logging.WARNING, logger="reasontune.data.hub"):
+        ds = build_datasets(cfg(path, test_size=1), FMT)
+    levels = {r["question"]: r["difficulty"] for split in ds.values() for r in split}
+    assert [levels[r["problem"]] for r in rows[:4]] == [3, None, 5, None]
+    assert "'Level ?' is not a number" in caplog.text

@@ -110,3 +110,25 @@ def test_cli_eval_with_run_folder(tiny_model_dir, tmp_path, capsys):
     assert "pass_at_k" not in m and m["max_new_tokens"] == 4
     assert (run / "eval" / "metrics.json").is_file()
     assert main(["eval", "--run", str(tmp_path / "nope"), "--limit", "1"]) == 2
+
+
+def test_a_reward_builder_type_error_is_raised_not_retried_without_the_length():
+    """eval used to catch TypeError and rebuild the rewards without the completion budget: a bug in a
+    builder silently became another reward set (overlong_soft left out). Now it surfaces."""
+    import types
+
+    from reasontune.evaluate import _build_rewards
+    from reasontune.rewards import REGISTRY, register_builder
+
+    def builder(ctx):
+        if ctx.max_completion_length is not None:
+            return len(ctx)  # a bug: TypeError
+        return lambda completions, **kw: [0.0] * len(completions)
+
+    register_builder("tmp_type_error_reward", builder)
+    try:
+        cfg = from_dict({"rewards": {"names": ["verified", "tmp_type_error_reward"]}})
+        with pytest.raises(TypeError):
+            _build_rewards(cfg, types.SimpleNamespace(eos_token="</s>"), 64)
+    finally:
+        REGISTRY.unregister("tmp_type_error_reward")

@@ -101,6 +101,60 @@ def test_report_on_demo_folder(tmp_path):
     assert "1234.5" in page
 
 
+@pytest.fixture
+def plotted(monkeypatch):
+    """What the report's figures draw: bar heights and line values by label, and text notes."""
+    from matplotlib.axes import Axes
+
+    seen = {"bar": {}, "plot": {}, "text": []}
+    real_bar, real_plot, real_text = Axes.bar, Axes.plot, Axes.text
+
+    def bar(self, x, height, *a, label=None, **k):
+        seen["bar"].setdefault(label, []).extend(float(h) for h in height)
+        return real_bar(self, x, height, *a, label=label, **k)
+
+    def plot(self, x, y, *a, label=None, **k):
+        seen["plot"][label] = [float(v) for v in y]
+        return real_plot(self, x, y, *a, label=label, **k)
+
+    def text(self, x, y, s, *a, **k):
+        seen["text"].append(s)
+        return real_text(self, x, y, s, *a, **k)
+
+    monkeypatch.setattr(Axes, "bar", bar)
+    monkeypatch.setattr(Axes, "plot", plot)
+    monkeypatch.setattr(Axes, "text", text)
+    return seen
+
+
+def test_report_bars_are_the_values_of_the_metrics_files(tmp_path, plotted):
+    d = write_demo(tmp_path / "demo")
+    for stage, acc, fmt_rate in (("before", 0.137, 0.5), ("after", 0.642, 0.875)):
+        m = json.loads((d / "evals" / stage / "metrics.json").read_text())
+        m.update(accuracy=acc, format_rate=fmt_rate)
+        m["by_difficulty"]["1"]["accuracy"], m["by_difficulty"]["2"]["accuracy"] = acc / 2, acc / 4
+        (d / "evals" / stage / "metrics.json").write_text(json.dumps(m))
+    build_report(d)
+    assert plotted["bar"]["accuracy"] == [0.137, 0.642] and plotted["bar"]["format rate"] == [0.5, 0.875]
+    assert plotted["bar"]["before"] == pytest.approx([0.137 / 2, 0.137 / 4])  # levels 1 and 2
+    assert plotted["bar"]["after"] == pytest.approx([0.642 / 2, 0.642 / 4])
+    assert plotted["plot"]["reward"] == pytest.approx([0.1 * s for s in range(1, 13)])  # from metrics.jsonl
+    assert "not measured" not in plotted["text"]
+
+
+def test_report_draws_no_bar_for_a_metric_not_measured(tmp_path, plotted):
+    d = write_eval(tmp_path / "ev", [True, False, True, False])
+    m = json.loads((d / "metrics.json").read_text())
+    del m["format_rate"]
+    m["by_difficulty"]["2"].pop("accuracy")
+    (d / "metrics.json").write_text(json.dumps(m))
+    page = build_report(d).read_text()
+    assert plotted["bar"]["accuracy"] == [0.5] and "format rate" not in plotted["bar"]
+    assert plotted["bar"]["ev"] == [1.0]  # level 1 only: level 2 has no accuracy
+    assert plotted["text"].count("not measured") == 2
+    assert "<td>format_rate</td>" not in page  # and the table has no row of zeros for it
+
+
 def test_report_refuses_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         build_report(tmp_path)

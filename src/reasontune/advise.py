@@ -113,10 +113,17 @@ def answer_checkable(answer) -> bool:
         return True
     if len(s) > MAX_CHARS or _WORD.search(_LATEX_CMD.sub(" ", s)):
         return False
+    mv = _math_verify()
     try:
-        mv = _math_verify()
+        # math_verify returns [] for what it cannot parse: that is "not checkable", and needs no except
         return bool(call_with_limit(lambda: mv.parse(_as_latex(s), parsing_timeout=None), 1.0))
-    except (TimeLimitExceeded, Exception):  # noqa: BLE001  (an unparseable answer is simply not checkable)
+    except TimeLimitExceeded:
+        logger.warning("reference answer %.200r: math_verify did not parse it within 1 s; counted as not "
+                       "checkable", s)
+        return False
+    except Exception as e:  # a math_verify/sympy bug, not a property of the answer: say so
+        logger.warning("reference answer %.200r: math_verify failed (%s: %s); counted as not checkable", s,
+                       type(e).__name__, e)
         return False
 
 

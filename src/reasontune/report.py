@@ -216,13 +216,27 @@ def training_charts(rows: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _bars(ax, xs: list[float], vals: list, w: float, **kw) -> None:
+    """Bars for the measured values only: a missing metric is no bar at 0.0 but a 'not measured' note."""
+    drawn = [(x, _number(v)) for x, v in zip(xs, vals) if _number(v) is not None]
+    if drawn:
+        bars = ax.bar([x for x, _ in drawn], [v for _, v in drawn], w, **kw)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    for x, v in zip(xs, vals):
+        if _number(v) is None:
+            ax.text(x, 0.02, "not measured", rotation=90, ha="center", va="bottom", fontsize=7, color="#777")
+
+
 def stage_bars(stages: dict[str, dict]) -> str:
     fig, ax = _figure(5.6, 3.2)
     names, w = list(stages), 0.38
     for j, (key, color) in enumerate((("accuracy", "#3b7dd8"), ("format_rate", "#e0a526"))):
-        vals = [stages[s].get(key) or 0.0 for s in names]
-        bars = ax.bar([i + (j - 0.5) * w for i in range(len(names))], vals, w, label=key.replace("_", " "), color=color)
-        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        _bars(ax, [i + (j - 0.5) * w for i in range(len(names))], [stages[s].get(key) for s in names], w,
+              label=key.replace("_", " "), color=color)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylim(0, 1.12)
     ax.set_title("Accuracy and format rate" + (" by stage" if len(names) > 1 else ""), fontsize=11)
@@ -238,9 +252,9 @@ def difficulty_bars(stages: dict[str, dict]) -> str | None:
     fig, ax = _figure(5.6, 3.2)
     w = 0.8 / len(with_levels)
     for j, (stage, d) in enumerate(with_levels.items()):
-        vals = [(d.get(lv) or {}).get("accuracy") or 0.0 for lv in levels]
-        bars = ax.bar([i + (j - (len(with_levels) - 1) / 2) * w for i in range(len(levels))], vals, w, label=stage)
-        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        vals = [(d.get(lv) or {}).get("accuracy") for lv in levels]
+        _bars(ax, [i + (j - (len(with_levels) - 1) / 2) * w for i in range(len(levels))], vals, w, label=stage,
+              color=f"C{j}")
     ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
     ax.set_ylim(0, 1.12)
     ax.set_title("Accuracy by difficulty", fontsize=11)

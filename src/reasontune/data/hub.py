@@ -167,9 +167,14 @@ def adapt(ds, adapter: Adapter):
     return ds.map(row, remove_columns=ds.column_names, features=features, desc=f"adapting ({adapter.name})")
 
 
-def _as_int(v) -> int:
+def _as_int(v) -> int | None:
+    """A difficulty level as an int ("Level 3" -> 3). A level with no digits ("Level ?") or none at all
+    is None: no level, never level 0, which would put the row into the easiest bucket."""
     try:
         return int(v)
     except (TypeError, ValueError):
-        digits = "".join(ch for ch in str(v) if ch.isdigit())  # "Level 3" -> 3
-        return int(digits) if digits else 0
+        digits = "".join(ch for ch in str(v) if ch.isdigit())
+        if digits:
+            return int(digits)
+        logger.warning("difficulty level %.80r is not a number: the row gets no level (None)", v)
+        return None
