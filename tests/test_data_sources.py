@@ -281,3 +281,51 @@ def test_a_non_numeric_level_is_no_level_with_a_warning(tmp_path, caplog):
     levels = {r["question"]: r["difficulty"] for split in ds.values() for r in split}
     assert [levels[r["problem"]] for r in rows[:4]] == [3, None, 5, None]
     assert "'Level ?' is not a number" in caplog.text
+
+
+def _fake_hub(monkeypatch, splits: dict):
+    """local.load_hub serving in-memory splits; records which split each load asked for."""
+    from reasontune.data import local
+
+    asked = []
+
+    def load_hub(hub_id, config, split):
+        asked.append(split)
+        return datasets.Dataset.from_list(splits[split])
+
+    monkeypatch.setattr(local, "load_hub", load_hub)
+    return asked
+
+
+def _qa(n, tag):
+    """Rows in GSM8K's schema (worked solution, then '#### answer'), which plain files also accept."""
+    return [{"question": f"{tag} question {i}: what is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}
+            for i in range(n)]
+
+
+def test_eval_split_of_a_file_and_a_hub_test_split_is_every_row(tmp_path, monkeypatch):
+    from reasontune.data import eval_split
+
+    path = tmp_path / "f.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _qa(30, "file")))
+    rows = eval_split(DataConfig(dataset=str(path), test_size=5), FMT)
+    assert len(rows) == 30 and rows[0]["prompt"][1]["content"] == rows[0]["question"]
+    asked = _fake_hub(monkeypatch, {"train": _qa(50, "train"), "test": _qa(12, "test")})
+    rows = eval_split(DataConfig(dataset="openai/gsm8k", config_name="main", test_size=5), FMT)
+    assert asked == ["test"] and len(rows) == 12 and all(q.startswith("test ") for q in rows["question"])
+
+
+def test_eval_split_of_a_train_only_hub_set_or_a_run_is_the_seeded_held_out_split(tmp_path, monkeypatch):
+    """Only a train split (or the set a run trained on): the same held-out rows as training's split."""
+    from reasontune.data import eval_split
+
+    _fake_hub(monkeypatch, {"train": _qa(40, "train")})
+    monkeypatch.setattr(datasets, "get_dataset_split_names", lambda *a, **k: ["train"])
+    cfg = DataConfig(dataset="someone/train-only", test_size=6, seed=3)
+    rows = eval_split(cfg, FMT)
+    assert rows["question"] == build_datasets(cfg, FMT)["test"]["question"] and len(rows) == 6
+    path = tmp_path / "f.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _qa(30, "file")))
+    run = DataConfig(dataset=str(path), test_size=4, seed=1)
+    held = eval_split(DataConfig(dataset=str(path)), FMT, trained_on=run)
+    assert held["question"] == build_datasets(run, FMT)["test"]["question"] and len(held) == 4

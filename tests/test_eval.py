@@ -132,3 +132,26 @@ def test_a_reward_builder_type_error_is_raised_not_retried_without_the_length():
             _build_rewards(cfg, types.SimpleNamespace(eos_token="</s>"), 64)
     finally:
         REGISTRY.unregister("tmp_type_error_reward")
+
+
+def test_cli_eval_grades_every_row_of_a_file(tiny_model_dir, tmp_path, capsys):
+    """`eval --dataset FILE --limit 200` on a 200-row file grades all 200: no train/test split is forced and no
+    length quantile drops the longest problems (it used to keep 188 and then refuse to hold out 200)."""
+    from reasontune.cli import main
+
+    path = tmp_path / "two_hundred.jsonl"
+    rows = [{"question": f"What is {i} plus one?" + " Think it over." * (i % 40), "answer": str(i + 1)}
+            for i in range(200)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "eval"
+    rc = main(["eval", "--model", str(tiny_model_dir), "--dataset", str(path), "--limit", "200",
+               "--max-new-tokens", "1", "--out", str(out), "--json"])
+    assert rc == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["n"] == 200
+    graded = [json.loads(line)["question"] for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert sorted(graded) == sorted(r["question"] for r in rows)
+    assert main(["eval", "--model", str(tiny_model_dir), "--dataset", str(path), "--limit", "200",
+                 "--max-new-tokens", "1", "--out", str(out), "--json", "--set", "eval.max_prompt_quantile=0.5"]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 100 <= m["n"] < 200  # a length filter only when asked for

@@ -24,9 +24,15 @@ def max_new_tokens_for(cfg: RunConfig) -> int:
     return cfg.eval.max_new_tokens or cfg.grpo.max_completion_length or DEFAULT_MAX_NEW_TOKENS
 
 
-def _rows(cfg: RunConfig, dataset, tokenizer, split: str, limit: int) -> list[dict]:
-    """The first `limit` rows of the eval split, as plain dicts."""
-    if dataset is None:
+def _rows(cfg: RunConfig, dataset, tokenizer, split: str, limit: int, trained_on=None) -> list[dict]:
+    """The first `limit` rows of the eval split, as plain dicts. Without a dataset, the test split is
+    `data.eval_split`: every row of a file or a hub test split, a held-out split otherwise."""
+    if dataset is None and split == "test":
+        from .data import eval_split
+
+        dataset = eval_split(cfg.data, cfg.format, tokenizer, max_prompt_quantile=cfg.eval.max_prompt_quantile,
+                             trained_on=trained_on)
+    elif dataset is None:
         from .data import build_datasets
 
         dataset = build_datasets(cfg.data, cfg.format, tokenizer)
@@ -146,8 +152,10 @@ def write_outputs(out_dir, metrics: dict, records: list[dict]) -> None:
 
 
 def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=None, adapter=None,
-             split: str = "test", progress: bool = True) -> dict:
-    """Evaluate on the first `cfg.eval.limit` rows of `split`; returns (and writes) the metrics."""
+             split: str = "test", progress: bool = True, trained_on=None) -> dict:
+    """Evaluate on the first `cfg.eval.limit` rows of `split`; returns (and writes) the metrics.
+
+    `trained_on` (a run's DataConfig): when it names the dataset evaluated, grade that run's held-out split."""
     import torch
 
     from .generation import generate
@@ -158,7 +166,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
         from .models import load_model_and_tokenizer
 
         model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
-    rows = _rows(cfg, dataset, tokenizer, split, cfg.eval.limit)
+    rows = _rows(cfg, dataset, tokenizer, split, cfg.eval.limit, trained_on=trained_on)
     if not rows:
         raise ConfigError(f"no rows to evaluate in the {split!r} split of {cfg.data.dataset!r}")
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
@@ -340,8 +348,10 @@ def config_for_eval(args) -> tuple[RunConfig, str | None]:
 
 def cmd_eval(args) -> int:
     cfg, adapter = config_for_eval(args)
+    run_cfg, _ = _run_config_near(getattr(args, "adapter", None), getattr(args, "run", None))
     out = args.out or (str(Path(args.run) / "eval") if args.run else "runs/eval")
-    metrics = evaluate(cfg, out_dir=out, adapter=adapter, progress=True)
+    metrics = evaluate(cfg, out_dir=out, adapter=adapter, progress=True,
+                       trained_on=run_cfg.data if run_cfg is not None else None)
     if args.json:
         print(json.dumps(metrics, sort_keys=True, default=str))
         return 0

@@ -9,6 +9,7 @@ from reasontune.data.errors import DataError
 
 _LAZY = {
     "build_datasets": "reasontune.data.prepare",
+    "eval_split": "reasontune.data.prepare",
     "check_spec": "reasontune.data.prepare",
     "parse_spec": "reasontune.data.prepare",
     "load_adapted": "reasontune.data.prepare",

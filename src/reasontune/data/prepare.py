@@ -9,6 +9,7 @@ test separately, disjoint by question hash, and skip the length filter.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from reasontune.config import DataConfig, FormatConfig
@@ -104,6 +105,48 @@ def build_datasets(cfg: DataConfig, fmt: FormatConfig, tokenizer=None):
     out = datasets.DatasetDict({"train": _with_prompt(train, fmt), "test": _with_prompt(test, fmt)})
     logger.info("dataset %s: %d train / %d test rows", cfg.dataset, len(out["train"]), len(out["test"]))
     return out
+
+
+def eval_split(cfg: DataConfig, fmt: FormatConfig, tokenizer=None, *, max_prompt_quantile: float | None = None,
+               trained_on: DataConfig | None = None):
+    """The rows `reasontune eval` grades (with prompts), before its --limit.
+
+    * a generated source (procedural:, rg:): its generated test split;
+    * the set a run trained on (`trained_on` names the same dataset): that run's seeded held-out split,
+      so evaluating a run never grades its training rows;
+    * a local file, a hub set's `test` split, or a split asked for by name (data.split other than
+      train): every row (cleaned: rows without a question or answer, duplicates, numeric_only), and no
+      length filter unless `max_prompt_quantile` asks for one (dropping the longest prompts biases
+      accuracy towards easy problems);
+    * a hub set with only a train split: the seeded held-out split (data.test_size rows, data.seed).
+    """
+    kind, value = check_spec(cfg)
+    if trained_on is not None and trained_on.dataset == cfg.dataset:
+        return build_datasets(trained_on, fmt, tokenizer)["test"]
+    split = cfg.split if kind == "local" else _whole_hub_split(value, cfg) if kind == "hub" else None
+    if split is None:
+        return build_datasets(cfg, fmt, tokenizer)["test"]
+    whole = dataclasses.replace(cfg, split=split, max_prompt_quantile=max_prompt_quantile)
+    ds = _clean(load_adapted(whole), whole, fmt, tokenizer)
+    logger.info("eval rows: all %d rows of %s (split %s)", len(ds), cfg.dataset, split)
+    return _with_prompt(ds, fmt)
+
+
+def _whole_hub_split(hub_id: str, cfg: DataConfig) -> str | None:
+    """The hub split eval reads whole: one named on purpose, else `test` when the set has one; None: held out."""
+    if cfg.split != DataConfig().split:
+        return cfg.split
+    known = hub.by_hub_id(hub_id)
+    if known is not None:
+        return "test" if "test" in known.splits else None
+    import datasets
+
+    try:
+        names = datasets.get_dataset_split_names(hub_id, cfg.config_name)
+    except Exception as e:  # offline or unknown: the held-out path loads train and reports the error
+        logger.info("split names of %s unavailable (%s: %s); using a held-out split", hub_id, type(e).__name__, e)
+        return None
+    return "test" if "test" in names else None
 
 
 def _generated(kind: str, value: str, cfg: DataConfig):
