@@ -250,3 +250,31 @@ def test_dry_run_lists_the_resolved_rewards(tmp_path, tiny_model_dir, capsys):
     assert [(r["name"], r["weight"]) for r in d["resolved_rewards"]] == [
         ("format_strict", 2.0), ("answer_equiv", 2.0), ("number_strict", 2.0), ("overlong_soft", 2.0),
         ("repetition_penalty", 2.0), ("length_penalty", 0.0), ("step_check", 0.5)]
+
+
+def test_max_prompt_length_drops_longer_prompts_and_sets_the_completion_budget(tmp_path, tiny_model_dir, caplog):
+    import logging
+
+    from reasontune.config import ConfigError
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, max_completion_length=None)
+    cfg.model.max_seq_length = 400
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    ds = prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok, cfg)
+    lengths = sorted(len(tok(p)["input_ids"]) for p in ds["prompt"])
+    limit = lengths[len(lengths) // 2]
+    assert lengths[0] <= limit < lengths[-1]  # the data has prompts on both sides of the limit
+    cfg.grpo.max_prompt_length = limit
+    with caplog.at_level(logging.WARNING, logger="reasontune.train"):
+        trainer = build_grpo_trainer(cfg, model, tok, ds)
+    kept = [len(tok(p)["input_ids"]) for p in trainer.train_dataset["prompt"]]
+    longer = sum(n > limit for n in lengths)
+    assert len(kept) == len(lengths) - longer and max(kept) <= limit
+    assert f"dropped {longer} of {len(lengths)} training prompts" in caplog.text
+    assert trainer.args.max_completion_length == 400 - limit  # the budget left after the declared prompt budget
+    cfg.grpo.max_prompt_length = lengths[0] - 1
+    with pytest.raises(ConfigError, match="grpo.max_prompt_length"):
+        build_grpo_trainer(cfg, model, tok, ds)

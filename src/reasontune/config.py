@@ -184,7 +184,9 @@ class GRPOSettings:
     per_device_train_batch_size: int = _f(4, "Completions per device per step (TRL counts completions).")
     gradient_accumulation_steps: int = _f(1, "Gradient accumulation steps.")
     num_generations: int = _f(4, "Completions per prompt (the GRPO group).")
-    max_prompt_length: int | None = _f(None, "Prompt token budget; None: measured from the data.")
+    max_prompt_length: int | None = _f(
+        None, "Prompt token budget: longer training prompts are dropped (the count is logged). None: the "
+        "longest prompt, measured from the data.")
     max_completion_length: int | None = _f(None, "Completion budget; None: max_seq_length - max_prompt_length.")
     max_steps: int = _f(100, "Optimizer steps.")
     max_seconds: float | None = _f(
@@ -223,6 +225,8 @@ class GRPOSettings:
         _check(self.gradient_accumulation_steps > 0, "grpo.gradient_accumulation_steps",
                self.gradient_accumulation_steps, "use a positive integer")
         _check(self.max_steps > 0, "grpo.max_steps", self.max_steps, "use a positive number of steps")
+        _check(self.max_prompt_length is None or self.max_prompt_length > 0, "grpo.max_prompt_length",
+               self.max_prompt_length, "use a positive number of tokens, or null to measure it from the data")
         _check(self.max_seconds is None or self.max_seconds > 0, "grpo.max_seconds", self.max_seconds,
                "use a positive number of seconds, or null for no budget")
         _check(self.max_nonfinite_steps >= 1, "grpo.max_nonfinite_steps", self.max_nonfinite_steps,

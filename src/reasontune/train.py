@@ -176,12 +176,32 @@ def prepare_prompts(ds, tokenizer, cfg: RunConfig):
     return ds.map(lambda r: {"prompt": render_prompt(tokenizer, r["prompt"], cfg.format)})
 
 
+def fit_prompts(train_ds, tokenizer, max_prompt_length: int | None):
+    """(rows whose rendered prompt fits grpo.max_prompt_length, the prompt budget). Longer prompts are
+    dropped, never truncated: a cut problem statement has no right answer. None: nothing is dropped and
+    the budget is the longest prompt measured."""
+    lengths = [len(tokenizer(p)["input_ids"]) for p in train_ds["prompt"]]
+    if max_prompt_length is None:
+        return train_ds, max(lengths)
+    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
+    if not keep:
+        from .config import ConfigError
+
+        raise ConfigError(f"grpo.max_prompt_length={max_prompt_length}: every one of the {len(lengths)} training "
+                          f"prompts is longer (shortest {min(lengths)} tokens): raise it, or null to measure it")
+    if len(keep) < len(lengths):
+        logger.warning("grpo.max_prompt_length=%d: dropped %d of %d training prompts that are longer (longest %d "
+                       "tokens)", max_prompt_length, len(lengths) - len(keep), len(lengths), max(lengths))
+        train_ds = train_ds.select(keep)
+    return train_ds, max_prompt_length
+
+
 def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=()):
     from .curriculum import curriculum_from_config
     from .rewards import run_reward_funcs
     from .trainer import ReasonTuneGRPOTrainer
 
-    plen = max(len(tokenizer(p)["input_ids"]) for p in train_ds["prompt"])
+    train_ds, plen = fit_prompts(train_ds, tokenizer, cfg.grpo.max_prompt_length)
     args = grpo_args(cfg, plen)
     # the completion budget GRPO samples with is the one overlong_soft measures against
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, args.max_completion_length)
