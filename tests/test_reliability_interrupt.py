@@ -1,6 +1,6 @@
-"""Issue 9: SIGTERM mid-run -> checkpoint at the next step boundary, STOPPED, non-zero exit;
-`reasontune train --resume --output-dir RUN` finishes the run with every GRPO step logged once,
-and ends with the same adapter as an uninterrupted run of the same seed."""
+"""Issue 9: SIGTERM mid-run (in GRPO or in the SFT warm-up) -> checkpoint at the next step boundary,
+STOPPED, non-zero exit; `reasontune train --resume --output-dir RUN` finishes the run with every step
+logged once, and ends with the same adapter as an uninterrupted run of the same seed."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_model_dir, rewards_dir):
     assert_same_adapter_as_uninterrupted(tiny_model_dir, run, tmp / "straight")
 
 
-def assert_same_adapter_as_uninterrupted(model_dir, resumed: Path, straight: Path) -> None:
+def assert_same_adapter_as_uninterrupted(model_dir, resumed: Path, straight: Path, extra=()) -> None:
     """Optimizer, scheduler, data position and sampling RNG are all restored: the result is identical."""
     from safetensors.torch import load_file
 
@@ -116,7 +116,7 @@ def assert_same_adapter_as_uninterrupted(model_dir, resumed: Path, straight: Pat
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the subprocesses ran with one thread too (same float summation order)
     try:
-        train(config_from_args(build_parser().parse_args(train_args(model_dir, straight))))
+        train(config_from_args(build_parser().parse_args(train_args(model_dir, straight) + list(extra))))
     finally:
         torch.set_num_threads(threads)
     a = load_file(resumed / "adapter" / "adapter_model.safetensors")
@@ -125,3 +125,58 @@ def assert_same_adapter_as_uninterrupted(model_dir, resumed: Path, straight: Pat
     assert any(t.abs().sum() > 0 for k, t in b.items() if "lora_B" in k)  # training moved the adapter
     diff = {k: (a[k] - b[k]).abs().max().item() for k in a if not torch.equal(a[k], b[k])}
     assert not diff, f"resumed adapter differs from the uninterrupted one: {diff}"
+
+
+WARMUP = ["--warmup", "sft", "--set", "warmup.examples=16", "--set", "warmup.batch_size=1", "--set",
+          "warmup.epochs=4", "--set", "warmup.learning_rate=1e-3"]
+
+
+def steps_of(run: Path, stage: str) -> list[int]:
+    from reasontune.runfolder import RunFolder
+
+    return [r["step"] for r in RunFolder(run).metrics() if r.get("stage") == stage]
+
+
+def test_sigterm_in_the_warm_up_checkpoints_it_and_resume_finishes_both_stages(tiny_model_dir, rewards_dir):
+    """train() with an SFT warm-up (the gsm8k and openr1 recipes): a signal during the warm-up stops it at
+    the next step boundary with a checkpoint, GRPO does not begin; --resume continues the warm-up from the
+    checkpoint, then runs GRPO, and ends with the adapter of an uninterrupted run."""
+    tmp, run = rewards_dir, rewards_dir / "run"
+    total = 16 * 4  # warm-up steps: examples x epochs at batch 1
+    proc, log = launch(train_args(tiny_model_dir, run) + WARMUP, tmp, "first.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(s >= 2 for s in steps_of(run, "warmup")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no warm-up step 2 (exit {proc.poll()}): {(tmp / 'first.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    tail = (tmp / "first.log").read_text()[-3000:]
+    assert rc == 128 + signal.SIGTERM, tail
+    status = json.loads((run / "status.json").read_text())
+    stopped_at = status["step"]
+    assert status["status"] == "stopped" and status["stage"] == "warmup" and 2 <= stopped_at < total, status
+    assert "warm-up step" in (run / "STOPPED").read_text() and "--resume" in (run / "STOPPED").read_text()
+    ckpt = run / "warmup" / f"checkpoint-{stopped_at}"
+    for name in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"):
+        assert (ckpt / name).is_file(), name
+    assert steps_of(run, "warmup") == list(range(1, stopped_at + 1)) and steps_of(run, "grpo") == []
+
+    proc, log = launch(["train", "--resume", "--output-dir", str(run)], tmp, "resume.log")
+    try:
+        rc = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert rc == 0, (tmp / "resume.log").read_text()[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "done" and status["global_step"] == MAX_STEPS
+    assert steps_of(run, "warmup") == list(range(1, total + 1))  # each warm-up step once
+    assert steps_of(run, "grpo") == list(range(1, MAX_STEPS + 1))
+    assert_same_adapter_as_uninterrupted(tiny_model_dir, run, tmp / "straight", WARMUP)

@@ -32,8 +32,11 @@ def sft_rows(ds, tokenizer, cfg: RunConfig, n: int | None):
 
 
 def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: str | None = None,
-               callbacks=()) -> dict:
-    """Train the (LoRA) model in place on cfg.warmup.examples worked solutions; `callbacks` go to the trainer."""
+               callbacks=(), resume_from: str | None = None) -> dict:
+    """Train the (LoRA) model in place on cfg.warmup.examples worked solutions; `callbacks` go to the trainer.
+
+    Checkpoints are written only when a callback asks (train()'s GracefulStop on a signal), into
+    OUT/warmup/checkpoint-N; `resume_from` continues from one (optimizer, schedule, data position, RNG)."""
     import torch
     from trl import SFTConfig
 
@@ -58,7 +61,7 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
     t0 = time.perf_counter()
     trainer = LeanSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              callbacks=callbacks)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_from)
     secs = time.perf_counter() - t0
     logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,
                 result.training_loss, secs)

@@ -214,9 +214,14 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     )
 
 
-def last_checkpoint(run_dir: Path) -> str | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+def last_checkpoint(run_dir: Path, folder: str = "checkpoints") -> str | None:
+    """The newest RUN/<folder>/checkpoint-N: GRPO's in checkpoints/, the SFT warm-up's in warmup/."""
+    ckpts = sorted((Path(run_dir) / folder).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
 
 
 def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
@@ -241,10 +246,11 @@ def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
     if stopper.requested:
         from .runfolder import atomic_write_text
 
-        run.set_status("stopped", step=summary.get("global_step"), signal=stopper.signum)
-        atomic_write_text(run.path / "STOPPED", f"stopped by signal {stopper.signum} at step "
-                          f"{summary.get('global_step')}; continue with: reasontune train --resume "
-                          f"--output-dir {run.path}\n")
+        stage = summary.get("stage", "grpo")
+        run.set_status("stopped", step=summary.get("global_step"), stage=stage, signal=stopper.signum)
+        atomic_write_text(run.path / "STOPPED", f"stopped by signal {stopper.signum} at "
+                          f"{'warm-up ' if stage == 'warmup' else ''}step {summary.get('global_step')}; continue "
+                          f"with: reasontune train --resume --output-dir {run.path}\n")
         raise SystemExit(stopper.exit_code)
     run.set_status("done", **summary)
     return {"summary": summary, "run_dir": str(run.path)}
@@ -253,9 +259,21 @@ def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
 def _clear_run(path: Path) -> None:
     import shutil
 
-    for name in ("checkpoints", "adapter", "metrics.jsonl", "status.json", "STOPPED", "nonfinite.jsonl"):
+    for name in ("checkpoints", "warmup", "adapter", "metrics.jsonl", "status.json", "STOPPED", "nonfinite.jsonl"):
         p = path / name
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _truncate_for_resume(run: RunFolder, grpo_from: str | None, warm_from: str | None) -> None:
+    """Drop the metrics rows a resumed run logs again, and the STOPPED note."""
+    if grpo_from:  # the warm-up's rows stay
+        run.truncate_metrics(_step_of(grpo_from), stage="grpo")
+    elif warm_from:  # the warm-up continues after its checkpoint; GRPO starts over
+        run.truncate_metrics(_step_of(warm_from), stage="warmup")
+        run.truncate_metrics(0, stage="grpo")
+    else:  # no checkpoint: everything starts over
+        run.truncate_metrics(0)
+    (run.path / "STOPPED").unlink(missing_ok=True)
 
 
 def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) -> dict:
@@ -270,15 +288,19 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
         from .data import build_datasets
 
         datasets = build_datasets(cfg.data, cfg.format, tokenizer=tokenizer)
-    if cfg.warmup.kind == "sft" and resume_from is None:
+    # A GRPO checkpoint means the warm-up finished; without one, the warm-up continues from its own checkpoint
+    # (written when a signal stopped it), or starts over.
+    warm = cfg.warmup.kind == "sft" and resume_from is None
+    warm_from = last_checkpoint(run.path, "warmup") if warm and cfg.resume else None
+    if cfg.resume:  # rows after the checkpoint are logged again: drop them first
+        _truncate_for_resume(run, resume_from, warm_from)
+    if warm:
         from .sft import warmup_sft
 
-        warmup_sft(cfg, model, tokenizer, datasets["train"], run)
+        w = warmup_sft(cfg, model, tokenizer, datasets["train"], run, callbacks=[stopper], resume_from=warm_from)
+        if stopper.requested:  # checkpointed at the step boundary (RUN/warmup/checkpoint-N); GRPO not begun
+            return {"global_step": w["steps"], "stage": "warmup"}
     train_ds = prepare_prompts(datasets["train"], tokenizer, cfg)
-    if cfg.resume:  # rows after the checkpoint are logged again; no checkpoint: everything starts over
-        run.truncate_metrics(int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
-                             stage="grpo" if resume_from else None)
-        (run.path / "STOPPED").unlink(missing_ok=True)
     from .guards import NonFiniteError, NonFiniteGuard
 
     guard = NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)  # before MetricsCallback: adds to its rows
