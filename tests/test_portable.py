@@ -70,7 +70,7 @@ def test_folder_template_renders_the_training_prompt(tiny_model_dir, tmp_path, p
                                     tokenize=False, add_generation_prompt=True)
     assert "Be brief." in given and cfg.format.prompt not in given  # a given system message wins
     gen = json.loads((tmp_path / "generation_config.json").read_text())
-    assert gen["eos_token_id"] == tok.eos_token_id
+    assert gen["eos_token_id"] in (tok.eos_token_id, [tok.eos_token_id]) or gen["eos_token_id"][0] == tok.eos_token_id
     card = (tmp_path / "README.md").read_text()
     assert "Trained with reasontune" in card and "apply_chat_template" in card
 
@@ -128,3 +128,15 @@ def test_merged_export_answers_like_the_adapter_with_plain_transformers(saved, t
     assert got.tolist() == want.tolist()
     assert json.loads((tmp_path / "m" / "reasontune_adapter.json").read_text())["format"] == cfg.to_dict()["format"]
     assert "peft" not in (tmp_path / "m" / "README.md").read_text().split("```python")[1]
+
+
+def test_gguf_carries_the_training_template(saved, tmp_path, capsys):
+    import gguf
+    from transformers import AutoTokenizer
+
+    run, *_ = saved
+    assert cli.main(["export", str(run), "--gguf", "--gguf-type", "f32", "--out", str(tmp_path / "g")]) == 0
+    capsys.readouterr()
+    fields = gguf.GGUFReader(tmp_path / "g" / "model-f32.gguf").fields
+    assert fields["tokenizer.chat_template"].contents() == AutoTokenizer.from_pretrained(run / "adapter").chat_template
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"

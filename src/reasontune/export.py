@@ -27,6 +27,38 @@ GGUF_ARCHS = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("q
               "qwen3": ("qwen3", False)}
 
 
+# llama.cpp picks its pre-tokenizer (how text is split into words, digits and spaces before BPE) from
+# `tokenizer.ggml.pre`. Its converter (convert_hf_to_gguf.py, get_vocab_base_pre) names it by the
+# sha256 of str(tokenizer.encode(PRE_PROBE)); these are its hashes for the families we export.
+PRE_PROBE = ("\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\U0001f680 (normal) \U0001f636\u200d\U0001f32b\ufe0f "
+             "(multiple emojis concatenated) \u2705 \U0001f999\U0001f999 3 33 333 3333 33333 333333 3333333 "
+             "33333333 3.3 3..3 3...3 \u1780\u17b6\u1793\u17cb\u178f\u17c2\u1796\u17b7\u179f\u17c1\u179f"
+             "\u17a2\u17b6\u1785\U0001f601 ?\u6211\u60f3\u5728apple\u5de5\u4f5c1314151\u5929\uff5e "
+             "------======= \u043d\u0435\u0449\u043e \u043d\u0430 \u0411\u044a\u043b\u0433\u0430\u0440\u0441"
+             "\u043a\u0438 ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? "
+             "'M not sure I'll make it, 'D you like some tea? We'Ve a'lL")
+KNOWN_PRE = {
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM, SmolLM2
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",  # Llama 3
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",  # Qwen1.5 / 2 / 2.5
+    "d4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c": "qwen2",  # Qwen3
+    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",  # GPT-2
+}
+
+
+def gguf_pre_tokenizer(tok) -> str:
+    """llama.cpp's name for this tokenizer's pre-tokenizer, found as its converter finds it.
+    Unknown: refuse, since llama.cpp would split digits and spaces differently from training."""
+    from hashlib import sha256
+
+    h = sha256(str(tok.encode(PRE_PROBE)).encode()).hexdigest()
+    if h not in KNOWN_PRE:
+        raise ConfigError(f"--gguf: unknown pre-tokenizer (llama.cpp hash {h}); reasontune knows "
+                          f"{sorted(set(KNOWN_PRE.values()))}. Export --merged and convert with llama.cpp's "
+                          "convert_hf_to_gguf.py, which knows more tokenizers")
+    return KNOWN_PRE[h]
+
+
 def export_dtype(name: str):
     """'auto': bfloat16 on a CUDA device that supports it, else float16."""
     import torch
@@ -103,10 +135,32 @@ def _gguf_arch(config) -> tuple[str, bool]:
         raise ConfigError(f"--gguf: model_type {mt!r} is not supported by reasontune's GGUF writer "
                           f"(supported: {', '.join(GGUF_ARCHS)}); export --merged and convert with llama.cpp's "
                           "convert_hf_to_gguf.py instead")
-    rope = getattr(config, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        logger.warning("--gguf: rope_scaling %s is not written; llama.cpp will use plain RoPE", config.rope_scaling)
+    _rope_scaling(config)  # refuses what it cannot write, before anything is written
     return GGUF_ARCHS[mt]
+
+
+def _rope_scaling(config) -> dict:
+    """GGUF rope-scaling keys for the config's RoPE: plain, linear or YaRN, as llama.cpp's converter
+    writes them. Any other scaling (llama3, dynamic, longrope) is refused, not written as plain RoPE."""
+    import gguf
+
+    rope = dict(getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None) or {})
+    kind = rope.get("rope_type", rope.get("type", "default")) or "default"
+    if kind == "default":
+        return {}
+    if kind == "linear" and rope.get("factor"):
+        return {"type": gguf.RopeScalingType.LINEAR, "factor": float(rope["factor"])}
+    if kind == "yarn" and rope.get("factor"):
+        keys = {"type": gguf.RopeScalingType.YARN, "factor": float(rope["factor"])}
+        orig = rope.get("original_max_position_embeddings")
+        if orig:
+            keys["orig_ctx_len"] = int(orig)
+        for k in ("beta_fast", "beta_slow"):
+            if rope.get(k) is not None:
+                keys[f"yarn_{k}"] = float(rope[k])
+        return keys
+    raise ConfigError(f"--gguf: rope scaling {rope} is not one reasontune's GGUF writer can write (plain, "
+                      "linear, yarn); export --merged and convert with llama.cpp's convert_hf_to_gguf.py")
 
 
 def _permute_qk(w, n_head: int):
@@ -131,14 +185,25 @@ def _write_metadata(w, config, ggml_type, name: str) -> None:
     rope = getattr(config, "rope_theta", None) or (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
     if rope:
         w.add_rope_freq_base(float(rope))
+    scaling = _rope_scaling(config)
+    if scaling:
+        w.add_rope_scaling_type(scaling["type"])
+        w.add_rope_scaling_factor(scaling["factor"])
+        if "orig_ctx_len" in scaling:
+            w.add_rope_scaling_orig_ctx_len(scaling["orig_ctx_len"])
+        if "yarn_beta_fast" in scaling:
+            w.add_rope_scaling_yarn_beta_fast(scaling["yarn_beta_fast"])
+        if "yarn_beta_slow" in scaling:
+            w.add_rope_scaling_yarn_beta_slow(scaling["yarn_beta_slow"])
     w.add_layer_norm_rms_eps(config.rms_norm_eps)
     ftype = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
              "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[ggml_type.name]
     w.add_file_type(ftype)
 
 
-def _write_vocab(w, tok, tok_dir: Path, n_vocab: int) -> None:
-    """BPE (gpt2-style) vocabulary, token types, merges, special ids and chat template."""
+def _write_vocab(w, tok, tok_dir: Path, n_vocab: int, chat_template: str | None = None) -> None:
+    """BPE (gpt2-style) vocabulary, token types, merges, special ids and chat template
+    (`chat_template`, else the one saved with the tokenizer)."""
     import gguf
 
     if not (tok_dir / "tokenizer.json").is_file() or getattr(tok, "vocab_files_names", None) is None:
@@ -157,15 +222,21 @@ def _write_vocab(w, tok, tok_dir: Path, n_vocab: int) -> None:
             types.append(gguf.TokenType.CONTROL if added.get(t) else
                          gguf.TokenType.USER_DEFINED if t in added else gguf.TokenType.NORMAL)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
+    w.add_tokenizer_pre(gguf_pre_tokenizer(tok))
     w.add_token_list(tokens)
     w.add_token_types(types)
     special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=n_vocab)
     if not special.merges:
         raise ConfigError("--gguf: the tokenizer has no BPE merges; only BPE (gpt2-style) tokenizers are supported")
+    # As the HF tokenizer encodes (llama.cpp's own defaults for a missing key differ by vocab type)
+    bos = tok.bos_token_id
+    special.add_special_token.setdefault("bos", bos is not None and tok.encode("a")[:1] == [bos])
+    w.add_add_space_prefix(bool(getattr(tok, "add_prefix_space", False)))
+    if chat_template:
+        special.chat_template = chat_template
+    elif special.chat_template is None and tok.chat_template:
+        special.chat_template = tok.chat_template
     special.add_to_gguf(w)
-    if special.chat_template is None and tok.chat_template:
-        w.add_chat_template(tok.chat_template)
 
 
 def _write_tensors(w, model, permute: bool, ggml_type) -> None:
@@ -197,8 +268,10 @@ def _arch_enum(config) -> str:
     return GGUF_ARCHS[config.model_type][0].upper()
 
 
-def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f16") -> Path:
-    """Write a merged (non-PEFT) Llama/Qwen model as a GGUF file. `tok_dir` holds tokenizer.json."""
+def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f16",
+               chat_template: str | None = None) -> Path:
+    """Write a merged (non-PEFT) Llama/Qwen model as a GGUF file. `tok_dir` holds tokenizer.json;
+    `chat_template` (default: the tokenizer's) goes into the file for llama.cpp and Ollama."""
     try:
         import gguf
     except ImportError as e:
@@ -211,7 +284,7 @@ def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f
     tmp = path.with_name(path.name + ".tmp")
     w = gguf.GGUFWriter(tmp, arch)
     _write_metadata(w, model.config, ggml_type, path.stem)
-    _write_vocab(w, tok, Path(tok_dir), model.get_input_embeddings().weight.shape[0])
+    _write_vocab(w, tok, Path(tok_dir), model.get_input_embeddings().weight.shape[0], chat_template)
     _write_tensors(w, model, permute, ggml_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -238,10 +311,14 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
     if gguf:  # from the float32 merge, before the cast below
         kind = gguf_type if gguf_type != "auto" else {torch.float32: "f32", torch.bfloat16: "bf16"}.get(tdtype, "f16")
         _gguf_arch(model.config)  # fail before writing anything
+        from .prompting import training_chat_template
+
+        gguf_pre_tokenizer(tok)  # refuse an unknown pre-tokenizer before the slow part
         tok_dir = out.with_name(out.name + ".tokenizer")
         tok.save_pretrained(tok_dir)
         name = f"model-{kind}.gguf"
-        gguf_path = write_gguf(model, tok, tok_dir, out.with_name(out.name + "." + name), kind)
+        gguf_path = write_gguf(model, tok, tok_dir, out.with_name(out.name + "." + name), kind,
+                               chat_template=training_chat_template(tok, cfg.format))
         shutil.rmtree(tok_dir, ignore_errors=True)
     if merged:
         result["merged"] = str(save_merged(model, tok, out, tdtype, cfg))

@@ -27,6 +27,11 @@ EMBEDDED = {
 }
 
 
+# Bumped when convert_gguf's output changes, so caches written by an older conversion are redone
+# (2: the tokenizer's EOS is the GGUF's, see _gguf_eos).
+CONVERSION = 2
+
+
 def home() -> Path:
     return Path(os.environ.get("REASONTUNE_HOME", Path.home() / ".cache" / "reasontune"))
 
@@ -58,6 +63,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     logger.info("dequantising %s -> %s", gguf_path.name, out_dir)
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    _gguf_eos(tok, model.config)
     # The weights are already dequantised floats; the GGUF quantizer state only blocks saving.
     model.hf_quantizer = None
     model.is_quantized = False
@@ -76,10 +82,22 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def _gguf_eos(tok, config) -> None:
+    """The tokenizer's EOS is the GGUF's `tokenizer.ggml.eos_token_id` (the model config's).
+    transformers' GGUF tokenizer conversion set SmolLM2's EOS to <|im_start|> (id 1) where the GGUF
+    says <|im_end|> (id 2): the SFT targets then ended with <|im_start|>, and llama.cpp, Ollama and
+    the model's own chat format end a turn with <|im_end|>."""
+    eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
+    if isinstance(eos, int) and tok.eos_token_id != eos and 0 <= eos < len(tok):
+        logger.info("tokenizer EOS %r -> %r (the GGUF's eos_token_id %d)", tok.eos_token,
+                    tok.convert_ids_to_tokens(eos), eos)
+        tok.eos_token = tok.convert_ids_to_tokens(eos)
+
+
 def ensure_embedded(name: str = "smollm2-135m") -> Path:
     """Folder of the embedded model as safetensors, converting on first use."""
     spec = EMBEDDED[name]
-    out = home() / "models" / name
+    out = home() / "models" / f"{name}-c{CONVERSION}"
     if (out / "config.json").is_file():
         return out
     gguf = home() / "downloads" / spec["gguf"]
@@ -97,7 +115,7 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     p = Path(name).expanduser()
     if name.endswith(".gguf"):
         key = hashlib.sha1(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime}".encode()).hexdigest()[:12]
-        out = home() / "models" / f"{p.stem}-{key}"
+        out = home() / "models" / f"{p.stem}-{key}-c{CONVERSION}"
         return str(out if (out / "config.json").is_file() else convert_gguf(p, out))
     if p.exists():
         if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():

@@ -46,7 +46,11 @@ def save_generation_config(model, tokenizer, folder: str | Path) -> None:
 
     gen = getattr(model, "generation_config", None)
     gen = GenerationConfig.from_dict(gen.to_dict()) if gen is not None else GenerationConfig()
-    gen.eos_token_id = tokenizer.eos_token_id
+    # Every EOS the model declares still ends a turn (as TRL treats them); the tokenizer's comes first
+    # because the warm-up's targets end with it.
+    declared = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    eos = [tokenizer.eos_token_id] + [e for e in declared if e is not None and e != tokenizer.eos_token_id]
+    gen.eos_token_id = eos[0] if len(eos) == 1 else eos
     gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if tokenizer.bos_token_id is not None:
         gen.bos_token_id = tokenizer.bos_token_id
