@@ -242,7 +242,7 @@ def test_reasoning_gym_task():
     pytest.importorskip("reasoning_gym")
     ds = build_datasets(DataConfig(dataset="rg:basic_arithmetic", train_size=30, test_size=10), FMT)
     assert (len(ds["train"]), len(ds["test"])) == (30, 10)
-    assert ds["train"].column_names == ["prompt", "question", "answer"]
+    assert ds["train"].column_names == ["prompt", "question", "answer", "rg_task", "rg_entry"]  # entry: for its scorer
     assert not {question_hash(q) for q in ds["train"]["question"]} & {question_hash(q) for q in ds["test"]["question"]}
     for row in ds["train"]:  # "Calculate 5 - 3 - 6." -> -4: the answer is the expression's value
         expr = row["question"].split("Calculate", 1)[-1].strip().rstrip(".").rstrip("=")

@@ -97,7 +97,7 @@ def test_answer_equiv(verified, completion, answer, expected):
     (ok("42 or 41"), "42", -1.5),                           # ... and here would pay +3.5
     (f"{R1}{S0}42", "42", -2.5),                            # recipe: +3.5 without the closing marker
     (ok("42") + f"{S0}42{S1}", "42", -2.5),                 # two blocks
-    (ok("\\sqrt{2}"), "\\sqrt{2}", 0.0),                    # not a numeric task
+    (ok("\\sqrt{2}"), "\\sqrt{2}", None),                   # not a numeric task: not applicable (TRL)
 ])
 def test_number_strict(verified, completion, answer, expected):
     assert score(verified, "number_strict", completion, answer) == expected

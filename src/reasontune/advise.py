@@ -133,8 +133,11 @@ def data_facts(train_ds, n_reward_funcs: int) -> dict:
     worked = 0
     if "worked" in train_ds.column_names:
         worked = sum(1 for w in train_ds["worked"] if w is not None and str(w).strip())
-    answers = train_ds.select(range(min(CHECKABLE_SAMPLE, rows)))["answer"] if rows else []
-    checkable = sum(answer_checkable(a) for a in answers) / len(answers) if answers else 0.0
+    sample = train_ds.select(range(min(CHECKABLE_SAMPLE, rows))) if rows else None
+    answers = sample["answer"] if sample is not None else []
+    # an rg:TASK row carries its entry: reasoning-gym's own scorer checks it ("Yes", a sentence, a name)
+    entries = sample["rg_entry"] if sample is not None and "rg_entry" in sample.column_names else [""] * len(answers)
+    checkable = sum(bool(e) or answer_checkable(a) for a, e in zip(answers, entries)) / len(answers) if answers else 0.0
     return {"train_rows": rows, "worked_rows": worked, "has_worked_solutions": worked >= min(MIN_WORKED_ROWS, rows)
             and worked > 0, "checkable_fraction": checkable, "reward_funcs": n_reward_funcs,
             "has_verifier": n_reward_funcs > 0 and checkable >= CHECKABLE_MIN}

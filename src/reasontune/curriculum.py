@@ -102,10 +102,10 @@ def observe_groups(stats: LevelStats, rows: Sequence[dict], completions: Sequenc
 
 def answer_checker(fmt) -> Callable[[str, dict], bool]:
     """Right means what evaluation counts as right: the extracted answer matches the row's answer."""
-    from .rewards import grade
+    from .rewards import grade, rg_columns
 
     def check(text: str, row: dict) -> bool:
-        return row.get("answer") is not None and grade(text, str(row["answer"]), fmt)[1]
+        return row.get("answer") is not None and grade(text, str(row["answer"]), fmt, **rg_columns(row))[1]
 
     return check
 

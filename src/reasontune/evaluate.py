@@ -51,11 +51,16 @@ def _messages(row: dict, cfg: RunConfig):
     return [{"role": "system", "content": cfg.format.prompt}, {"role": "user", "content": row["question"]}]
 
 
-def _score(funcs, prompts, texts, ids, golds, questions) -> list[dict]:
-    """Reward scores per completion: [{name: score}], None where a reward skipped a sample."""
+def _score(funcs, prompts, texts, ids, golds, questions, rg=None) -> list[dict]:
+    """Reward scores per completion: [{name: score}], None where a reward skipped a sample. `rg`: each
+    completion's reasoning-gym columns (rewards.rg_columns), passed on as TRL passes dataset columns."""
+    from .rewards import RG_COLUMNS
+
+    columns = {k: [c.get(k) for c in rg] for k in RG_COLUMNS} if rg and any(rg) else {}
     scores: list[dict] = [{} for _ in texts]
     for f in funcs:
-        vals = f(prompts=prompts, completions=texts, completion_ids=ids, answer=golds, question=questions)
+        vals = f(prompts=prompts, completions=texts, completion_ids=ids, answer=golds, question=questions,
+                 **columns)
         for s, v in zip(scores, vals):
             s[f.__name__] = None if v is None else float(v)
     return scores
@@ -69,12 +74,13 @@ def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
 
 def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict]:
     """One record per completion, graded and scored."""
-    from .rewards import grade, has_format
+    from .rewards import grade, has_format, rg_columns
 
-    recs = []
+    recs, rg = [], []
     for i, (row, prompt, samples) in enumerate(zip(rows, prompts, gens)):
         for j, g in enumerate(samples):
-            pred, correct = grade(g.text, str(row.get("answer")), cfg.format)
+            rg.append(rg_columns(row))
+            pred, correct = grade(g.text, str(row.get("answer")), cfg.format, **rg[-1])
             rec = {"index": i, "kind": kind, "sample": j, "prompt": prompt, "question": row.get("question"),
                    "answer": str(row.get("answer")), "completion": g.text, "extracted": pred, "correct": correct,
                    "format_ok": bool(has_format(g.text, cfg.format)), "num_tokens": g.num_tokens,
@@ -86,7 +92,7 @@ def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict
     if funcs and recs:
         scores = _score(funcs, [r["prompt"] for r in recs], [r["completion"] for r in recs],
                         [g.token_ids for s in gens for g in s], [r["answer"] for r in recs],
-                        [r["question"] for r in recs])
+                        [r["question"] for r in recs], rg)
         for r, s in zip(recs, scores):
             r["scores"] = s
     return recs
@@ -135,7 +141,8 @@ def _sample_metrics(sampled: list[dict], k: int) -> dict:
     maj = []
     for rs in by_problem.values():
         vote = majority_vote([r["extracted"] for r in rs], same=lambda a, b: is_correct(b, a))
-        maj.append(vote is not None and is_correct(vote, rs[0]["answer"]))
+        # the vote is one of the extracted answers: its grade (reasoning-gym's scorer for rg logic rows) decides
+        maj.append(vote is not None and next(r["correct"] for r in rs if r["extracted"] == vote))
     return {"k": k, "pass_at_k": pass_at[str(k)], "pass_at": pass_at, "maj_at_k": mean(maj),
             "sample_accuracy": mean([r["correct"] for r in sampled]),
             "sample_format_rate": mean([r["format_ok"] for r in sampled]),

@@ -19,7 +19,7 @@ from reasontune.data.errors import DataError, unknown_spec
 
 logger = logging.getLogger(__name__)
 
-COLUMN_ORDER = ["prompt", "question", "answer", "worked", "difficulty", "subject"]
+COLUMN_ORDER = ["prompt", "question", "answer", "worked", "difficulty", "subject", "rg_task", "rg_entry"]
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

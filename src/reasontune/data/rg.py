@@ -1,12 +1,14 @@
 """rg:TASK: question/answer rows from a reasoning-gym task (procedural, offline, imported lazily).
 
-Only each entry's `question` and `answer` are used; scoring is done by reasontune's verifiers,
-not reasoning-gym's partial credit.
+Each row holds the entry's `question` and `answer`, plus `rg_task` and `rg_entry` (the whole entry as
+JSON): a numeric answer is checked by reasontune's verifiers, any other (logic tasks: "Yes", a sentence,
+a name) by the task's own `score_answer` on that entry, full credit only (rewards/rgscore.py).
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 
 from reasontune.data.answers import question_hash, to_text
@@ -48,10 +50,20 @@ def _rows(task: str, size: int, seed: int) -> list[dict]:
         generated += 1
         q, a = to_text(entry.get("question")), to_text(entry.get("answer"))
         if q and a:
-            out.append({"question": q, "answer": a})
+            out.append({"question": q, "answer": a, "rg_task": task, "rg_entry": _entry_json(task, entry)})
     if generated and not out:
         raise _yields_nothing(task, generated)
     return out
+
+
+def _entry_json(task: str, entry: dict) -> str:
+    """The entry as JSON for the task's scorer; "" (our verifier only) when its metadata is not JSON."""
+    try:
+        return json.dumps(entry)
+    except (TypeError, ValueError) as e:
+        logger.warning("rg:%s: an entry is not JSON (%s); its answer is checked by reasontune's verifier only",
+                       task, e)
+        return ""
 
 
 def _yields_nothing(task: str, generated: int) -> DataError:

@@ -34,22 +34,26 @@ from reasontune.rewards.registry import (
     register,
     register_builder,
 )
+from reasontune.rewards.rgscore import RG_COLUMNS, is_right, rg_columns
 from reasontune.rewards.wrap import error_counts, errors, reset_errors, wrap_reward
 
 logger = logging.getLogger(__name__)
 
 
-def grade(text: str, gold: str, fmt: FormatConfig) -> tuple[str | None, bool]:
+def grade(text: str, gold: str, fmt: FormatConfig, rg_task: str | None = None,
+          rg_entry: str | None = None) -> tuple[str | None, bool]:
     """(the answer extracted from `text`, whether it equals `gold`): the one definition of a right answer,
-    shared by evaluation and the training curriculum."""
+    shared by evaluation and the training curriculum. rg:TASK rows pass their `rg_columns(row)`: a
+    non-numeric reference is then judged by reasoning-gym's own scorer (full credit only)."""
     pred = extract_answer(text, fmt)
-    return pred, bool(pred is not None and is_correct(pred, gold))
+    return pred, bool(pred is not None and is_right(pred, gold, DEFAULT_TIMEOUT_S, rg_task, rg_entry))
+
 
 __all__ = [
     "PRESETS", "PRESET_WEIGHTS", "REGISTRY", "RewardContext", "available", "build_reward_funcs",
     "resolved_rewards", "run_reward_funcs",
     "completion_text", "error_counts", "errors", "extract_answer", "grade", "has_format", "is_correct",
-    "parse_number", "register", "register_builder", "reset_errors", "wrap_reward",
+    "parse_number", "RG_COLUMNS", "rg_columns", "register", "register_builder", "reset_errors", "wrap_reward",
 ]
 
 

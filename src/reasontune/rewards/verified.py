@@ -8,7 +8,10 @@
   equivalent to the reference (`check_answer`: exact rationals, else math_verify, time-limited)
   +5.0, not equivalent -1.5, no answer -2.0. No division anywhere. A check that times out or
   fails is an error for that sample (counted, None), never a cached -1.5.
-* number_strict: for a numeric reference only (else 0): the whole answer must be one number
+* answer_equiv on rg:TASK rows with a non-numeric reference (logic tasks: "Yes", a sentence, a name):
+  reasoning-gym's own scorer decides, full credit only (`rgscore.verdict`).
+* number_strict: for a numeric reference only (else None: not applicable, TRL leaves it out of that
+  sample's sum, instead of a flat 0 that says nothing): the whole answer must be one number
   (decoration such as $...$, \\boxed{}, 'x =' allowed) equal to the reference: +3.5; another
   number or not a number -1.5; no closed answer block -2.5.
 * overlong_soft: DAPO's soft overlong punishment, 0 up to max_len - cache tokens, then linear
@@ -26,10 +29,11 @@ import re
 from typing import Any
 
 from reasontune.config import ConfigError
-from reasontune.rewards.check import check_answer, is_correct, parse_number, warm_up
+from reasontune.rewards.check import parse_number, warm_up
 from reasontune.rewards.extract import extract_answer, has_format
 from reasontune.rewards.recipe import answer_reward, answers_of, text_reward, texts_of
 from reasontune.rewards.registry import RewardContext, register_builder
+from reasontune.rewards.rgscore import is_right, verdict
 
 CORRECT, WRONG, NO_ANSWER = 5.0, -1.5, -2.0
 NUMBER_EQUAL, NUMBER_WRONG, NUMBER_NONE = 3.5, -1.5, -2.5
@@ -54,18 +58,20 @@ def format_strict_score(text: str, ctx: RewardContext) -> float:
     return score
 
 
-def answer_equiv_score(text: str, true_answer: str, ctx: RewardContext) -> float:
+def answer_equiv_score(text: str, true_answer: str, ctx: RewardContext, rg_task: str | None = None,
+                       rg_entry: str | None = None) -> float:
     pred = extract_answer(text, ctx.fmt)
     if pred is None:
         return NO_ANSWER
-    # check_answer raises on a timeout or a math_verify error: wrap_reward counts the sample as an error
-    return CORRECT if check_answer(pred, true_answer, ctx.timeout_s) else WRONG
+    # verdict raises on a timeout, a math_verify or a reasoning-gym scorer error: wrap_reward counts the
+    # sample as an error
+    return CORRECT if verdict(pred, true_answer, ctx.timeout_s, rg_task, rg_entry) else WRONG
 
 
-def number_strict_score(text: str, true_answer: str, ctx: RewardContext) -> float:
+def number_strict_score(text: str, true_answer: str, ctx: RewardContext) -> float | None:
     gold = parse_number(true_answer)
     if gold is None:
-        return 0.0
+        return None  # not a numeric task: the reward does not apply (TRL's contract), no flat 0 either way
     pred = extract_answer(text, ctx.fmt)
     if pred is None:
         return NUMBER_NONE
@@ -103,16 +109,33 @@ def format_strict(ctx: RewardContext):
     return text_reward(format_strict_score, ctx)
 
 
+def column_of(values: Any, n: int) -> list:
+    """A per-sample dataset column TRL passes (one value per completion), or n Nones when absent."""
+    if values is None or isinstance(values, str):
+        return [values] * n
+    values = list(values)
+    return values if len(values) == n else [None] * n
+
+
 @register_builder("answer_equiv")
 def answer_equiv(ctx: RewardContext):
-    """Verified: math equivalence inside exactly one answer block: +5.0 / -1.5, none -2.0."""
+    """Verified: math equivalence (reasoning-gym's scorer for rg logic answers) inside exactly one answer
+    block: +5.0 / -1.5, none -2.0."""
     warm_up()
-    return answer_reward(answer_equiv_score, ctx, "answer_equiv")
+
+    def reward(completions, answer=None, rg_task=None, rg_entry=None, **kwargs):
+        texts = texts_of(completions)
+        answers = answers_of(answer, len(texts), "answer_equiv")
+        return [answer_equiv_score(t, a, ctx, task, entry) for t, a, task, entry in
+                zip(texts, answers, column_of(rg_task, len(texts)), column_of(rg_entry, len(texts)))]
+
+    return reward
 
 
 @register_builder("number_strict")
 def number_strict(ctx: RewardContext):
-    """Verified: the closed answer is exactly the reference number: +3.5 / -1.5, none -2.5."""
+    """Verified: the closed answer is exactly the reference number: +3.5 / -1.5, none -2.5; None for a
+    non-numeric reference."""
     return answer_reward(number_strict_score, ctx, "number_strict")
 
 
@@ -164,12 +187,14 @@ def length_penalty(ctx: RewardContext):
     """Verified: Kimi k1.5 group-relative length term in [-0.5, 0.5] (weight 0 in the preset)."""
     warm_up()
 
-    def reward(completions, answer=None, prompts=None, completion_ids=None, **kwargs):
+    def reward(completions, answer=None, prompts=None, completion_ids=None, rg_task=None, rg_entry=None, **kwargs):
         texts = texts_of(completions)
         answers = answers_of(answer, len(texts), "length_penalty")
-        # is_correct, not check_answer: a failed check is logged and counted as wrong, because wrap_reward's
+        n = len(texts)
+        # is_right, not verdict: a failed check is logged and counted as wrong, because wrap_reward's
         # one-sample retry would score each completion as a group of one
-        correct = [is_correct(extract_answer(t, ctx.fmt), a, ctx.timeout_s) for t, a in zip(texts, answers)]
+        correct = [is_right(extract_answer(t, ctx.fmt), a, ctx.timeout_s, task, entry) for t, a, task, entry in
+                   zip(texts, answers, column_of(rg_task, n), column_of(rg_entry, n))]
         if prompts is not None and len(prompts) == len(texts):
             groups = [_group_key(p) for p in prompts]
         else:
