@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Subcommands owned by other modules register themselves; a missing one is skipped.
     for mod in ("reasontune.evaluate", "reasontune.report", "reasontune.data.cli", "reasontune.rewards.cli",
-                "reasontune.advise", "reasontune.export", "reasontune.sft"):
+                "reasontune.advise", "reasontune.export", "reasontune.sft", "reasontune.ask"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -64,7 +64,7 @@ def save_format(folder: str | Path, cfg: RunConfig, stage: str) -> None:
         "stage": stage, "format": cfg.to_dict()["format"], "system_prompt": cfg.format.prompt,
         "stop": cfg.format.solution_end,
         "model": {"name": cfg.model.name, "chat_template": cfg.model.chat_template},
-        "dataset": cfg.data.dataset, "rewards": list(cfg.rewards.names),
+        "dataset": cfg.data.dataset, "rewards": cfg.to_dict()["rewards"],
         "versions": library_versions()})
 
 
@@ -124,7 +124,8 @@ def read_format(folder: str | Path) -> RunConfig | None:
         return None
     try:
         d = json.loads(p.read_text())
-        return from_dict({"format": d["format"], "model": d["model"]})
+        rewards = d.get("rewards") if isinstance(d.get("rewards"), dict) else {}  # what it was trained on
+        return from_dict({"format": d["format"], "model": d["model"], "rewards": rewards})
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{str(p)!r} is unreadable ({e}); write it again by saving the adapter, or pass "
                           "--config with the format it was trained with") from e

@@ -1,0 +1,81 @@
+"""`reasontune ask`: base and tuned answers to the same training prompt, side by side, scored."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+import pytest
+import torch
+
+from reasontune import cli
+from reasontune.ask import Answer, plain_columns, read_questions
+from reasontune.config import ConfigError, from_dict
+
+QUESTION = "Tom has 12 apples and buys 30 more. How many apples does he have?"
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model_dir, tmp_path_factory):
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.portable import save_adapter
+
+    out = tmp_path_factory.mktemp("ask") / "adapter"
+    cfg = from_dict({"model": {"name": str(tiny_model_dir), "dtype": "float32"}, "lora": {"r": 4, "alpha": 8},
+                     "format": {"reasoning_start": "<think>", "reasoning_end": "</think>",
+                                "solution_start": "<answer>", "solution_end": "</answer>"}})
+    torch.manual_seed(0)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 1.0)
+    save_adapter(model, tok, out, cfg, "test")
+    return out, cfg
+
+
+def test_ask_prints_both_answers_the_models_give(adapter, capsys):
+    """The columns hold the base model's and the adapter model's own greedy answers to the training prompt."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, cfg = adapter
+    assert cli.main(["ask", "--adapter", str(folder), QUESTION, "--answer", "42", "--plain",
+                     "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Q: {QUESTION}") and "base model" in out and "tuned model" in out
+    assert out.count("answer: (none)  wrong  rewards: ") == 2  # random models: no answer block, scored
+
+    tok = AutoTokenizer.from_pretrained(folder)  # renders the training prompt from the bare question
+    ids = tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    base = AutoModelForCausalLM.from_pretrained(cfg.model.name, dtype=torch.float32).eval()
+    n = ids["input_ids"].shape[1]
+    with torch.no_grad():
+        want_base = tok.decode(base.generate(**ids, max_new_tokens=6, do_sample=False)[0, n:], skip_special_tokens=True)
+        tuned = PeftModel.from_pretrained(base, str(folder)).eval()
+        want_tuned = tok.decode(tuned.generate(**ids, max_new_tokens=6, do_sample=False)[0, n:],
+                                skip_special_tokens=True)
+    assert want_base != want_tuned, "the adapter must change the answer for this test to mean much"
+    left, right = zip(*(line.split(" | ", 1) for line in out.splitlines()[3:] if " | " in line))
+    assert " ".join(left).split()[:len(want_base.split())] == want_base.split()
+    assert " ".join(right).split()[:len(want_tuned.split())] == want_tuned.split()
+
+
+def test_questions_from_a_file_with_reference_answers(tmp_path):
+    f = tmp_path / "q.txt"
+    f.write_text("What is 2 + 2?\t4\n\nWhat is 3 * 3?\n")
+    args = Namespace(questions=[], file=str(f), answer=None)
+    assert read_questions(args) == [("What is 2 + 2?", "4"), ("What is 3 * 3?", None)]
+    with pytest.raises(ConfigError, match="exactly one question"):
+        read_questions(Namespace(questions=["a", "b"], file=None, answer="4"))
+    with pytest.raises(ConfigError, match="no question"):
+        read_questions(Namespace(questions=[], file=None, answer=None))
+
+
+def test_plain_columns_show_value_verdict_and_rewards():
+    left = Answer("<think>2+2=5</think><answer>5</answer>", "5", False, {"answer_check": -1.0})
+    right = Answer("<think>2+2=4</think><answer>4</answer>", "4", True, {"answer_check": 3.0})
+    text = plain_columns("What is 2 + 2?", left, right, 100)
+    row = next(line for line in text.splitlines() if line.startswith("answer: 5"))
+    assert row.split(" | ") == ["answer: 5  wrong  rewards: answer_check -1".ljust(48),
+                                "answer: 4  right  rewards: answer_check 3"]
