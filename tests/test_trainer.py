@@ -145,18 +145,72 @@ def test_skipping_only_when_exact(tmp_path, tiny_model_dir, beta, loss_type, exp
             trainer.accelerator = real
 
 
-def test_stop_at_marker_changes_no_reward():
-    """Cutting a completion right after the closing answer marker leaves every recipe reward as it was
-    when the rest is white space or EOS, which is what stopping there throws away in practice."""
+BODY = "12 + 30 = 42\n<end_working_out>\n<SOLUTION>42</SOLUTION>"
+
+
+def _all_rewards():
     from reasontune.config import FormatConfig, RewardsConfig
     from reasontune.rewards import build_reward_funcs
 
-    fmt = FormatConfig()
-    funcs, _ = build_reward_funcs(RewardsConfig(), fmt, eos_token="<|im_end|>")
-    body = "12 + 30 = 42\n<end_working_out>\n<SOLUTION>42</SOLUTION>"
-    for tail in ["", "\n", "  \n", "<|im_end|>", "\n<|im_end|>\n"]:
-        for f in funcs:
-            assert f([body], answer=["42"]) == f([body + tail], answer=["42"]), (f.__name__, tail)
+    funcs, _ = build_reward_funcs(RewardsConfig(names=["recipe", "verified"]), FormatConfig(),
+                                  eos_token="<|im_end|>", max_completion_length=64)
+    return {f.__name__: f for f in funcs}
+
+
+@pytest.mark.parametrize("tail", ["", "\n", "  \n", "<|im_end|>", "\n<|im_end|>\n"])
+def test_white_space_or_eos_after_the_marker_changes_no_reward(tail):
+    for name, f in _all_rewards().items():
+        if name not in ("overlong_soft", "length_penalty"):  # these count length, tokens of white space too
+            assert f([BODY], answer=["42"]) == f([BODY + tail], answer=["42"]), (name, tail)
+
+
+@pytest.mark.parametrize("tail, changed", [
+    (" and that is it.", {"format_exact", "answer_check", "format_strict"}),  # same line: format_exact's `$`
+    ("\n<SOLUTION>42</SOLUTION>", {"format_approx", "format_strict", "answer_equiv", "number_strict",
+                                  "repetition_penalty"}),  # a repeated answer block, on the next line
+    (" <SOLUTION>41</SOLUTION>", {"format_approx", "answer_check", "format_strict", "answer_equiv", "number_strict",
+                                  "repetition_penalty"}),  # (.+?) spans both blocks: answer_check reads "42</S..."
+])
+def test_text_after_the_marker_changes_rewards_and_the_stop_removes_it(tail, changed):
+    """The cases where 'tokens after the answer cannot change any reward' is false: same-line text after the
+    closing marker (format_exact's line-end anchor) and a repeated answer block. The stop ends the completion
+    at the first marker, so GRPO and eval score the body, never these tails."""
+    from reasontune.config import FormatConfig
+    from reasontune.generation import cut_at_stop
+
+    rewards = _all_rewards()
+    differ = {n for n, f in rewards.items() if n != "overlong_soft"
+              and f([BODY], answer=["42"]) != f([BODY + tail], answer=["42"])}
+    assert differ == changed
+    cut, stopped = cut_at_stop(BODY + tail, [FormatConfig().solution_end])
+    assert stopped and cut == BODY
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_eval_ends_completions_where_grpo_does(tiny_model_dir, tmp_path, stop):
+    """grpo.stop_at_solution_end decides where a completion ends in eval too, so eval scores the text GRPO
+    was rewarded for (eval used to stop at the marker whatever the setting). The marker here is a piece of
+    what the tiny model writes anyway; the system prompt is fixed, so the marker does not change the prompt."""
+    import json
+
+    from reasontune.config import override
+    from reasontune.evaluate import evaluate
+    from reasontune.models import load_model_and_tokenizer
+
+    rows = [{"question": "What is 2 + 3?", "answer": "5"}]
+    cfg = override(tiny_cfg(tmp_path, tiny_model_dir), {"format.system_prompt": "Solve it.", "eval.limit": 1,
+                                                        "eval.samples": 1, "eval.max_new_tokens": 16})
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, trainable=False)
+
+    def completion(c) -> str:
+        evaluate(c, model=model, tokenizer=tok, dataset=rows, out_dir=tmp_path / "ev", progress=False)
+        return json.loads((tmp_path / "ev" / "completions.jsonl").read_text().splitlines()[0])["completion"]
+
+    full = completion(override(cfg, {"grpo.stop_at_solution_end": False}))
+    marker = full.strip()[:3]  # the random model repeats itself: any piece will do
+    got = completion(override(cfg, {"format.solution_end": marker, "grpo.stop_at_solution_end": stop}))
+    assert len(full) > full.index(marker) + len(marker)  # the model writes on past the marker
+    assert got == (full[:full.index(marker) + len(marker)] if stop else full), (marker, full, got)
 
 
 @pytest.mark.parametrize("bonus", [False, True])

@@ -164,7 +164,7 @@ def sample_and_score(cfg: RunConfig, model, tokenizer, rows: list[dict]) -> tupl
 
     from .evaluate import _messages, _records, _sample_metrics, max_new_tokens_for
     from .generation import generate
-    from .prompting import render_prompt
+    from .prompting import render_prompt, stop_strings
     from .rewards import run_reward_funcs
 
     k, max_new = cfg.eval.samples, max_new_tokens_for(cfg)
@@ -172,7 +172,7 @@ def sample_and_score(cfg: RunConfig, model, tokenizer, rows: list[dict]) -> tupl
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     torch.manual_seed(cfg.seed)
     gens = generate(model, tokenizer, prompts, max_new_tokens=max_new, temperature=cfg.eval.temperature,
-                    num_return_sequences=k, stop_strings=[cfg.format.solution_end], batch_size=cfg.eval.batch_size,
+                    num_return_sequences=k, stop_strings=stop_strings(cfg), batch_size=cfg.eval.batch_size,
                     progress=True, desc=f"advise: {k} samples", autocast_setting=cfg.grpo.bf16)
     records = _records(rows, prompts, gens, "sample", cfg, funcs)
     names = [f.__name__ for f in funcs]

@@ -166,7 +166,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     import torch
 
     from .generation import generate
-    from .prompting import render_prompt
+    from .prompting import render_prompt, stop_strings
 
     t0 = time.perf_counter()
     if model is None or tokenizer is None:
@@ -178,7 +178,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
         raise ConfigError(f"no rows to evaluate in the {split!r} split of {cfg.data.dataset!r}")
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     max_new, e = max_new_tokens_for(cfg), cfg.eval
-    common = dict(max_new_tokens=max_new, stop_strings=[cfg.format.solution_end], batch_size=e.batch_size,
+    common = dict(max_new_tokens=max_new, stop_strings=stop_strings(cfg), batch_size=e.batch_size,
                   progress=progress, autocast_setting=cfg.grpo.bf16)
     funcs = _build_rewards(cfg, tokenizer, max_new)
     t_gen = time.perf_counter()

@@ -89,3 +89,9 @@ def training_chat_template(tokenizer, fmt: FormatConfig) -> str:
         if not probe.endswith(fmt.reasoning_start):
             tail = "{% if add_generation_prompt %}{{ " + _jinja_str(fmt.reasoning_start) + " }}{% endif %}"
     return default_system + base + tail
+
+
+def stop_strings(cfg) -> list[str]:
+    """Where a completion ends besides EOS, for GRPO's rollouts and eval's and advise's samples alike: right
+    after the closing answer marker when `grpo.stop_at_solution_end` (a RunConfig), else nowhere."""
+    return [cfg.format.solution_end] if cfg.grpo.stop_at_solution_end else []

@@ -198,6 +198,7 @@ def fit_prompts(train_ds, tokenizer, max_prompt_length: int | None):
 
 def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=()):
     from .curriculum import curriculum_from_config
+    from .prompting import stop_strings
     from .rewards import run_reward_funcs
     from .trainer import ReasonTuneGRPOTrainer
 
@@ -206,10 +207,9 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     # the completion budget GRPO samples with is the one overlong_soft measures against
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, args.max_completion_length)
     args.reward_weights = weights
-    stops = [cfg.format.solution_end] if cfg.grpo.stop_at_solution_end else []
     return ReasonTuneGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
-        callbacks=list(callbacks), stop_strings=stops, skip_zero_variance=cfg.grpo.skip_zero_variance,
+        callbacks=list(callbacks), stop_strings=stop_strings(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
         autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
     )
 

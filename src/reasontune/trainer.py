@@ -1,9 +1,15 @@
-"""reasontune's GRPO step: TRL's GRPOTrainer with two levers that keep what it learns unchanged.
+"""reasontune's GRPO step: TRL's GRPOTrainer with a stop at the answer and two levers that keep what it
+learns unchanged.
 
-1. Generation stops at the closing answer marker (stop strings): tokens after the answer cannot
-   change any reward, so generating them is waste. The stopped row gets EOS appended, as the format
-   expects, so TRL's clipped ratio counts only rows cut at the token limit. Compute runs under the autocast dtype that
-   measured fastest on this device (speed.py) and in inference mode.
+1. Generation stops at the closing answer marker (stop strings, `grpo.stop_at_solution_end`): a
+   completion ends right after its first answer, as if it had written EOS there, and eval ends its
+   completions the same way (prompting.stop_strings), so both score the same text. This is a choice
+   of what is scored, not a free speed-up: what would have followed could change rewards. Text on the
+   same line after the marker makes format_exact 0; a second answer block changes format_approx,
+   format_strict, answer_check and answer_equiv (tests/test_trainer.py lists the cases). Only white
+   space and EOS after the marker change nothing. The stopped row gets EOS appended, as the format
+   expects, so TRL's clipped ratio counts only rows cut at the token limit. Compute runs under the
+   autocast dtype that measured fastest on this device (speed.py) and in inference mode.
 2. On a CPU, per-token log-probs come from the completion positions' hidden states in chunks
    (logps.hidden_logps: no (B, C, V) logits kept for the backward pass), not TRL's fused LM head:
    its CPU fallback (TRL runs it in Triton on GPUs) took 12 of a 36 s step for 32 completions of
