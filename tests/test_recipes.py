@@ -206,12 +206,13 @@ def test_grpo_overrides_and_grpo_args(monkeypatch):
     from reasontune import models, train, unsloth_backend
 
     cfg = from_dict({"model": {"fast_inference": True, "gpu_memory_utilization": 0.5}})
+    trl_values = {"mask_truncated_completions": False, "epsilon_high": 0.2}  # what Unsloth would change
     monkeypatch.setattr(unsloth_backend, "vllm_available", lambda: False)
-    assert unsloth_backend.grpo_overrides(cfg) == {}
+    assert unsloth_backend.grpo_overrides(cfg) == trl_values
     monkeypatch.setattr(unsloth_backend, "vllm_available", lambda: True)
     assert unsloth_backend.grpo_overrides(cfg) == {"use_vllm": True, "vllm_mode": "colocate",
-                                                   "vllm_gpu_memory_utilization": 0.5}
-    assert unsloth_backend.grpo_overrides(from_dict({})) == {}
+                                                   "vllm_gpu_memory_utilization": 0.5, **trl_values}
+    assert unsloth_backend.grpo_overrides(from_dict({})) == trl_values
     # train.grpo_args merges the overrides only when the backend is unsloth.
     args = train.grpo_args(cfg, 64)
     assert args.use_vllm is False

@@ -37,6 +37,9 @@ def cmd_train(args) -> int:
     if args.dry_run:
         _emit_config(cfg, args.json)
         return 0
+    from .models import pick_backend
+
+    pick_backend(cfg.model)  # Unsloth, when chosen, must be imported before train.py imports transformers/trl
     from .train import train
 
     result = train(cfg)

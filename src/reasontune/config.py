@@ -214,6 +214,9 @@ class GRPOSettings:
     report_to: list[str] = _f([], "Passed to TRL (tensorboard, wandb, ...).")
     use_vllm: bool = _f(False, "TRL's vLLM generation (needs vllm).")
     vllm_mode: str = _f("colocate", "colocate | server.")
+    vllm_importance_sampling_correction: bool = _f(
+        True, "Correct for the gap between vLLM's sampling and the trained model's probabilities (TRL's default; "
+        "Unsloth's patched config turns it off unless it is passed, so reasontune always passes it).")
     extra: dict = _f({}, "More GRPOConfig keyword arguments, passed through unchanged.")
 
     def __post_init__(self):

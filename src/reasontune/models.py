@@ -146,6 +146,10 @@ def pick_backend(cfg: ModelConfig) -> tuple[str, str]:
         if cfg.backend == "unsloth":
             raise ConfigError("model.backend='unsloth' needs a CUDA GPU; use backend: auto or transformers")
         return "transformers", "no CUDA device"
+    late = [m for m in ("transformers", "trl", "peft") if m in sys.modules and "unsloth" not in sys.modules]
+    if late:  # Unsloth patches these at import; classes already taken from them stay unpatched
+        logger.warning("unsloth is imported after %s: call reasontune.models.pick_backend(cfg.model) before "
+                       "importing transformers/trl (the CLI does)", ", ".join(late))
     try:
         import unsloth  # noqa: F401  (import has side effects: patches transformers/trl)
     except Exception as e:  # ImportError, or Unsloth's own refusal

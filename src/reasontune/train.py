@@ -137,6 +137,7 @@ def grpo_args(cfg: RunConfig, max_prompt_length: int):
         beta=g.beta, loss_type=g.loss_type, logging_steps=g.logging_steps,
         save_steps=g.save_steps, save_strategy="steps", seed=cfg.seed, data_seed=cfg.data.seed,
         report_to=list(g.report_to) or _default_report_to(), use_vllm=g.use_vllm, vllm_mode=g.vllm_mode,
+        vllm_importance_sampling_correction=g.vllm_importance_sampling_correction,
         gradient_checkpointing=cfg.lora.gradient_checkpointing, bf16=False,
         use_cpu=not torch.cuda.is_available(), disable_tqdm=False, remove_unused_columns=False,
         dataloader_num_workers=0,

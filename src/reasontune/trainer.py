@@ -59,9 +59,18 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, stop_strings: list[str] | None = None, skip_zero_variance: bool = True,
                  autocast_setting: str = "auto", curriculum: tuple | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # Unsloth's import replaces trl.GRPOTrainer with its own patched class (unsloth 2026.10.9,
+        # models/rl.py: `trl.GRPOTrainer = created_module.UnslothGRPOTrainer`), which has its own
+        # generation, log-probs and loss: our CPU levers below would bypass them, so they are off.
+        self.under_unsloth = under_unsloth(type(self))
         self.stop_strings = list(stop_strings or [])
         self.autocast_setting = autocast_setting
-        self.skip_zero_variance = skip_zero_variance and self._skip_is_exact()
+        self.skip_zero_variance = skip_zero_variance and not self.under_unsloth and self._skip_is_exact()
+        logger.info("GRPO in effect: loss_type=%s beta=%s use_vllm=%s vllm_importance_sampling_correction=%s%s",
+                    self.loss_type, self.beta, self.use_vllm,
+                    getattr(self.args, "vllm_importance_sampling_correction", None),
+                    " (Unsloth's patched trainer: reasontune's generation, log-prob and row-skip levers off)"
+                    if self.under_unsloth else "")
         # (column, LevelStats, is_right(text, row)) for curriculum.py's adaptive sampling, or None
         self.curriculum = curriculum
         if curriculum is not None and self.accelerator.num_processes > 1:
@@ -101,7 +110,8 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
     # ---- generation -------------------------------------------------------------------------
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         a = self.args
-        plain = not (self.use_vllm or images or multimodal_fields or self.use_transformers_continuous_batching)
+        plain = not (self.use_vllm or images or multimodal_fields or self.use_transformers_continuous_batching
+                     or self.under_unsloth)
         if not plain or (a.top_k not in (None, 0)) or a.repetition_penalty != 1.0 or a.generation_kwargs:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
@@ -138,7 +148,7 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):
         head = frozen_head(model)  # None: a trainable or unusual head, so take the logits as they come
-        plain = (self.accelerator.device.type == "cpu" and not compute_aux_loss
+        plain = (self.accelerator.device.type == "cpu" and not compute_aux_loss and not self.under_unsloth
                  and all(v is None for v in extra.values())
                  and (head is not None or not self._entropy_needs_grad()))  # token_logps' entropy has no grad
         if not plain:  # multimodal, MoE aux loss, or a GPU (TRL's Triton kernel)
@@ -185,6 +195,8 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         return super().compute_loss(model, _select_rows(inputs, keep), return_outputs, num_items_in_batch)
 
     def _compute_loss(self, model, inputs):
+        if self.under_unsloth:
+            return super()._compute_loss(model, inputs)
         with autocast(self.accelerator.device, self.autocast_setting), lora_inputs_uncast(model):
             return super()._compute_loss(model, inputs)
 
@@ -219,6 +231,12 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
                 guard.flag("reward", row=r, of_rows=len(rows), rewards=rewards[r + offset].tolist(),
                            completion=str(completions[r])[:500])
         return rewards
+
+
+def under_unsloth(cls: type) -> bool:
+    """True when `cls` derives from Unsloth's patched TRL trainer (UnslothGRPOTrainer)."""
+    return any(c.__name__.startswith("Unsloth") or c.__module__.startswith(("unsloth", "unsloth_compiled_cache"))
+               for c in cls.__mro__)
 
 
 def _select_rows(inputs: dict, keep: torch.Tensor) -> dict:

@@ -102,7 +102,15 @@ def grpo_overrides(cfg: RunConfig) -> dict[str, Any]:
     second engine). The recipe's sampling (min_p 0.1, temperature 1.0) goes through GRPOConfig's
     own `min_p` / `temperature`, which TRL hands to vLLM.
     """
-    out: dict[str, Any] = {}
+    # Unsloth's GRPOConfig (unsloth 2026.10.9, models/rl.py) leaves loss_type/beta unset (None, resolved
+    # to dapo / 0.0), turns vllm_importance_sampling_correction off, and for an explicit loss_type='dapo'
+    # sets mask_truncated_completions=True and epsilon_high=0.28. grpo_args passes loss_type, beta and
+    # the correction; these two keep TRL's own values, so a run trains what its config says.
+    from trl.trainer.grpo_config import GRPOConfig as TRLConfig  # the module Unsloth does not replace
+
+    fields = TRLConfig.__dataclass_fields__
+    out: dict[str, Any] = {"mask_truncated_completions": fields["mask_truncated_completions"].default,
+                           "epsilon_high": fields["epsilon"].default}  # TRL: epsilon_high None = epsilon
     if fast_inference_on(cfg.model):
         out.update(use_vllm=True, vllm_mode="colocate",
                    vllm_gpu_memory_utilization=cfg.model.gpu_memory_utilization)
