@@ -63,14 +63,16 @@ def candidates(task: str, row: dict) -> list[tuple[str, str, bool]]:
 
 @pytest.mark.parametrize("task", TASKS)
 def test_our_verdicts_match_reasoning_gyms_scorer(task, rows):
-    """The table: for right, wrong and malformed answers, our grade and answer_equiv agree with
-    score_answer == 1.0 on the same entry (partial credit is not right), and number_strict does not apply."""
+    """The table: for right, wrong and malformed answers, our grade, answer_equiv and the recipe's answer_check
+    agree with score_answer == 1.0 on the same entry (partial credit is not right), and neither number
+    reward applies."""
     import reasoning_gym
 
     from reasontune.rewards import build_reward_funcs, extract_answer, grade, rg_columns
 
-    funcs, _ = build_reward_funcs(RewardsConfig(names=["answer_equiv", "number_strict"]), FMT)
-    equiv, number = funcs
+    funcs, _ = build_reward_funcs(RewardsConfig(names=["answer_equiv", "number_strict", "answer_check",
+                                                      "number_check"]), FMT)
+    equiv, number, recipe_answer, recipe_number = funcs
     scorer = reasoning_gym.create_dataset(task, size=1, seed=0)
     table = [(row, *c) for row in rows[task] for c in candidates(task, row)]
     assert len(table) >= 6 * 5
@@ -83,6 +85,8 @@ def test_our_verdicts_match_reasoning_gyms_scorer(task, rows):
         expected = 5.0 if right else (-2.0 if pred is None else -1.5)
         assert equiv([completion], **kw) == [expected], (task, kind)
         assert number([completion], **kw) == [None]  # not a numeric task: not applicable, not a flat 0
+        assert recipe_number([completion], **kw) == [None]  # was -2.5 without a digit, 0.0 with one
+        assert (recipe_answer([completion], **kw) == [5.0]) is right, (task, kind)
 
 
 def test_a_numeric_rg_answer_is_still_checked_exactly_and_a_broken_entry_is_an_error():

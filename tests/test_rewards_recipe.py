@@ -90,7 +90,8 @@ def test_answer_check(recipe, completion, answer, expected):
     (f"{R1}{S0}1,000", "1000", 3.5),                       # quirk: read without a closing marker
     (ok("The answer is 41"), "42", -1.5),
     (ok("-7"), "-7", 3.5),
-    (ok("42"), "forty-two", 0.0),                          # unparseable reference
+    (ok("42"), "forty-two", None),                         # not a numeric reference: does not apply
+    ("no opening marker", "Yes", None),                    # ... whatever the completion (was -2.5 for all)
     (f"{S0}Hello, world", "42", 0.0),                      # the "number" is ',': unparseable
 ])
 def test_number_check(recipe, completion, answer, expected):

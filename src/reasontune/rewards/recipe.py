@@ -9,7 +9,13 @@ Scores (RECIPE.md, "Reward functions"; maximum total 13.0):
   after strip +3.5; ratio float(guess)/float(true) in [0.9, 1.1] +2.0, in [0.8, 1.2] +1.5,
   other -2.5; any exception (not numeric, and a true answer of 0: ZeroDivisionError) -4.5.
 * number_check: first number after the opening marker, closed or not; none -2.5; equal as
-  floats (commas removed from the guess) +3.5, unequal -1.5, unparseable 0.
+  floats (commas removed from the guess) +3.5, unequal -1.5, unparseable guess 0. A reference that
+  is not a number (a logic task's "Yes") makes it not apply: None (TRL's contract), not -2.5 for
+  every completion that holds no digit and 0 for one that does.
+
+On rg:TASK rows with a non-numeric reference, answer_check also accepts what reasoning-gym's own
+scorer gives full credit (a knights_knaves answer in another order): +5.0. Numeric data scores as
+in the recipe.
 
 Kept on purpose: '1/2' vs '0.5' is wrong, true answer 0 gives -4.5, a number without a
 closing marker is read, `(.+?)` may span several answer blocks, and MULTILINE lets text
@@ -22,6 +28,7 @@ from typing import Any, Callable
 
 from reasontune.rewards.extract import completion_text, recipe_format_answer, recipe_number
 from reasontune.rewards.registry import RewardContext, register_builder
+from reasontune.rewards.rgscore import FULL_CREDIT, rg_score, uses_rg_scorer
 
 
 def texts_of(completions: list) -> list[str]:
@@ -44,6 +51,14 @@ def answers_of(answer: Any, n: int, reward: str) -> list[str]:
     return out
 
 
+def column_of(values: Any, n: int) -> list:
+    """A per-sample dataset column TRL passes (one value per completion), or n Nones when absent."""
+    if values is None or isinstance(values, str):
+        return [values] * n
+    values = list(values)
+    return values if len(values) == n else [None] * n
+
+
 def format_exact_score(text: str, ctx: RewardContext) -> float:
     return 3.0 if recipe_format_answer(text, ctx.fmt, ctx.eos) is not None else 0.0
 
@@ -54,12 +69,15 @@ def format_approx_score(text: str, ctx: RewardContext) -> float:
     return sum(0.5 if text.count(m) == 1 else -1.0 for m in (fmt.reasoning_end, fmt.solution_start, fmt.solution_end))
 
 
-def answer_check_score(text: str, true_answer: str, ctx: RewardContext) -> float:
+def answer_check_score(text: str, true_answer: str, ctx: RewardContext, rg_task: str | None = None,
+                       rg_entry: str | None = None) -> float:
     guess = recipe_format_answer(text, ctx.fmt, ctx.eos)
     if guess is None:
         return -2.0
     if guess == true_answer:
         return 5.0
+    if uses_rg_scorer(true_answer, rg_task, rg_entry) and rg_score(guess.strip(), rg_task, rg_entry) >= FULL_CREDIT:
+        return 5.0  # a logic answer in another form that the task's own scorer accepts
     if guess.strip() == true_answer.strip():
         return 3.5
     try:
@@ -73,12 +91,15 @@ def answer_check_score(text: str, true_answer: str, ctx: RewardContext) -> float
     return -2.5
 
 
-def number_check_score(text: str, true_answer: str, ctx: RewardContext) -> float:
+def number_check_score(text: str, true_answer: str, ctx: RewardContext) -> float | None:
+    try:
+        true_value = float(true_answer.strip())
+    except ValueError:
+        return None  # not a numeric task: the reward does not apply
     guess = recipe_number(text, ctx.fmt)
     if guess is None:
         return -2.5
     try:
-        true_value = float(true_answer.strip())
         guess_value = float(guess.strip().replace(",", ""))
     except Exception:
         return 0.0
@@ -115,10 +136,18 @@ def format_approx(ctx: RewardContext):
 @register_builder("answer_check")
 def answer_check(ctx: RewardContext):
     """Recipe: string match +5.0/+3.5, ratio +2.0/+1.5/-2.5, none -2.0, not numeric -4.5."""
-    return answer_reward(answer_check_score, ctx, "answer_check")
+
+    def reward(completions, answer=None, rg_task=None, rg_entry=None, **kwargs):
+        texts = texts_of(completions)
+        n = len(texts)
+        return [answer_check_score(t, a, ctx, task, entry) for t, a, task, entry in
+                zip(texts, answers_of(answer, n, "answer_check"), column_of(rg_task, n), column_of(rg_entry, n))]
+
+    return reward
 
 
 @register_builder("number_check")
 def number_check(ctx: RewardContext):
-    """Recipe: first number after <SOLUTION>: equal +3.5, unequal -1.5, none -2.5, unparseable 0."""
+    """Recipe: first number after <SOLUTION>: equal +3.5, unequal -1.5, none -2.5, unparseable 0; None for a
+    non-numeric reference."""
     return answer_reward(number_check_score, ctx, "number_check")

@@ -31,7 +31,7 @@ from typing import Any
 from reasontune.config import ConfigError
 from reasontune.rewards.check import parse_number, warm_up
 from reasontune.rewards.extract import extract_answer, has_format
-from reasontune.rewards.recipe import answer_reward, answers_of, text_reward, texts_of
+from reasontune.rewards.recipe import answer_reward, answers_of, column_of, text_reward, texts_of
 from reasontune.rewards.registry import RewardContext, register_builder
 from reasontune.rewards.rgscore import is_right, verdict
 
@@ -107,14 +107,6 @@ def overlong_score(length: int, max_len: int, cache: int) -> float:
 def format_strict(ctx: RewardContext):
     """Verified: +3.0 strict format; else per-marker partial credit that repeats cannot farm."""
     return text_reward(format_strict_score, ctx)
-
-
-def column_of(values: Any, n: int) -> list:
-    """A per-sample dataset column TRL passes (one value per completion), or n Nones when absent."""
-    if values is None or isinstance(values, str):
-        return [values] * n
-    values = list(values)
-    return values if len(values) == n else [None] * n
 
 
 @register_builder("answer_equiv")
