@@ -311,8 +311,11 @@ def test_eval_split_of_a_file_and_a_hub_test_split_is_every_row(tmp_path, monkey
     rows = eval_split(DataConfig(dataset=str(path), test_size=5), FMT)
     assert len(rows) == 30 and rows[0]["prompt"][1]["content"] == rows[0]["question"]
     asked = _fake_hub(monkeypatch, {"train": _qa(50, "train"), "test": _qa(12, "test")})
-    rows = eval_split(DataConfig(dataset="openai/gsm8k", config_name="main", test_size=5), FMT)
+    gsm8k = DataConfig(dataset="openai/gsm8k", config_name="main", test_size=5)
+    rows = eval_split(gsm8k, FMT)
     assert asked == ["test"] and len(rows) == 12 and all(q.startswith("test ") for q in rows["question"])
+    rows = eval_split(gsm8k, FMT, trained_on=gsm8k)  # a run trained on the train split: the test split is unseen
+    assert asked == ["test"] * 2 and len(rows) == 12 and all(q.startswith("test ") for q in rows["question"])
 
 
 def test_eval_split_of_a_train_only_hub_set_or_a_run_is_the_seeded_held_out_split(tmp_path, monkeypatch):
@@ -329,3 +332,8 @@ def test_eval_split_of_a_train_only_hub_set_or_a_run_is_the_seeded_held_out_spli
     run = DataConfig(dataset=str(path), test_size=4, seed=1)
     held = eval_split(DataConfig(dataset=str(path)), FMT, trained_on=run)
     assert held["question"] == build_datasets(run, FMT)["test"]["question"] and len(held) == 4
+    math500 = DataConfig(dataset="HuggingFaceH4/MATH-500", test_size=3, seed=2)  # only a test split: trained on it
+    _fake_hub(monkeypatch, {"test": [MATH500["row"](i) for i in range(1, 21)]})
+    held = eval_split(DataConfig(dataset="HuggingFaceH4/MATH-500"), FMT, trained_on=math500)
+    assert held["question"] == build_datasets(math500, FMT)["test"]["question"] and len(held) == 3
+    assert len(eval_split(DataConfig(dataset="HuggingFaceH4/MATH-500"), FMT)) == 20  # no run: every row

@@ -112,8 +112,8 @@ def eval_split(cfg: DataConfig, fmt: FormatConfig, tokenizer=None, *, max_prompt
     """The rows `reasontune eval` grades (with prompts), before its --limit.
 
     * a generated source (procedural:, rg:): its generated test split;
-    * the set a run trained on (`trained_on` names the same dataset): that run's seeded held-out split,
-      so evaluating a run never grades its training rows;
+    * the rows a run trained on could include (`trained_on` names the same file, generator, or hub split):
+      that run's seeded held-out split, so evaluating a run never grades its training rows;
     * a local file, a hub set's `test` split, or a split asked for by name (data.split other than
       train): every row (cleaned: rows without a question or answer, duplicates, numeric_only), and no
       length filter unless `max_prompt_quantile` asks for one (dropping the longest prompts biases
@@ -121,9 +121,10 @@ def eval_split(cfg: DataConfig, fmt: FormatConfig, tokenizer=None, *, max_prompt
     * a hub set with only a train split: the seeded held-out split (data.test_size rows, data.seed).
     """
     kind, value = check_spec(cfg)
-    if trained_on is not None and trained_on.dataset == cfg.dataset:
-        return build_datasets(trained_on, fmt, tokenizer)["test"]
     split = cfg.split if kind == "local" else _whole_hub_split(value, cfg) if kind == "hub" else None
+    if trained_on is not None and trained_on.dataset == cfg.dataset and (split is None or kind == "local" or (
+            _hub_target(value, dataclasses.replace(cfg, split=split))[:2] == _hub_target(value, trained_on)[:2])):
+        return build_datasets(trained_on, fmt, tokenizer)["test"]
     if split is None:
         return build_datasets(cfg, fmt, tokenizer)["test"]
     whole = dataclasses.replace(cfg, split=split, max_prompt_quantile=max_prompt_quantile)
