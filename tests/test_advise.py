@@ -136,13 +136,12 @@ def test_cli_advise_json_end_to_end(tiny_model_dir, tmp_path, capsys):
             "--max-new-tokens", "6", "--out", str(tmp_path), "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(A.JSON_KEYS) <= set(out) and out["recommendation"] in A.RECOMMENDATIONS
-    assert out["k"] == 3 and 0.0 <= out["pass_at_1"] <= out["pass_at_k"] <= 1.0
-    assert 0.0 <= out["zero_variance_fraction"] <= 1.0 and 0.0 <= out["format_rate"] <= 1.0
+    assert set(A.JSON_KEYS) <= set(out) and out["k"] == 3
+    # a random 2-layer model writing 6 tokens never closes an answer: nothing to sharpen, worked solutions
+    # exist, so the advice is to teach the format first
+    assert (out["pass_at_1"], out["pass_at_k"], out["format_rate"]) == (0.0, 0.0, 0.0)
     assert out["has_worked_solutions"] is True and out["has_verifier"] is True
-    assert (out["recommendation"], out["reasons"], out["rule"]) == A.decide({k: out[k] for k in (
-        "pass_at_1", "pass_at_k", "k", "zero_variance_fraction", "format_rate", "has_worked_solutions",
-        "has_verifier")})
+    assert out["recommendation"] == "sft_then_rft" and "pass@k" in out["rule"]
     recs = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
     assert len(recs) == 9
     for r in recs:  # GRPO's reward: the weighted (all 1.0) sum of the per-reward scores

@@ -9,6 +9,11 @@ import json
 
 import pytest
 
+from reasontune.config import FormatConfig
+from reasontune.rewards import grade
+
+pytestmark = pytest.mark.slow  # the real SmolLM2, converted and run for minutes
+
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory, smol_dir):
@@ -24,7 +29,11 @@ def test_demo_writes_metrics_for_each_stage(quick_demo):
     m = json.loads((out / "metrics.json").read_text())
     for stage in ("before", "warmup", "after"):
         assert set(m[stage]) >= {"accuracy", "format_rate", "mean_length"}
-        assert 0.0 <= m[stage]["accuracy"] <= 1.0
+        recs = [json.loads(x) for x in (out / "evals" / stage / "completions.jsonl").read_text().splitlines()]
+        greedy = [r for r in recs if r["kind"] == "greedy"]
+        assert m[stage]["accuracy"] == sum(r["correct"] for r in greedy) / len(greedy)  # the stage's own records
+        for r in greedy:  # each graded by the shared definition of a right answer
+            assert r["correct"] == grade(r["completion"], r["answer"], FormatConfig(**m[stage]["format"]))[1]
     assert m["wall_seconds"] > 0 and m["settings"]["model"]["name"] == "smollm2-135m"
     assert m["grpo"]["global_step"] == 2
 

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # two processes through accelerate launch
+
 WORKER = textwrap.dedent('''
     import hashlib, json, os, sys
     import torch

@@ -23,13 +23,27 @@ def _cfg(model_dir, **extra):
     return override(cfg, {"eval.limit": 4, "eval.samples": 2, "eval.max_new_tokens": 8, **extra})
 
 
+def assert_metrics_match_records(m: dict, greedy: list[dict], fmt) -> None:
+    """accuracy and format_rate are the greedy records' own grades, and each grade is the shared definition
+    (rewards.grade, has_format) applied to the completion as written."""
+    from reasontune.rewards import grade, has_format
+
+    assert all(r["kind"] == "greedy" for r in greedy) and len(greedy) == m["n"]
+    for r in greedy:
+        assert (r["extracted"], r["correct"]) == grade(r["completion"], r["answer"], fmt)
+        assert r["format_ok"] == has_format(r["completion"], fmt)
+    assert m["accuracy"] == sum(r["correct"] for r in greedy) / len(greedy)
+    assert m["format_rate"] == sum(r["format_ok"] for r in greedy) / len(greedy)
+
+
 def test_evaluate_tiny_model_writes_everything(tiny_model_dir, tmp_path):
     from reasontune.evaluate import evaluate
 
     m = evaluate(_cfg(tiny_model_dir), out_dir=tmp_path, progress=False)
     assert KEYS <= set(m)
     assert m["n"] == 4 and m["k"] == 2 and set(m["pass_at"]) == {"1", "2"}
-    assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["format_rate"] <= 1.0
+    greedy = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()][:4]
+    assert_metrics_match_records(m, greedy, _cfg(tiny_model_dir).format)
     assert m["mean_length"] <= 8 and m["length_p50"] <= m["length_p90"] <= 8
     assert set(m["reward_means"]) == {"format_exact", "format_approx", "answer_check", "number_check"}
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(m))
@@ -155,3 +169,25 @@ def test_cli_eval_grades_every_row_of_a_file(tiny_model_dir, tmp_path, capsys):
                  "--max-new-tokens", "1", "--out", str(out), "--json", "--set", "eval.max_prompt_quantile=0.5"]) == 0
     m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 100 <= m["n"] < 200  # a length filter only when asked for
+
+
+def test_accuracy_and_format_rate_are_the_graded_records(tiny_model_dir, tmp_path, monkeypatch):
+    """Right with the format, wrong without it, right without the format: accuracy 2/3, format rate 1/3,
+    each from the records' own grades."""
+    from transformers import AutoTokenizer
+
+    import reasontune.generation as gen
+    from reasontune.evaluate import evaluate
+    from reasontune.generation import Generation
+
+    rows = [{"question": f"{i} + 1?", "answer": str(i + 1)} for i in range(3)]
+    texts = [" 0 + 1 = 1\n<end_working_out>\n<SOLUTION>1</SOLUTION>", " no idea", " it is <SOLUTION>3</SOLUTION>"]
+    monkeypatch.setattr(gen, "generate", lambda model, tok, prompts, **kw: [[Generation(t, [1], 1, False)]
+                                                                            for t in texts[:len(prompts)]])
+    cfg = override(_cfg(tiny_model_dir), {"eval.samples": 1})
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    m = evaluate(cfg, model=object(), tokenizer=tok, dataset={"test": rows}, out_dir=tmp_path, progress=False)
+    greedy = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert [(r["correct"], r["format_ok"]) for r in greedy] == [(True, True), (False, False), (True, False)]
+    assert (m["accuracy"], m["format_rate"]) == (2 / 3, 1 / 3)
+    assert_metrics_match_records(m, greedy, cfg.format)

@@ -57,10 +57,26 @@ def import_watch(monkeypatch):
 
 # ---- recipes --------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_recipe_loads(path):
+def test_every_recipe_loads(path, tmp_path):
+    """Each recipe passes the checks a run makes before loading anything: a GRPO batch of whole groups, a
+    model spec, rewards that build with the recipe's budget. And a misspelt key in it is refused by name,
+    so no recipe setting can be silently ignored."""
+    import yaml
+
+    from reasontune.models import check_model_spec
+    from reasontune.rewards import build_reward_funcs, resolved_rewards
+
     cfg = load_yaml(path)
     cfg.grpo.check_batch(1)
-    assert cfg.model.name
+    check_model_spec(cfg.model)
+    funcs, weights = build_reward_funcs(cfg.rewards, cfg.format, max_completion_length=cfg.model.max_seq_length)
+    assert [f.__name__ for f in funcs] == [r["name"] for r in resolved_rewards(cfg.rewards)]
+    raw = yaml.safe_load(path.read_text())
+    raw["grpo"]["learning_rat"] = raw["grpo"].pop("learning_rate", 1e-6)
+    bad = tmp_path / path.name
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_yaml(bad)
 
 
 def test_recipes_folder_is_reachable_from_repo_root():
@@ -98,6 +114,12 @@ def test_qwen3_recipe_dry_run_resolves_to_reference(capsys, tmp_path, no_model_l
     # 1 prompt per step: the batch counts completions, one group of num_generations.
     assert g["per_device_train_batch_size"] // g["num_generations"] == 1
     assert import_watch.seen == []  # the dry run never touched unsloth or vllm
+    # resolved, not echoed: the preset-free reward list with its weights, and flags / --set over the YAML
+    assert d["resolved_rewards"] == [{"name": n, "weight": 1.0} for n in d["rewards"]["names"]]
+    d = _dry_run(capsys, "--config", str(RECIPES / "qwen3-4b-base-grpo.yaml"), "--output-dir", str(tmp_path / "r"),
+                 "--max-steps", "7", "--set", "grpo.beta=0.04", "--reward", "verified")
+    assert (d["grpo"]["max_steps"], d["grpo"]["beta"], d["grpo"]["learning_rate"]) == (7, 0.04, 5e-6)
+    assert "overlong_soft" in [r["name"] for r in d["resolved_rewards"]]
 
 
 @pytest.mark.parametrize("name,dataset,config_name", [("gsm8k-grpo.yaml", "openai/gsm8k", "main"),

@@ -137,28 +137,39 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     assert 1 <= grpo["steps"] <= grpo["max_steps"], grpo
     assert grpo["stopped_by_budget"] or grpo["steps"] == grpo["max_steps"], grpo
     assert s["plan"]["budget_s"] == 2.0 and s["plan"]["sft_examples"] >= 1
-    for arm in m["arms"].values():  # nobody trains much past the budget (one step of this tiny model)
-        assert arm["wall_seconds"] < 2.0 + 30
     table = (root / "table.md").read_text()
     assert "| arm | wall s | held-out accuracy | OOD accuracy | format rate |" in table
     assert all(f"| {arm} |" in table for arm in m["arms"])
 
 
-@pytest.mark.parametrize("elapsed, eval_s, left", [(100.0, 25.0, 19 * 60 - 100 - 30 - 30), (1100.0, 25.0, 60.0),
-                                                   (0.0, 0.0, 19 * 60 - 30)])
-def test_demo_grpo_budget_is_what_is_left_of_19_minutes(elapsed, eval_s, left):
-    """The demo's GRPO budget: 19 min minus time used, the final eval (1.2x the last) and 30 s; never < 60 s."""
+@pytest.mark.parametrize("eval_s", [0.0, 25.0, 90.0])
+def test_demo_grpo_budget_fits_the_19_minutes(eval_s):
+    """The promise: what is used, plus the GRPO budget, plus the final eval (estimated 1.2x the last) and a margin,
+    stays within 19 minutes; the budget shrinks as time is used; it is never under the 60 s floor."""
     from reasontune.demo import grpo_seconds_left
 
-    assert grpo_seconds_left(elapsed, eval_s) == pytest.approx(left)
+    budgets = [grpo_seconds_left(elapsed, eval_s) for elapsed in range(0, 19 * 60 + 1, 30)]
+    for elapsed, left in zip(range(0, 19 * 60 + 1, 30), budgets):
+        assert left >= 60.0
+        assert left == 60.0 or elapsed + left + 1.2 * eval_s <= 19 * 60, (elapsed, left)
+    assert budgets == sorted(budgets, reverse=True) and budgets[0] > 60.0 and budgets[-1] == 60.0
+    assert budgets[0] >= 19 * 60 - 1.2 * eval_s - 60  # and it does not waste the budget either
 
 
-def test_release_memory_callback_trims_after_every_step(monkeypatch):
+def test_release_memory_callback_hands_freed_heap_back(tmp_path):
+    """After a step that freed much heap (here 250 MB of 64 KB blocks, below glibc's mmap threshold, with a
+    block kept above them so the heap top cannot shrink by itself), the callback returns it to the OS."""
+    import gc
+
     from reasontune import train as T
+    from reasontune.speed import rss_mb
 
-    calls = []
-    monkeypatch.setattr(T, "release_freed_memory", lambda: calls.append(1) or True)
-    cb = T.ReleaseMemory()
-    for _ in range(3):
-        cb.on_step_end(None, None, None)
-    assert len(calls) == 3
+    if rss_mb() is None or not T.release_freed_memory():
+        pytest.skip("no /proc RSS or no glibc malloc_trim here")
+    blocks = [bytearray(64 * 1024) for _ in range(4000)]
+    pin = bytearray(64 * 1024)  # noqa: F841
+    del blocks
+    gc.collect()
+    held = rss_mb()
+    T.ReleaseMemory().on_step_end(None, None, None)
+    assert held - rss_mb() > 150, (held, rss_mb())
