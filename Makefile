@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test test-gpustack setup bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,9 +22,24 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --durations=15
 
+# The suite again under the GPU stack's pure-Python pins (constraints/gpu.txt: transformers, trl,
+# datasets, peft, accelerate) with the CPU torch: what unsloth and vllm force on a GPU machine.
+GPUSTACK := .venv-gpustack
+$(GPUSTACK)/.installed: pyproject.toml constraints/gpu.txt
+	$(PY) -m venv $(GPUSTACK)
+	$(GPUSTACK)/bin/pip install -q --upgrade pip
+	grep -E '^(transformers|trl|datasets|peft|accelerate)==' constraints/gpu.txt > $(GPUSTACK)/pins.txt
+	$(GPUSTACK)/bin/pip install -q torch==2.13.0
+	$(GPUSTACK)/bin/pip install -q -e ".[dev]" -c $(GPUSTACK)/pins.txt
+	touch $@
+
+test-gpustack: $(GPUSTACK)/.installed
+	$(GPUSTACK)/bin/python -c "import transformers, trl, datasets; print('gpu stack:', transformers.__version__, trl.__version__, datasets.__version__)"
+	$(GPUSTACK)/bin/python -m pytest -q -x --durations=15
+
 bench: $(STAMP)
 	$(BIN)/python bench/rewards.py
 	$(BIN)/python bench/grpo_step.py --steps 3
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(GPUSTACK) runs
