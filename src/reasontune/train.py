@@ -143,8 +143,15 @@ def grpo_args(cfg: RunConfig, max_prompt_length: int):
         dataloader_num_workers=0,
     )
     from .models import pick_backend
+    from .unsloth_backend import vllm_available
 
-    if pick_backend(cfg.model)[0] == "unsloth":  # CUDA only; unsloth is already imported by then
+    unsloth = pick_backend(cfg.model)[0] == "unsloth"
+    if g.use_vllm and not vllm_available():
+        kwargs["use_vllm"] = False  # TRL would raise after the model loaded
+        if not (unsloth and cfg.model.fast_inference):  # else the loader has said it already
+            logger.warning("grpo.use_vllm=true but vllm is not installed: generating with transformers "
+                           "(pip install -e '.[gpu]' -c constraints/gpu.txt for vLLM generation)")
+    if unsloth:  # CUDA only; unsloth is already imported by then
         from .unsloth_backend import grpo_overrides
 
         kwargs.update(grpo_overrides(cfg))  # vLLM generation through the engine Unsloth attached

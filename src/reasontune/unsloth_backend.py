@@ -33,13 +33,15 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def fast_inference_on(cfg: ModelConfig) -> bool:
+def fast_inference_on(cfg: ModelConfig, warn: bool = True) -> bool:
     """fast_inference is honoured only when vllm is installed; otherwise it is dropped with a warning."""
     if not cfg.fast_inference:
         return False
     if not vllm_available():
+        if not warn:
+            return False
         logger.warning("model.fast_inference=true but vllm is not installed: generating with transformers "
-                       "(pip install 'reasontune[gpu]' for vLLM generation)")
+                       "(pip install -e '.[gpu]' -c constraints/gpu.txt for vLLM generation)")
         return False
     return True
 
@@ -111,7 +113,7 @@ def grpo_overrides(cfg: RunConfig) -> dict[str, Any]:
     fields = TRLConfig.__dataclass_fields__
     out: dict[str, Any] = {"mask_truncated_completions": fields["mask_truncated_completions"].default,
                            "epsilon_high": fields["epsilon"].default}  # TRL: epsilon_high None = epsilon
-    if fast_inference_on(cfg.model):
+    if fast_inference_on(cfg.model, warn=False):  # the loader already warned
         out.update(use_vllm=True, vllm_mode="colocate",
                    vllm_gpu_memory_utilization=cfg.model.gpu_memory_utilization)
         if cfg.grpo.vllm_mode == "server":
