@@ -4,7 +4,11 @@
 
 The completions mix correct, wrong and malformed answers (numbers, fractions, LaTeX, sets,
 missing or repeated tags, long rambles). Scored in batches the way TRL calls reward
-functions. With --json the last line is one JSON object with the figures.
+functions. Then the worst cases the tests feed the rewards (thousands of repeated markers, huge
+or deeply nested LaTeX), one at a time: the slowest seconds per preset, and for repeated markers
+the recipe's reference regexes against our linear scans (the ratio). The tests assert the
+mechanisms (guards, time limits, no backtracking regex); the speed is measured here. With --json
+the last line is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -86,6 +90,43 @@ def bench_preset(preset: str, completions: list[str], answers: list[str], batch:
             "per_reward_s": {k: round(v, 3) for k, v in per_func.items()}}
 
 
+WORST = {
+    "repeated blocks": (R1 + S0 + "1" + S1 + "x") * 2000,
+    "repeated markers": R1 * 3000 + S0 * 3000 + "1" + S1 * 3000 + "x",
+    "nested frac": f"w{R1}{S0}" + "\\frac{" * 3000 + "1" + "}{2}" * 3000 + S1,
+    "power tower": f"w{R1}{S0}" + "2^{" * 500 + "2" + "}" * 500 + S1,
+    "long sqrt sum": f"w{R1}{S0}" + "+".join(f"\\sqrt{{{i}}}" for i in range(5000)) + S1,
+}
+
+
+def bench_worst(preset: str) -> dict:
+    """Seconds to score each worst-case completion alone (all rewards of the preset)."""
+    funcs, _ = build_reward_funcs(RewardsConfig(names=[preset]), FMT, "<|endoftext|>", max_completion_length=1024)
+    out = {}
+    for label, text in WORST.items():
+        t = time.perf_counter()
+        for f in funcs:
+            f([text], answer=["1"], prompts=["p"])
+        out[label] = round(time.perf_counter() - t, 4)
+    return out
+
+
+def regex_ratio(text: str) -> float:
+    """The reference notebook's regexes over our scans, on one repeated-marker completion."""
+    from reasontune.rewards.extract import (recipe_format_answer, recipe_format_regex, recipe_number,
+                                            recipe_number_regex)
+
+    t = time.perf_counter()
+    recipe_format_regex(R1, S0, S1, None).search(text)
+    recipe_number_regex(S0).search(text)
+    ref = time.perf_counter() - t
+    t = time.perf_counter()
+    recipe_format_answer(text, FMT, None)
+    recipe_number(text, FMT)
+    ours = time.perf_counter() - t
+    return round(ref / max(ours, 1e-9), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000, help="Synthetic completions.")
@@ -100,9 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         r = results[preset]
         print(f"{preset:>10}: {r['completions_per_s']:>10.1f} completions/s  ({r['seconds']:.2f} s for {args.n})",
               file=sys.stderr if args.json else sys.stdout)
+    worst = {preset: bench_worst(preset) for preset in args.presets.split(",")}
+    ratio = regex_ratio((R1 + S0 + "1" + S1 + "x") * 200)  # the regexes take minutes on the 2000 of WORST
+    for preset, w in worst.items():
+        label = max(w, key=w.get)
+        print(f"{preset:>10}: worst case {w[label]:.3f} s ({label})", file=sys.stderr if args.json else sys.stdout)
+    print(f"reference regexes / our scans on 200 repeated answer blocks: {ratio}x",
+          file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps({"n": args.n, "batch": args.batch, "python": platform.python_version(),
-                          "machine": platform.machine(), "presets": results}))
+                          "machine": platform.machine(), "presets": results, "worst_case_s": worst,
+                          "regex_over_scan": ratio}))
     return 0
 
 
