@@ -31,9 +31,12 @@ def _emit_config(cfg: RunConfig, as_json: bool) -> None:
 
 def cmd_train(args) -> int:
     cfg = config_from_args(args, base=_resume_base(args))
+    from .runfolder import is_main_rank
     from .validate import validate_run
 
-    validate_run(cfg, dry_run=args.dry_run)  # the same checks for --dry-run and a real run, before anything heavy loads
+    # The same checks for --dry-run and a real run, before anything heavy loads. The run folder is rank 0's:
+    # other ranks would find the folder rank 0 just created (train() makes them wait for it).
+    validate_run(cfg, check_output=is_main_rank(), dry_run=args.dry_run)
     if args.dry_run:
         _emit_config(cfg, args.json)
         return 0

@@ -10,6 +10,7 @@ Layout (HF conventions where they exist):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,28 @@ STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 
 logger = logging.getLogger(__name__)
+
+
+def is_main_rank() -> bool:
+    """Rank 0, or a single process. accelerate launch / torchrun set RANK before Python starts."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def main_rank_first():
+    """Rank 0 runs the body, then the other ranks do (accelerate's main_process_first: a barrier).
+
+    With several processes only rank 0 sets up the run folder (overwrite check, clearing, config,
+    status); the other ranks must not look at it before rank 0 is done, or they would find the
+    folder rank 0 just created and refuse to clobber it.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        yield
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

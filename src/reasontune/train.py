@@ -234,23 +234,30 @@ def _step_of(checkpoint: str | None) -> int:
 
 def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
     """Validate, load, (warm up), GRPO, save the adapter. Returns {'summary': ..., 'run_dir': ...}."""
+    from .runfolder import is_main_rank, main_rank_first
     from .validate import validate_run
 
-    validate_run(cfg)
+    main = is_main_rank()  # with several processes only rank 0 checks, clears and writes the run folder
+    validate_run(cfg, check_output=main)
     run = RunFolder(cfg.output_dir)
+    with main_rank_first():
+        if main:
+            if cfg.overwrite and not cfg.resume and run.path.exists():
+                _clear_run(run.path)
+            run.start(cfg)
     resume_from = last_checkpoint(run.path) if cfg.resume else None
-    if cfg.overwrite and not cfg.resume and run.path.exists():
-        _clear_run(run.path)
-    run.start(cfg)
     stopper = GracefulStop()
     stopper.install()
     try:
         summary = _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper)
     except BaseException as e:
-        run.set_status("failed", error=f"{type(e).__name__}: {e}")
+        if main:
+            run.set_status("failed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
         stopper.uninstall()
+    if stopper.requested and not main:
+        raise SystemExit(stopper.exit_code)
     if stopper.requested:
         from .runfolder import atomic_write_text
 
@@ -260,7 +267,8 @@ def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
                           f"{'warm-up ' if stage == 'warmup' else ''}step {summary.get('global_step')}; continue "
                           f"with: reasontune train --resume --output-dir {run.path}\n")
         raise SystemExit(stopper.exit_code)
-    run.set_status("done", **summary)
+    if main:
+        run.set_status("done", **summary)
     return {"summary": summary, "run_dir": str(run.path)}
 
 
@@ -273,7 +281,11 @@ def _clear_run(path: Path) -> None:
 
 
 def _truncate_for_resume(run: RunFolder, grpo_from: str | None, warm_from: str | None) -> None:
-    """Drop the metrics rows a resumed run logs again, and the STOPPED note."""
+    """Drop the metrics rows a resumed run logs again, and the STOPPED note (rank 0's job)."""
+    from .runfolder import is_main_rank
+
+    if not is_main_rank():
+        return
     if grpo_from:  # the warm-up's rows stay
         run.truncate_metrics(_step_of(grpo_from), stage="grpo")
     elif warm_from:  # the warm-up continues after its checkpoint; GRPO starts over
