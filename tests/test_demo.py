@@ -27,13 +27,14 @@ def quick_demo(tmp_path_factory, smol_dir):
 def test_demo_writes_metrics_for_each_stage(quick_demo):
     out, summary = quick_demo
     m = json.loads((out / "metrics.json").read_text())
+    fmt = FormatConfig(**m["settings"]["format"])
     for stage in ("before", "warmup", "after"):
         assert set(m[stage]) >= {"accuracy", "format_rate", "mean_length"}
         recs = [json.loads(x) for x in (out / "evals" / stage / "completions.jsonl").read_text().splitlines()]
         greedy = [r for r in recs if r["kind"] == "greedy"]
         assert m[stage]["accuracy"] == sum(r["correct"] for r in greedy) / len(greedy)  # the stage's own records
         for r in greedy:  # each graded by the shared definition of a right answer
-            assert r["correct"] == grade(r["completion"], r["answer"], FormatConfig(**m[stage]["format"]))[1]
+            assert r["correct"] == grade(r["completion"], r["answer"], fmt)[1]
     assert m["wall_seconds"] > 0 and m["settings"]["model"]["name"] == "smollm2-135m"
     assert m["grpo"]["global_step"] == 2
 
