@@ -113,10 +113,12 @@ def test_advise_on_scripted_completions(tiny_model_dir, tmp_path, monkeypatch):
     data = build_datasets(cfg.data, cfg.format, tok)
     answers = data["train"]["answer"][:3]
     good = [f"ok<end_working_out><SOLUTION>{a}</SOLUTION>" for a in answers]
-    script = [[good[0]] * 4, [good[1]] + ["ok<end_working_out><SOLUTION>-1</SOLUTION>"] * 3, ["no idea"] * 4]
+    # problem 1's right sample is its last: greedy (the first) misses what sampling finds
+    script = [[good[0]] * 4, ["ok<end_working_out><SOLUTION>-1</SOLUTION>"] * 3 + [good[1]], ["no idea"] * 4]
 
     def fake(model, tok, prompts, *, num_return_sequences=1, **kw):
-        return [[Generation(t, [1, 2], 2, False) for t in script[i]] for i in range(len(prompts))]
+        return [[Generation(t, [1, 2], 2, False) for t in script[i][:num_return_sequences]]
+                for i in range(len(prompts))]
 
     monkeypatch.setattr(gen, "generate", fake)
     r = A.advise(cfg, model=object(), tokenizer=tok, datasets=data, out_dir=tmp_path)
@@ -126,6 +128,16 @@ def test_advise_on_scripted_completions(tiny_model_dir, tmp_path, monkeypatch):
     assert r["has_worked_solutions"] and r["has_verifier"] and r["recommendation"] == "rft"
     recs = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
     assert len(recs) == 12 and all("total_reward" in x for x in recs)
+    h = r["headroom"]  # greedy solves problem 0 only; 4 samples solve 0 and 1
+    assert (h["greedy"], h["pass_at_k"], h["headroom"]) == pytest.approx((1 / 3, 2 / 3, 1 / 3))
+    levels = data["train"]["difficulty"][:3]
+    for level, v in h["by_level"].items():
+        mine = [i for i, lv in enumerate(levels) if str(lv) == level]
+        assert v["n"] == len(mine)
+        assert v["greedy"] == pytest.approx(sum(i == 0 for i in mine) / len(mine))
+        assert v["pass_at_k"] == pytest.approx(sum(i in (0, 1) for i in mine) / len(mine))
+    text = A.format_advice({**r, "model": "m"})
+    assert "headroom: greedy 0.333, pass@4 0.667 (+0.333)" in text
 
 
 def test_cli_advise_json_end_to_end(tiny_model_dir, tmp_path, capsys):

@@ -175,6 +175,10 @@ def sample_and_score(cfg: RunConfig, model, tokenizer, rows: list[dict]) -> tupl
                     num_return_sequences=k, stop_strings=stop_strings(cfg), batch_size=cfg.eval.batch_size,
                     progress=True, desc=f"advise: {k} samples", autocast_setting=cfg.grpo.bf16)
     records = _records(rows, prompts, gens, "sample", cfg, funcs)
+    greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new, temperature=0.0,
+                      stop_strings=[cfg.format.solution_end], batch_size=cfg.eval.batch_size, progress=True,
+                      desc="advise: greedy", autocast_setting=cfg.grpo.bf16)
+    room = headroom(_records(rows, prompts, greedy, "greedy", cfg, []), records, k)
     names = [f.__name__ for f in funcs]
     for r in records:
         r["total_reward"] = total_reward(r.get("scores", {}), names, weights)
@@ -182,8 +186,31 @@ def sample_and_score(cfg: RunConfig, model, tokenizer, rows: list[dict]) -> tupl
     out = {"pass_at_1": m["pass_at"]["1"], "pass_at_k": m["pass_at_k"], "k": k, "pass_at": m["pass_at"],
            "format_rate": m["sample_format_rate"], "maj_at_k": m["maj_at_k"], "n": len(rows),
            "reward_weights": dict(zip(names, weights)), "max_new_tokens": max_new,
-           "temperature": cfg.eval.temperature, **group_stats(records)}
+           "temperature": cfg.eval.temperature, "headroom": room, **group_stats(records)}
     return out, records
+
+
+def headroom(greedy: list[dict], sampled: list[dict], k: int) -> dict:
+    """Greedy accuracy against pass@k, overall and by level (`difficulty`) where the rows have levels.
+
+    GRPO turns answers the policy sometimes samples into answers it gives greedily, so pass@k - greedy is
+    about the most a run can add, and a level with pass@k near 0 has nothing to sharpen."""
+    from .evaluate import _pass_at_by
+    from .metrics import breakdown, mean, pass_at_k
+
+    by_problem: dict[int, list[bool]] = {}
+    for r in sampled:
+        by_problem.setdefault(r["index"], []).append(bool(r["correct"]))
+    acc = mean([bool(r["correct"]) for r in greedy]) or 0.0
+    top = mean([pass_at_k(len(v), sum(v), k) for v in by_problem.values()]) or 0.0
+    out = {"greedy": acc, "pass_at_k": top, "headroom": top - acc, "by_level": {}}
+    if any(r.get("difficulty") is not None for r in greedy):
+        levels = _pass_at_by(sampled, "difficulty", k)
+        for level, b in breakdown(greedy, "difficulty").items():
+            p = levels.get(level, 0.0)
+            out["by_level"][level] = {"n": b["n"], "greedy": b["accuracy"], "pass_at_k": p,
+                                      "headroom": p - b["accuracy"]}
+    return out
 
 
 def advise(cfg: RunConfig, model=None, tokenizer=None, datasets=None, adapter: str | None = None,
@@ -242,7 +269,7 @@ def register(subparsers) -> None:
 
 
 JSON_KEYS = ("recommendation", "pass_at_1", "pass_at_k", "k", "zero_variance_fraction", "format_rate",
-             "has_worked_solutions", "has_verifier", "reasons", "rule")
+             "has_worked_solutions", "has_verifier", "reasons", "rule", "headroom")
 
 
 def cmd_advise(args) -> int:
@@ -274,5 +301,18 @@ def format_advice(r: dict) -> str:
              f"  verifier                {'yes' if r['has_verifier'] else 'no'} "
              f"({100 * r['checkable_fraction']:.0f}% of answers checkable, {r['reward_funcs']} reward functions)",
              "", f"recommendation: {r['recommendation']}", f"rule: {r['rule']}"]
-    return "\n".join(lines + [f"  - {x}" for x in r["reasons"]])
+    lines += [f"  - {x}" for x in r["reasons"]]
+    return "\n".join(lines + format_headroom(r.get("headroom"), r["k"]))
+
+
+def format_headroom(h: dict | None, k: int) -> list[str]:
+    """The room RFT has: greedy accuracy against pass@k, by level where there are levels."""
+    if not h:
+        return []
+    lines = ["", f"headroom: greedy {h['greedy']:.3f}, pass@{k} {h['pass_at_k']:.3f} (+{h['headroom']:.3f}): GRPO "
+             "sharpens answers the model sometimes samples, so greedy accuracy after RFT rarely passes pass@k"]
+    for level, v in h.get("by_level", {}).items():
+        lines.append(f"  level {level:<4} n={v['n']:<4d} greedy {v['greedy']:.3f}  pass@{k} {v['pass_at_k']:.3f}  "
+                     f"headroom {v['headroom']:+.3f}")
+    return lines
 
