@@ -84,8 +84,8 @@ def test_evaluate_grades_given_model_and_rows(tiny_model_dir):
     finally:
         gen.generate = real
     assert (m["accuracy"], m["format_rate"], m["pass_at_k"], m["maj_at_k"], m["truncation_rate"]) == (1, 1, 1, 1, 0)
-    assert m["by_difficulty"] == {"1": {"n": 2, "accuracy": 1.0, "format_rate": 1.0, "pass_at_k": 1.0},
-                                  "2": {"n": 1, "accuracy": 1.0, "format_rate": 1.0, "pass_at_k": 1.0}}
+    same = {"accuracy": 1.0, "format_rate": 1.0, "pass_at_k": 1.0, "working_lines": 0.0, "mean_length": 3.0}
+    assert m["by_difficulty"] == {"1": {"n": 2, **same}, "2": {"n": 1, **same}}
 
 
 def test_pass_at_k_by_level_counts_problems_not_samples():
@@ -101,7 +101,27 @@ def test_pass_at_k_by_level_counts_problems_not_samples():
     m = summarize(greedy, sampled, 2)
     assert {lv: v["pass_at_k"] for lv, v in m["by_difficulty"].items()} == {"1": 0.5, "2": 1.0}
     assert {lv: v["accuracy"] for lv, v in m["by_difficulty"].items()} == {"1": 0.0, "2": 1.0}
-    assert summarize(greedy, None, None)["by_difficulty"]["1"].keys() == {"n", "accuracy", "format_rate"}
+    assert summarize(greedy, None, None)["by_difficulty"]["1"].keys() == {"n", "accuracy", "format_rate", "mean_length"}
+
+
+def test_working_lines_per_answer_by_level():
+    """Equation lines of the working, counted per answer and averaged by level (the answer block is not working)."""
+    from reasontune.config import FormatConfig
+    from reasontune.evaluate import summarize
+    from reasontune.rewards.steps import working_lines
+
+    end = FormatConfig().reasoning_end
+    two = f"Maya has 9.\n9 + 3 = 12\n12 - 5 = 7\n{end}<answer>7 = 7</answer>"
+    one = f"9 + 3 - 5 = 7\nso x = 7\n{end}<answer>7</answer>"
+    assert (working_lines(two, end), working_lines(one, end), working_lines("no working", end)) == (2, 1, 0)
+
+    def rec(level, text):
+        return {"index": 0, "difficulty": level, "correct": True, "format_ok": True, "num_tokens": 4,
+                "truncated": False, "working_lines": working_lines(text, end)}
+
+    m = summarize([rec(1, one), rec(2, two), rec(2, one)])
+    assert m["mean_working_lines"] == pytest.approx(4 / 3)
+    assert {lv: v["working_lines"] for lv, v in m["by_difficulty"].items()} == {"1": 1.0, "2": 1.5}
 
 
 def test_cli_eval_with_run_folder(tiny_model_dir, tmp_path, capsys):

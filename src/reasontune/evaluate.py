@@ -75,6 +75,7 @@ def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
 def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict]:
     """One record per completion, graded and scored."""
     from .rewards import grade, has_format, rg_columns
+    from .rewards.steps import working_lines
 
     recs, rg = [], []
     for i, (row, prompt, samples) in enumerate(zip(rows, prompts, gens)):
@@ -84,6 +85,7 @@ def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict
             rec = {"index": i, "kind": kind, "sample": j, "prompt": prompt, "question": row.get("question"),
                    "answer": str(row.get("answer")), "completion": g.text, "extracted": pred, "correct": correct,
                    "format_ok": bool(has_format(g.text, cfg.format)), "num_tokens": g.num_tokens,
+                   "working_lines": working_lines(g.text, cfg.format.reasoning_end),
                    "truncated": g.truncated}
             for col in ("difficulty", "subject"):
                 if row.get(col) is not None:
@@ -103,6 +105,7 @@ def summarize(greedy: list[dict], sampled: list[dict] | None = None, k: int | No
     lengths = [r["num_tokens"] for r in greedy]
     out = {"n": len(greedy), "accuracy": mean([r["correct"] for r in greedy]),
            "format_rate": mean([r["format_ok"] for r in greedy]), "mean_length": mean(lengths),
+           "mean_working_lines": mean([r.get("working_lines") for r in greedy if r.get("working_lines") is not None]),
            "length_p50": percentile(lengths, 50), "length_p90": percentile(lengths, 90),
            "truncation_rate": mean([r["truncated"] for r in greedy])}
     names = sorted({n for r in greedy for n in r.get("scores", {})})

@@ -85,11 +85,15 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, resamples: int =
 
 
 def breakdown(rows: Sequence[dict], key: str) -> dict[str, dict]:
-    """{level: {n, accuracy, format_rate}} over rows that carry `key` (rows need correct, format_ok)."""
+    """{level: {n, accuracy, format_rate[, working_lines, mean_length]}} over rows that carry `key` (rows need
+    correct, format_ok; working_lines and num_tokens are averaged when the rows carry them)."""
     out: dict[str, dict] = {}
     levels = sorted({r[key] for r in rows if r.get(key) is not None}, key=lambda v: (str(type(v)), v))
     for level in levels:
         sel = [r for r in rows if r.get(key) == level]
         out[str(level)] = {"n": len(sel), "accuracy": mean([bool(r["correct"]) for r in sel]),
                            "format_rate": mean([bool(r["format_ok"]) for r in sel])}
+        for col, name in (("working_lines", "working_lines"), ("num_tokens", "mean_length")):
+            if any(r.get(col) is not None for r in sel):
+                out[str(level)][name] = mean([r[col] for r in sel if r.get(col) is not None])
     return out

@@ -131,6 +131,13 @@ def step_score(working: str, question: str, path: set[Fraction] | None = None) -
     return STEP_SCORE * sum(reached.values()) / max(len(path), total, 1)
 
 
+def working_lines(text: str, reasoning_end: str | None) -> int:
+    """Equation lines in a completion's working (before `reasoning_end`): the steps it wrote out. A policy that
+    answers multi-step problems in one line has collapsed, whatever its accuracy on one-step problems."""
+    working = text.split(reasoning_end)[0] if reasoning_end else text
+    return sum(1 for line in working.splitlines() if "=" in line and evaluate(line.split("=")[0]) is not None)
+
+
 def question_of(prompt: Any) -> str:
     """The last user turn of a chat prompt (or the prompt text itself)."""
     if isinstance(prompt, str):
