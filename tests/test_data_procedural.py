@@ -167,8 +167,8 @@ def test_build_datasets_difficulty_choice(levels):
 
 @pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
 def test_small_arithmetic_keeps_the_plans_on_small_numbers(level):
-    """The same operations per level as arithmetic; the question's operands stay small (start <= 40,
-    amounts <= 19, pack sizes and counts one digit), so the task is the story, not the carrying."""
+    """The same operations per level as arithmetic; the question's operands stay small (start <= 20,
+    amounts, pack sizes and counts one digit), so the task is the story, not the carrying."""
     counts, must, allowed, _ = LEVELS[level]
     for i in range(150):
         p = procedural.make_item("small_arithmetic", 7, "train", i, [level])
@@ -180,7 +180,7 @@ def test_small_arithmetic_keeps_the_plans_on_small_numbers(level):
         given_numbers = {int(n) for n in re.findall(r"\d+", p.question)}
         for a, op, b, _ in steps:
             for operand in {a, b} - earlier:
-                assert operand in given_numbers and operand <= 40, (operand, p.question)
+                assert operand in given_numbers and operand <= 20, (operand, p.question)
         assert p.difficulty == level and p.question.endswith("?")
 
 

@@ -10,7 +10,7 @@ Every intermediate value and the answer are positive integers. The worked soluti
 terse line per step, "134 + 27 = 161", which a small model can imitate.
 
 procedural:small_arithmetic has the same levels (the same plans of operations) on small numbers
-(start 5-40, amounts 1-19, packs of 2-9) and more phrasings: the reasoning it trains is the mapping from
+(start 5-20, amounts 1-9, packs of 2-5) and more phrasings: the reasoning it trains is the mapping from
 a story to its operations, not multi-digit carrying, which SmolLM2-135M gets wrong ("39 - 38 = 17")
 whatever the story says. The demo uses it (recipes/demo.yaml says why, with the figures).
 """
@@ -60,11 +60,11 @@ RANGES = {
 }
 
 SMALL_RANGES = {
-    1: dict(a=(5, 40), b=(1, 19)),
-    2: dict(a=(5, 40), b=(1, 19)),
-    3: dict(a=(5, 40), b=(1, 19)),
-    4: dict(a=(5, 40), b=(1, 19), m=(2, 9), k=(2, 9)),
-    5: dict(a=(5, 40), b=(1, 19), m=(2, 9), k=(2, 9), d=(2, 9)),
+    1: dict(a=(5, 20), b=(1, 9)),
+    2: dict(a=(5, 20), b=(1, 9)),
+    3: dict(a=(5, 20), b=(1, 9)),
+    4: dict(a=(5, 20), b=(1, 9), m=(2, 5), k=(2, 5)),
+    5: dict(a=(5, 20), b=(1, 9), m=(2, 5), k=(2, 5), d=(2, 5)),
 }
 # Extra phrasings for small_arithmetic, so the operation has to be read from the story rather than
 # from a handful of verbs (the demo's gain is meant to carry to problems phrased unlike ours).
