@@ -37,6 +37,12 @@ def test_demo_writes_metrics_for_each_stage(quick_demo):
             assert r["correct"] == grade(r["completion"], r["answer"], fmt)[1]
     assert m["wall_seconds"] > 0 and m["settings"]["model"]["name"] == "smollm2-135m"
     assert m["grpo"]["global_step"] == 2
+    for stage in ("before", "warmup", "after"):  # working lines per answer, overall and by level
+        assert "mean_working_lines" in m[stage] and m[stage]["by_level"]
+        assert all("working_lines" in v for v in m[stage]["by_level"].values())
+    assert m["warmup"]["k"] == 8 and all("pass_at_k" in v for v in m["warmup"]["by_level"].values())
+    assert m["ood"]["difficulty"] == [5] and set(m["ood"]) >= {"before", "warmup", "after"}
+    assert set(m["turned"]) == {"fixed", "fixed_within_warmup_samples", "lost"}
 
 
 def test_demo_report_and_adapter(quick_demo):
@@ -49,6 +55,7 @@ def test_demo_report_and_adapter(quick_demo):
     out, _ = quick_demo
     md = (out / "report.md").read_text()
     assert "| before |" in md and "| after |" in md
+    assert "warm-up pass@8" in md and "Out of distribution (difficulty [5]" in md
     assert (out / "report.html").is_file()
     base = AutoModelForCausalLM.from_pretrained(ensure_embedded())
     model = PeftModel.from_pretrained(base, out / "adapter")
@@ -60,3 +67,27 @@ def test_demo_report_and_adapter(quick_demo):
     assert any(torch.count_nonzero(p) > 0 for p in warm_b.values()), "warm-up adapter is all zeros"
     after_b = dict((n, p) for n, p in model.named_parameters() if "lora_B" in n)
     assert any(not torch.equal(warm_b[n], after_b[n]) for n in warm_b), "GRPO left the warm-up adapter as it was"
+
+
+def test_turned_into_greedy_counts_problems_fixed_within_the_warmups_samples(tmp_path):
+    """Fixed: wrong greedily after the warm-up, right after GRPO; within the samples: some warm-up sample was right."""
+    from reasontune.demo import turned_into_greedy
+
+    def write(stage, recs):
+        (tmp_path / "evals" / stage).mkdir(parents=True)
+        (tmp_path / "evals" / stage / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    g = lambda i, ok, kind="greedy": {"index": i, "kind": kind, "correct": ok}  # noqa: E731
+    write("warmup", [g(0, False), g(1, False), g(2, True), g(3, False),
+                     g(0, True, "sample"), g(0, False, "sample"), g(1, False, "sample"), g(3, False, "sample")])
+    write("after", [g(0, True), g(1, True), g(2, False), g(3, False)])
+    assert turned_into_greedy(tmp_path) == {"fixed": 2, "fixed_within_warmup_samples": 1, "lost": 1}
+
+
+def test_the_demo_seed_also_draws_the_data():
+    """--set seed=N repeats the demo on other problems, not only with another LoRA init and other samples."""
+    from reasontune.demo import demo_config
+
+    assert demo_config("o").seed == demo_config("o").data.seed == 0
+    assert demo_config("o", updates={"seed": 2}).data.seed == 2
+    assert demo_config("o", updates={"seed": 2, "data.seed": 7}).data.seed == 7

@@ -143,17 +143,17 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("eval_s", [0.0, 25.0, 90.0])
-def test_demo_grpo_budget_fits_the_19_minutes(eval_s):
+def test_demo_grpo_budget_fits_the_demo_budget(eval_s):
     """The promise: what is used, plus the GRPO budget, plus the final eval (estimated 1.2x the last) and a margin,
-    stays within 19 minutes; the budget shrinks as time is used; it is never under the 60 s floor."""
-    from reasontune.demo import grpo_seconds_left
+    stays within DEMO_BUDGET_S; the budget shrinks as time is used; it is never under the 60 s floor."""
+    from reasontune.demo import DEMO_BUDGET_S, grpo_seconds_left
 
-    budgets = [grpo_seconds_left(elapsed, eval_s) for elapsed in range(0, 19 * 60 + 1, 30)]
-    for elapsed, left in zip(range(0, 19 * 60 + 1, 30), budgets):
+    budgets = [grpo_seconds_left(elapsed, eval_s) for elapsed in range(0, DEMO_BUDGET_S + 1, 30)]
+    for elapsed, left in zip(range(0, DEMO_BUDGET_S + 1, 30), budgets):
         assert left >= 60.0
-        assert left == 60.0 or elapsed + left + 1.2 * eval_s <= 19 * 60, (elapsed, left)
+        assert left == 60.0 or elapsed + left + 1.2 * eval_s <= DEMO_BUDGET_S, (elapsed, left)
     assert budgets == sorted(budgets, reverse=True) and budgets[0] > 60.0 and budgets[-1] == 60.0
-    assert budgets[0] >= 19 * 60 - 1.2 * eval_s - 60  # and it does not waste the budget either
+    assert budgets[0] >= DEMO_BUDGET_S - 1.2 * eval_s - 60  # and it does not waste the budget either
 
 
 def test_release_memory_callback_hands_freed_heap_back(tmp_path):

@@ -15,31 +15,17 @@ folder: config, status, metrics.jsonl, adapter/, evals/heldout, evals/ood).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
 from pathlib import Path
 
-from .config import DataConfig, RunConfig, override
+from .config import RunConfig, override
+from .demo import ood_data_config  # noqa: F401  (the held-out harder level, shared with the demo)
 
 logger = logging.getLogger(__name__)
 
 ARMS = ("sft_then_grpo", "grpo_only", "sft_only")
-
-
-def ood_data_config(data: DataConfig) -> DataConfig | None:
-    """Harder problems than training: the generator's top level when training did not use it; None otherwise."""
-    if not data.dataset.startswith("procedural:"):
-        return None
-    from .data import procedural
-
-    gen = procedural.get(data.dataset.split(":", 1)[1])
-    trained = set(data.difficulty or gen.default_levels)
-    top = max(gen.levels)
-    if top in trained:
-        return None
-    return dataclasses.replace(data, difficulty=[top], train_size=1, sample=None)
 
 
 def _fresh(cfg: RunConfig):
