@@ -42,6 +42,9 @@ def test_demo_writes_metrics_for_each_stage(quick_demo):
         assert all("working_lines" in v for v in m[stage]["by_level"].values())
     assert m["warmup"]["k"] == 8 and all("pass_at_k" in v for v in m["warmup"]["by_level"].values())
     assert m["ood"]["difficulty"] == [5] and set(m["ood"]) >= {"before", "warmup", "after"}
+    # the OOD evals live apart: the report reads the last stage under evals/ as the demo's result
+    assert sorted(p.name for p in (out / "evals").iterdir()) == ["after", "before", "warmup"]
+    assert sorted(p.name for p in (out / "evals_ood").iterdir()) == ["after", "before", "warmup"]
     assert set(m["turned"]) == {"fixed", "fixed_within_warmup_samples", "lost"}
 
 

@@ -28,7 +28,8 @@ DEMO_BUDGET_S = 18 * 60  # a minute under 19: this host's speed varies (GRPO ste
 # (GRPO turns answers the policy sometimes samples into answers it gives greedily). The stage compared
 # before and after GRPO stays greedy; these samples only measure the room.
 WARMUP_SAMPLES = 8
-# Problems of the harder level training never saw (ood_data_config), greedy, at each stage.
+# Problems of the harder level training never saw (ood_data_config), greedy, at each stage; written to
+# OUT/evals_ood/<stage>, apart from OUT/evals/, whose last stage the report reads as the result.
 OOD_PROBLEMS = 100
 
 QUICK = {"data.train_size": 64, "data.test_size": 8, "eval.limit": 8, "warmup.examples": 8, "warmup.epochs": 1.0,
@@ -87,7 +88,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         stages[stage] = evaluate(ecfg, model=model, tokenizer=tok, dataset=data["test"], out_dir=out / "evals" / stage)
         if ood is not None:
             ood_stages[stage] = evaluate(override(cfg, {"eval.limit": len(ood)}), model=model, tokenizer=tok,
-                                         dataset=ood, out_dir=out / "evals" / f"ood_{stage}", progress=False)
+                                         dataset=ood, out_dir=out / "evals_ood" / stage, progress=False)
         timings[f"eval_{stage}"] = time.perf_counter() - t
         end_stage(f"eval_{stage}")
         logger.info("%s: accuracy %.3f, format %.3f, mean length %.1f", stage, stages[stage]["accuracy"],
