@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasontune.generation import Generation, cut_at_stop, generate
+from reasontune.generation import Generation, StopRule, apply_stop_rule, generate
 
 QUESTIONS = ["What is 2 + 2?", "Tom has 39 coins and loses 38 of them. How many coins does Tom have now?",
              "Hi", "Compute 17 * 23 step by step, showing every intermediate product.", "Name a prime."]
@@ -32,13 +32,6 @@ def tiny(smol_dir):
 
 def _prompts():
     return [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}] for q in QUESTIONS]
-
-
-def test_cut_at_stop():
-    assert cut_at_stop("a</S>b</S>", ["</S>"]) == ("a</S>", True)
-    assert cut_at_stop("xx END yy STOP", ["STOP", "END"]) == ("xx END", True)  # earliest end wins
-    assert cut_at_stop("nothing", ["</S>"]) == ("nothing", False)
-    assert cut_at_stop("abc", None) == ("abc", False)
 
 
 def test_batched_equals_one_at_a_time_and_hf(tiny):
@@ -80,18 +73,47 @@ def test_string_prompts_and_training_mode_restored(tiny):
     assert [g[0].token_ids for g in a] == [g[0].token_ids for g in b]
 
 
-def test_stop_string_cuts_after_first_occurrence(tiny):
+def _marker_in(tok, ids: list[int], start: int = 3) -> tuple[str, int]:
+    """A 2-token piece of the greedy text past its start, and the completion length at which it is complete."""
+    for i in range(start, len(ids) - 2):
+        m = tok.decode(ids[i:i + 2])
+        if m.strip() and m not in tok.decode(ids[:i + 1]):
+            return m, next(k for k in range(1, len(ids) + 1) if m in tok.decode(ids[:k]))
+    raise AssertionError("no marker in the greedy text")
+
+
+@pytest.mark.parametrize("grace", [1, 3])
+def test_stop_rule_ends_grace_tokens_after_the_marker(tiny, grace):
+    """No stop string cuts the text: the completion runs `grace` sampled tokens past the marker (the room in
+    which the model's own EOS must come), and its text is all of its decoded tokens."""
     model, tok = tiny
     [[full]] = generate(model, tok, _prompts()[3:4], max_new_tokens=24)
-    assert full.truncated and full.num_tokens == 24
-    # a stop string the greedy text contains past its start: the first non-blank 2-token window after token 3
-    stop = next(s for i in range(3, 20) if (s := tok.decode(full.token_ids[i:i + 2])).strip())
-    [[cut]] = generate(model, tok, _prompts()[3:4], max_new_tokens=24, stop_strings=[stop])
-    first = full.text.index(stop) + len(stop)
-    assert cut.text == full.text[:first] and cut.text.endswith(stop)
-    assert not cut.truncated and cut.num_tokens < full.num_tokens
-    assert cut.token_ids == full.token_ids[:cut.num_tokens]
-    assert stop in tok.decode(cut.token_ids) and stop not in tok.decode(cut.token_ids[:-1])
+    assert full.truncated and full.num_tokens == 24 and not full.stopped
+    marker, k = _marker_in(tok, full.token_ids)
+    [[cut]] = generate(model, tok, _prompts()[3:4], max_new_tokens=24, stop=StopRule(marker=marker, grace=grace))
+    assert cut.token_ids == full.token_ids[:k + grace]
+    assert cut.text == tok.decode(cut.token_ids, skip_special_tokens=True)
+    assert not cut.truncated and not cut.stopped  # it ended by the rule, not with EOS
+    # the same rule applied after the fact to the full sample gives the same completion (other engines)
+    after = apply_stop_rule(tok, full.token_ids, {tok.eos_token_id}, StopRule(marker=marker, grace=grace), 24)
+    assert (after.token_ids, after.text, after.truncated, after.stopped) == (cut.token_ids, cut.text, False, False)
+
+
+def test_eos_inside_the_grace_window_is_sampled_and_kept(tiny):
+    """When EOS comes within the grace tokens, the model's own EOS ends the completion (stopped)."""
+    model, tok = tiny
+    [[full]] = generate(model, tok, _prompts()[3:4], max_new_tokens=24)
+    marker, k = _marker_in(tok, full.token_ids)
+    eos = full.token_ids[k + 1]  # the second token after the marker plays EOS
+    old = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [old, eos]
+    try:
+        [[g]] = generate(model, tok, _prompts()[3:4], max_new_tokens=24, stop=StopRule(marker=marker, grace=4))
+    finally:
+        model.generation_config.eos_token_id = old
+    first = full.token_ids.index(eos)
+    assert first >= k  # (the stand-in EOS did not occur earlier in the text)
+    assert g.token_ids == full.token_ids[:first + 1] and g.stopped and not g.truncated
 
 
 def test_eos_ends_a_sequence_and_is_kept(tiny):

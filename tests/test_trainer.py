@@ -177,46 +177,52 @@ def test_white_space_or_eos_after_the_marker_changes_no_reward(tail):
     (" <SOLUTION>41</SOLUTION>", {"format_approx", "answer_check", "format_strict", "answer_equiv", "number_strict",
                                   "repetition_penalty"}),  # (.+?) spans both blocks: answer_check reads "42</S..."
 ])
-def test_text_after_the_marker_changes_rewards_and_the_stop_removes_it(tail, changed):
+def test_text_after_the_marker_changes_rewards(tail, changed):
     """The cases where 'tokens after the answer cannot change any reward' is false: same-line text after the
-    closing marker (format_exact's line-end anchor) and a repeated answer block. The stop ends the completion
-    at the first marker, so GRPO and eval score the body, never these tails."""
-    from reasontune.config import FormatConfig
-    from reasontune.generation import cut_at_stop
-
+    closing marker (format_exact's line-end anchor) and a repeated answer block. Completions are no longer cut
+    at the marker (the model must sample its own EOS there), so these tails are what teaches it to stop:
+    GRPO and eval score them (tests/test_trainer_eos.py)."""
     rewards = _all_rewards()
     differ = {n for n, f in rewards.items() if n != "overlong_soft"
               and f([BODY], answer=["42"]) != f([BODY + tail], answer=["42"])}
     assert differ == changed
-    cut, stopped = cut_at_stop(BODY + tail, [FormatConfig().solution_end])
-    assert stopped and cut == BODY
 
 
 @pytest.mark.parametrize("stop", [True, False])
 def test_eval_ends_completions_where_grpo_does(tiny_model_dir, tmp_path, stop):
-    """grpo.stop_at_solution_end decides where a completion ends in eval too, so eval scores the text GRPO
-    was rewarded for (eval used to stop at the marker whatever the setting). The marker here is a piece of
-    what the tiny model writes anyway; the system prompt is fixed, so the marker does not change the prompt."""
-    import json
+    """The same prompt, the same seed and the same run config: GRPO's rollout (the trainer's own generation)
+    and eval's sampled completion are the same ids, ended by the same rule (the marker here is a piece of what
+    the tiny model writes anyway, so the rule fires). Eval used to stop at the marker whatever the setting,
+    and GRPO used to append an EOS the model never sampled."""
+    import torch
 
     from reasontune.config import override
-    from reasontune.evaluate import evaluate
+    from reasontune.generation import generate
     from reasontune.models import load_model_and_tokenizer
+    from reasontune.prompting import render_prompt, stop_rule
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.data import build_datasets
 
-    rows = [{"question": "What is 2 + 3?", "answer": "5"}]
-    cfg = override(tiny_cfg(tmp_path, tiny_model_dir), {"format.system_prompt": "Solve it.", "eval.limit": 1,
-                                                        "eval.samples": 1, "eval.max_new_tokens": 16})
-    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, trainable=False)
-
-    def completion(c) -> str:
-        evaluate(c, model=model, tokenizer=tok, dataset=rows, out_dir=tmp_path / "ev", progress=False)
-        return json.loads((tmp_path / "ev" / "completions.jsonl").read_text().splitlines()[0])["completion"]
-
-    full = completion(override(cfg, {"grpo.stop_at_solution_end": False}))
-    marker = full.strip()[:3]  # the random model repeats itself: any piece will do
-    got = completion(override(cfg, {"format.solution_end": marker, "grpo.stop_at_solution_end": stop}))
-    assert len(full) > full.index(marker) + len(marker)  # the model writes on past the marker
-    assert got == (full[:full.index(marker) + len(marker)] if stop else full), (marker, full, got)
+    cfg = override(tiny_cfg(tmp_path, tiny_model_dir, max_completion_length=16, temperature=0.7),
+                   {"format.system_prompt": "Solve it.", "eval.temperature": 0.7})
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    prompt = render_prompt(tok, [{"role": "system", "content": "Solve it."},
+                                 {"role": "user", "content": "What is 2 + 3?"}], cfg.format)
+    torch.manual_seed(1)
+    [[free]] = generate(model, tok, [prompt], max_new_tokens=16, temperature=0.7, autocast_setting=cfg.grpo.bf16)
+    marker = tok.decode(free.token_ids[2:4])  # written at tokens 2-3 of this seed's sample
+    cfg = override(cfg, {"format.solution_end": marker, "grpo.stop_at_solution_end": stop,
+                         "grpo.stop_grace_tokens": 2})
+    ds = build_datasets(cfg.data, cfg.format, tok)
+    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(ds["train"], tok, cfg))
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    torch.manual_seed(1)
+    [grpo_ids], _ = trainer._generate_single_turn([ids], None, None, 1)
+    torch.manual_seed(1)
+    [[ev]] = generate(model, tok, [prompt], max_new_tokens=16, temperature=0.7, stop=stop_rule(cfg),
+                      autocast_setting=cfg.grpo.bf16)
+    assert ev.token_ids == grpo_ids
+    assert grpo_ids == (free.token_ids[:6] if stop else free.token_ids)
 
 
 @NEEDS_TRL_CPU_FUSED_HEAD

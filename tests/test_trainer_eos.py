@@ -1,42 +1,135 @@
-"""A completion that stops at the closing answer marker ends with EOS in the trained sequence, so TRL's
-completions/clipped_ratio counts only the rows cut at the token limit."""
+"""GRPO keeps the model's own stop, and GRPO and eval score a completion the same way.
+
+The trainer returns exactly the sampled ids (no EOS appended after the closing marker: that token was then
+never sampled, nothing held the model's EOS there, and the demo's tuned model stopped writing it). A
+completion that goes on past the marker is scored with what it wrote there. Eval builds the same text
+from the same ids and calls the same rewards with the same columns (scoring.py)."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 
 from reasontune.config import from_dict
-from reasontune.trainer import close_with_eos
+
+MARKER_CUT_TAIL = " and and"
 
 
-def test_close_with_eos_only_for_rows_that_finished_without_it():
-    outs = [([5, 6, 7], False), ([5, 6, 2], False), ([5, 6, 7, 8], True), ([], False)]
-    assert close_with_eos(outs, [2, 9]) == [[5, 6, 7, 2], [5, 6, 2], [5, 6, 7, 8], []]
+def _cfg(tmp_path, tiny_model_dir, **grpo):
+    g = {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 32, "max_steps": 1,
+         "save_steps": 1000, "skip_zero_variance": False, "stop_grace_tokens": 2, **grpo}
+    return from_dict({"model": {"name": str(tiny_model_dir)}, "lora": {"r": 4, "alpha": 8},
+                      "data": {"train_size": 16, "test_size": 4}, "output_dir": str(tmp_path / "run"), "seed": 0,
+                      "rewards": {"names": ["recipe", "step_check", "overlong_soft"]}, "grpo": g})
 
 
-def test_clipped_ratio_counts_only_rows_cut_at_the_limit(tmp_path, tiny_model_dir, monkeypatch):
-    """Half the completions stop at </SOLUTION>, half run to max_completion_length: TRL must log a
-    clipped ratio of 0.5 and the stopped rows' length (marker + EOS) as the terminated length."""
+def _scripted_decode(tok, kinds):
+    """A stand-in for the decode loop: per row, one of the ways a completion ends, built from its prompt's own
+    numbers (a line of right arithmetic on the question's first two numbers, which may or may not be the
+    reference's step: step_check tells those apart only with the `worked` column)."""
     from reasontune import generation
+
+    eos_id = tok.eos_token_id
+
+    def body(prompt_ids):
+        q = tok.decode(prompt_ids).rsplit("user", 1)[-1]
+        a, b = [int(x) for x in re.findall(r"\d+", q)[:2]]
+        return f"{a} + {b} = {a + b}\n<end_working_out>\n<SOLUTION>{a + b}</SOLUTION>"
+
+    calls = []
+
+    def fake(model, rows, pad_id, *, max_new_tokens, sampling, eos: set, stop, bar=None):
+        outs = []
+        for i, prompt in enumerate(rows):
+            kind = kinds[i % len(kinds)]
+            ids = tok.encode(body(prompt), add_special_tokens=False)
+            if kind == "eos":  # the model closes its answer and writes EOS itself
+                outs.append((ids + [eos_id], "eos"))
+            elif kind == "dot":  # `>.`: the token that completes the marker carries more text, then EOS
+                outs.append((tok.encode(body(prompt) + ".", add_special_tokens=False) + [eos_id], "eos"))
+            elif kind == "marker":  # writes on past the marker: the rule cuts it after the grace tokens
+                tail = tok.encode(MARKER_CUT_TAIL, add_special_tokens=False)
+                out = ids + tail
+                assert not any(stop(i, out[:n]) for n in range(1, len(ids) + 1)), "cut before the grace tokens"
+                assert stop(i, out), "the rule must end a row 2 tokens past the marker"
+                outs.append((out, "marker"))
+            else:  # runs to the budget
+                outs.append(([tok.encode(" and", add_special_tokens=False)[0]] * max_new_tokens, "limit"))
+        calls.append(outs)
+        return outs
+
+    return fake, calls, generation
+
+
+def test_grpo_returns_the_sampled_ids_and_clipped_counts_rows_without_eos(tmp_path, tiny_model_dir, monkeypatch):
+    """Two rows end with their own EOS, one is cut two tokens past the marker, one runs to the budget: TRL gets
+    the ids as sampled (the EOS rows' length includes their EOS, nothing is added to the others) and counts
+    the two rows without EOS as clipped."""
     from reasontune.models import load_model_and_tokenizer
     from reasontune.train import train
 
-    cfg = from_dict({"model": {"name": str(tiny_model_dir)}, "lora": {"r": 4, "alpha": 8},
-                     "data": {"train_size": 16, "test_size": 4}, "output_dir": str(tmp_path / "run"), "seed": 0,
-                     "grpo": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 32,
-                              "max_steps": 1, "save_steps": 1000, "skip_zero_variance": False}})
+    cfg = _cfg(tmp_path, tiny_model_dir)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
-    answer = tok.encode("12\n<end_working_out>\n<SOLUTION>42</SOLUTION>", add_special_tokens=False)
-    filler = tok.encode(" and", add_special_tokens=False)[0]
-    assert len(answer) < 32 and tok.eos_token_id not in answer
-
-    def fake_decode(model, rows, pad_id, *, max_new_tokens, sampling, eos, stop, bar=None):
-        assert stop(answer), "the trainer must stop at the closing answer marker"
-        return [(list(answer), False) if i % 2 == 0 else ([filler] * max_new_tokens, True)
-                for i in range(len(rows))]
-
-    monkeypatch.setattr(generation, "_decode_batch", fake_decode)
+    fake, calls, generation = _scripted_decode(tok, ["eos", "marker", "eos", "limit"])
+    monkeypatch.setattr(generation, "_decode_batch", fake)
     train(cfg, model=model, tokenizer=tok)
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["completions/clipped_ratio"] == 0.5
-    assert row["completions/mean_terminated_length"] == len(answer) + 1
+    eos_lengths = [len(ids) for outs in calls for ids, how in outs if how == "eos"]
+    assert row["completions/mean_terminated_length"] == sum(eos_lengths) / len(eos_lengths)
+    # format_exact pays only the rows that end at the marker: the cut row wrote on past it
+    assert row["rewards/format_exact/mean"] == 3.0 * 2 / 4
+
+
+def test_eval_scores_what_grpo_scored(tmp_path, tiny_model_dir, monkeypatch):
+    """The scores GRPO computed for a batch, and eval's scores for the same completions of the same rows, are
+    the same values: step_check sees the `worked` column in both, the text after a `>.` marker token is
+    scored in both, and the length reward counts the same ids."""
+    from reasontune.evaluate import _records
+    from reasontune.generation import to_generation
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.data import build_datasets
+    from reasontune.trainer import ReasonTuneGRPOTrainer
+
+    cfg = _cfg(tmp_path, tiny_model_dir, per_device_train_batch_size=8, num_generations=2)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    fake, calls, generation = _scripted_decode(tok, ["eos", "dot", "marker", "limit"])
+    monkeypatch.setattr(generation, "_decode_batch", fake)
+    seen = []
+    real = ReasonTuneGRPOTrainer._calculate_rewards
+
+    def spy(self, inputs, prompts, completions, completion_ids_list):
+        rewards = real(self, inputs, prompts, completions, completion_ids_list)
+        seen.append((inputs, prompts, completion_ids_list, rewards.tolist()))
+        return rewards
+
+    monkeypatch.setattr(ReasonTuneGRPOTrainer, "_calculate_rewards", spy)
+    ds = build_datasets(cfg.data, cfg.format, tok)
+    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(ds["train"], tok, cfg))
+    trainer.train()
+    inputs, prompts, ids, grpo_scores = seen[0]
+    names = [f.__name__ for f in trainer.reward_funcs]
+    rows = [{k: v for k, v in r.items()} for r in inputs]
+    gens = [[to_generation(tok, i, "eos" if i[-1] == tok.eos_token_id else "limit")] for i in ids]
+    recs = _records(rows, prompts, gens, "greedy", cfg, _eval_funcs(cfg, tok, trainer))
+    assert "worked" in rows[0] and "step_check" in names
+    differ = []
+    for r, g_scores in zip(recs, grpo_scores):
+        for name, g in zip(names, g_scores):
+            e = r["scores"][name]
+            # TRL keeps rewards in a float32 tensor: equal up to its rounding
+            if not ((e is None and math.isnan(g)) or (e is not None and math.isclose(e, g, rel_tol=1e-6))):
+                differ.append((name, r["completion"], g, e))
+    assert not differ, differ
+    # the batch does tell the cases apart: a right line off the reference path earns no full step credit
+    steps = [s[names.index("step_check")] for s in grpo_scores]
+    assert len(set(steps)) > 1
+
+
+def _eval_funcs(cfg, tok, trainer):
+    """The reward set eval builds for this run (its own construction, not the trainer's objects)."""
+    from reasontune.rewards import run_reward_funcs
+
+    return run_reward_funcs(cfg, tok.eos_token, trainer.args.max_completion_length)[0]

@@ -162,22 +162,21 @@ def sample_and_score(cfg: RunConfig, model, tokenizer, rows: list[dict]) -> tupl
     """K samples per row at cfg.eval.temperature, graded and scored: (metrics, records)."""
     import torch
 
-    from .evaluate import _messages, _records, _sample_metrics, max_new_tokens_for
+    from .evaluate import _messages, _records, _sample_metrics, max_new_tokens_for, sampling_for
     from .generation import generate
-    from .prompting import render_prompt, stop_strings
+    from .prompting import render_prompt, stop_rule
     from .rewards import run_reward_funcs
 
     k, max_new = cfg.eval.samples, max_new_tokens_for(cfg)
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, max_new)
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
+    common = dict(max_new_tokens=max_new, stop=stop_rule(cfg), batch_size=cfg.eval.batch_size, progress=True,
+                  autocast_setting=cfg.grpo.bf16)
     torch.manual_seed(cfg.seed)
-    gens = generate(model, tokenizer, prompts, max_new_tokens=max_new, temperature=cfg.eval.temperature,
-                    num_return_sequences=k, stop_strings=stop_strings(cfg), batch_size=cfg.eval.batch_size,
-                    progress=True, desc=f"advise: {k} samples", autocast_setting=cfg.grpo.bf16)
+    gens = generate(model, tokenizer, prompts, **sampling_for(cfg), num_return_sequences=k,
+                    desc=f"advise: {k} samples", **common)
     records = _records(rows, prompts, gens, "sample", cfg, funcs)
-    greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new, temperature=0.0,
-                      stop_strings=[cfg.format.solution_end], batch_size=cfg.eval.batch_size, progress=True,
-                      desc="advise: greedy", autocast_setting=cfg.grpo.bf16)
+    greedy = generate(model, tokenizer, prompts, temperature=0.0, desc="advise: greedy", **common)
     room = headroom(_records(rows, prompts, greedy, "greedy", cfg, []), records, k)
     names = [f.__name__ for f in funcs]
     for r in records:

@@ -64,34 +64,46 @@ class _Stream:
         pass
 
 
-def answer(model, tok, prompt: str, cfg, max_new: int, on_text, tuned: bool) -> str:
-    """Greedy answer of the base (adapter off) or tuned model; text streamed to on_text as it grows."""
+def answer(model, tok, prompt: str, cfg, max_new: int, on_text, tuned: bool):
+    """Greedy Generation of the base (adapter off) or tuned model, ended by the run's StopRule as eval ends
+    it; text streamed to on_text as it grows."""
     import contextlib
 
     import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from .generation import cut_at_stop
+    from .generation import _eos_ids, _StopCheck, apply_stop_rule
+    from .prompting import stop_rule
 
+    rule = stop_rule(cfg)
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    n = ids["input_ids"].shape[1]
+    check = _StopCheck(tok, rule)
+
+    class _Rule(StoppingCriteria):  # the StopRule inside HF generate (EOS is HF's own stop)
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.tensor([check(i, row[n:].tolist()) for i, row in enumerate(input_ids)],
+                                dtype=torch.bool, device=input_ids.device)
+
     off = contextlib.nullcontext() if tuned or not hasattr(model, "disable_adapter") else model.disable_adapter()
-    stream = _Stream(tok, ids["input_ids"].shape[1], on_text)
+    stream = _Stream(tok, n, on_text)
     with off, torch.inference_mode():
-        out = model.generate(**ids, max_new_tokens=max_new, do_sample=False, streamer=stream, tokenizer=tok,
-                             stop_strings=[cfg.format.solution_end], pad_token_id=tok.pad_token_id)
-    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-    return cut_at_stop(text, [cfg.format.solution_end])[0]
+        out = model.generate(**ids, max_new_tokens=max_new, do_sample=False, streamer=stream,
+                             stopping_criteria=StoppingCriteriaList([_Rule()]), pad_token_id=tok.pad_token_id)
+    return apply_stop_rule(tok, out[0, n:].tolist(), _eos_ids(model, tok), rule, max_new)
 
 
-def score(text: str, gold: str | None, cfg, funcs, question: str) -> Answer:
-    from .rewards import extract_answer, grade
+def score(g, gold: str | None, cfg, funcs, question: str, prompt: str, row: dict | None = None) -> Answer:
+    """Grade and score a Generation as eval does (scoring.score: the arguments GRPO's rewards get)."""
+    from .rewards import extract_answer, grade, rg_columns
+    from .scoring import score as score_rows
 
+    text = g.text
     if gold is None:
         return Answer(text, extract_answer(text, cfg.format))
-    pred, right = grade(text, gold, cfg.format)
-    rewards = {}
-    for f in funcs:
-        v = f(prompts=[question], completions=[text], answer=[gold], question=[question])[0]
-        rewards[f.__name__] = v
+    row = {"question": question, "answer": gold, **(row or {})}
+    pred, right = grade(text, str(gold), cfg.format, **rg_columns(row))
+    rewards = score_rows(funcs, [row], [prompt], [text], [g.token_ids])[0] if funcs else {}
     return Answer(text, pred, right, rewards)
 
 
@@ -153,8 +165,9 @@ def _ask_one(model, tok, cfg, funcs, question, gold, max_new, console) -> dict[s
                 if live is not None:
                     live.update(_rich_table(question, texts, sums))
 
-            texts[kind] = answer(model, tok, prompt, cfg, max_new, on_text, tuned=kind == "tuned")
-            got[kind] = score(texts[kind], gold, cfg, funcs, question)
+            g = answer(model, tok, prompt, cfg, max_new, on_text, tuned=kind == "tuned")
+            texts[kind] = g.text
+            got[kind] = score(g, gold, cfg, funcs, question, prompt)
             sums[kind] = summary(got[kind])
             if live is not None:
                 live.update(_rich_table(question, texts, sums))

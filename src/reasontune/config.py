@@ -202,7 +202,13 @@ class GRPOSettings:
     max_nonfinite_steps: int = _f(
         3, "Stop the run (status failed) after this many steps with a non-finite loss, gradient or reward; "
         "each such step's update is skipped and logged with the offending sample to RUN/nonfinite.jsonl.")
-    stop_at_solution_end: bool = _f(True, "Stop generating at the closing answer marker.")
+    stop_at_solution_end: bool = _f(
+        True, "End a completion `stop_grace_tokens` tokens after the closing answer marker when the model has not "
+        "written EOS by then (GRPO with reasontune's decode, eval, advise, ask). The model's own EOS is always sampled, "
+        "never appended. False: completions end at EOS or the budget only (TRL's and vLLM's generation always do).")
+    stop_grace_tokens: int = _f(
+        4, "Tokens after the closing answer marker in which the model's own EOS must come (see stop_at_solution_end); "
+        "eval's stop_rate counts completions that close the answer and end with EOS within them.")
     skip_zero_variance: bool = _f(True, "Skip forward/backward for groups whose rewards are all equal.")
     bf16: str = _f("auto", "auto | true | false: bf16 autocast for the frozen base (auto: when the CPU/GPU supports it).")
     curriculum: str = _f(
@@ -235,6 +241,8 @@ class GRPOSettings:
         _check(self.max_nonfinite_steps >= 1, "grpo.max_nonfinite_steps", self.max_nonfinite_steps,
                "use 1 or more (1 stops at the first non-finite step)")
         _check(self.temperature > 0, "grpo.temperature", self.temperature, "use a temperature > 0")
+        _check(self.stop_grace_tokens >= 1, "grpo.stop_grace_tokens", self.stop_grace_tokens,
+               "use 1 or more tokens (the EOS itself is one)")
         _check(self.bf16 in ("auto", "true", "false"), "grpo.bf16", self.bf16, "use auto, true or false")
         _check(self.curriculum in ("none", "adaptive"), "grpo.curriculum", self.curriculum, "use none or adaptive")
         _check(0 < self.curriculum_floor <= 0.5, "grpo.curriculum_floor", self.curriculum_floor,

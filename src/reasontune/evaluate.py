@@ -24,6 +24,12 @@ def max_new_tokens_for(cfg: RunConfig) -> int:
     return cfg.eval.max_new_tokens or cfg.grpo.max_completion_length or DEFAULT_MAX_NEW_TOKENS
 
 
+def sampling_for(cfg: RunConfig) -> dict:
+    """Sampled eval's and advise's distribution: eval.temperature with GRPO's top_p and min_p, so pass@k
+    measures what GRPO samples from (the Qwen3 recipe trains at min_p 0.1)."""
+    return {"temperature": cfg.eval.temperature, "top_p": cfg.grpo.top_p, "min_p": cfg.grpo.min_p}
+
+
 def _rows(cfg: RunConfig, dataset, tokenizer, split: str, limit: int, trained_on=None) -> list[dict]:
     """The first `limit` rows of the eval split, as plain dicts. Without a dataset, the test split is
     `data.eval_split`: every row of a file or a hub test split, a held-out split otherwise."""
@@ -51,21 +57,6 @@ def _messages(row: dict, cfg: RunConfig):
     return [{"role": "system", "content": cfg.format.prompt}, {"role": "user", "content": row["question"]}]
 
 
-def _score(funcs, prompts, texts, ids, golds, questions, rg=None) -> list[dict]:
-    """Reward scores per completion: [{name: score}], None where a reward skipped a sample. `rg`: each
-    completion's reasoning-gym columns (rewards.rg_columns), passed on as TRL passes dataset columns."""
-    from .rewards import RG_COLUMNS
-
-    columns = {k: [c.get(k) for c in rg] for k in RG_COLUMNS} if rg and any(rg) else {}
-    scores: list[dict] = [{} for _ in texts]
-    for f in funcs:
-        vals = f(prompts=prompts, completions=texts, completion_ids=ids, answer=golds, question=questions,
-                 **columns)
-        for s, v in zip(scores, vals):
-            s[f.__name__] = None if v is None else float(v)
-    return scores
-
-
 def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
     from .rewards import run_reward_funcs
 
@@ -73,28 +64,29 @@ def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
 
 
 def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict]:
-    """One record per completion, graded and scored."""
+    """One record per completion, graded and scored (scoring.score: the arguments GRPO's rewards get)."""
+    from .generation import stopped_on_own
     from .rewards import grade, has_format, rg_columns
     from .rewards.steps import working_lines
+    from .scoring import score
 
-    recs, rg = [], []
+    recs, src = [], []
     for i, (row, prompt, samples) in enumerate(zip(rows, prompts, gens)):
         for j, g in enumerate(samples):
-            rg.append(rg_columns(row))
-            pred, correct = grade(g.text, str(row.get("answer")), cfg.format, **rg[-1])
+            pred, correct = grade(g.text, str(row.get("answer")), cfg.format, **rg_columns(row))
             rec = {"index": i, "kind": kind, "sample": j, "prompt": prompt, "question": row.get("question"),
                    "answer": str(row.get("answer")), "completion": g.text, "extracted": pred, "correct": correct,
                    "format_ok": bool(has_format(g.text, cfg.format)), "num_tokens": g.num_tokens,
                    "working_lines": working_lines(g.text, cfg.format.reasoning_end),
-                   "truncated": g.truncated}
+                   "truncated": g.truncated, "stopped": stopped_on_own(g, cfg.format.solution_end)}
             for col in ("difficulty", "subject"):
                 if row.get(col) is not None:
                     rec[col] = row[col]
             recs.append(rec)
+            src.append((row, g))
     if funcs and recs:
-        scores = _score(funcs, [r["prompt"] for r in recs], [r["completion"] for r in recs],
-                        [g.token_ids for s in gens for g in s], [r["answer"] for r in recs],
-                        [r["question"] for r in recs], rg)
+        scores = score(funcs, [r for r, _ in src], [r["prompt"] for r in recs], [g.text for _, g in src],
+                       [g.token_ids for _, g in src])
         for r, s in zip(recs, scores):
             r["scores"] = s
     return recs
@@ -107,7 +99,9 @@ def summarize(greedy: list[dict], sampled: list[dict] | None = None, k: int | No
            "format_rate": mean([r["format_ok"] for r in greedy]), "mean_length": mean(lengths),
            "mean_working_lines": mean([r.get("working_lines") for r in greedy if r.get("working_lines") is not None]),
            "length_p50": percentile(lengths, 50), "length_p90": percentile(lengths, 90),
-           "truncation_rate": mean([r["truncated"] for r in greedy])}
+           "truncation_rate": mean([r["truncated"] for r in greedy]),
+           # closed the answer and ended with EOS within grpo.stop_grace_tokens: how it behaves without our loop
+           "stop_rate": mean([r.get("stopped") for r in greedy if r.get("stopped") is not None])}
     names = sorted({n for r in greedy for n in r.get("scores", {})})
     if names:
         out["reward_means"] = {n: mean([r["scores"].get(n) for r in greedy]) for n in names}
@@ -149,7 +143,15 @@ def _sample_metrics(sampled: list[dict], k: int) -> dict:
     return {"k": k, "pass_at_k": pass_at[str(k)], "pass_at": pass_at, "maj_at_k": mean(maj),
             "sample_accuracy": mean([r["correct"] for r in sampled]),
             "sample_format_rate": mean([r["format_ok"] for r in sampled]),
-            "sample_mean_length": mean([r["num_tokens"] for r in sampled])}
+            "sample_mean_length": mean([r["num_tokens"] for r in sampled]),
+            "sample_stop_rate": mean([r.get("stopped") for r in sampled if r.get("stopped") is not None])}
+
+
+def _stop_dict(cfg: RunConfig) -> dict:
+    from .prompting import stop_rule
+
+    r = stop_rule(cfg)
+    return {"marker": r.marker, "grace_tokens": r.grace if r.marker else None}
 
 
 def write_outputs(out_dir, metrics: dict, records: list[dict]) -> None:
@@ -169,7 +171,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     import torch
 
     from .generation import generate
-    from .prompting import render_prompt, stop_strings
+    from .prompting import render_prompt, stop_rule
 
     t0 = time.perf_counter()
     if model is None or tokenizer is None:
@@ -181,7 +183,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
         raise ConfigError(f"no rows to evaluate in the {split!r} split of {cfg.data.dataset!r}")
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     max_new, e = max_new_tokens_for(cfg), cfg.eval
-    common = dict(max_new_tokens=max_new, stop_strings=stop_strings(cfg), batch_size=e.batch_size,
+    common = dict(max_new_tokens=max_new, stop=stop_rule(cfg), batch_size=e.batch_size,
                   progress=progress, autocast_setting=cfg.grpo.bf16)
     funcs = _build_rewards(cfg, tokenizer, max_new)
     t_gen = time.perf_counter()
@@ -190,7 +192,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     sampled = []
     if e.samples > 1:
         torch.manual_seed(cfg.seed)
-        gens = generate(model, tokenizer, prompts, temperature=e.temperature, num_return_sequences=e.samples,
+        gens = generate(model, tokenizer, prompts, **sampling_for(cfg), num_return_sequences=e.samples,
                         desc=f"eval {e.samples} samples", **common)
         sampled = _records(rows, prompts, gens, "sample", cfg, funcs)
     gen_s = time.perf_counter() - t_gen
@@ -200,6 +202,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
                     "dataset": cfg.data.dataset, "split": split, "max_new_tokens": max_new,
                     "rewards": [f.__name__ for f in funcs],
                     "temperature": e.temperature if e.samples > 1 else 0.0, "samples": e.samples,
+                    "sampling": sampling_for(cfg) if e.samples > 1 else None, "stop": _stop_dict(cfg),
                     "format": {k: getattr(cfg.format, k) for k in
                                ("reasoning_start", "reasoning_end", "solution_start", "solution_end",
                                 "prefill_reasoning") if hasattr(cfg.format, k)},

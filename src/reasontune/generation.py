@@ -1,5 +1,12 @@
 """Batched generation shared by evaluation and the GRPO trainer.
 
+Where a completion ends (`StopRule`, the same in GRPO, eval, advise and ask): at the model's own EOS, at
+the token budget, or `grace` tokens after the closing answer marker when the model has not written EOS
+by then. Every token is sampled; nothing is appended and no text is cut, so what is scored is the
+decoded ids, as TRL scores them. (GRPO used to stop at the marker and append EOS: the token after the
+marker was then never sampled, its policy gradient summed to zero over each group, nothing held EOS
+there, and the tuned model stopped writing it: issue 22.)
+
 A small decoding loop over the model's KV cache instead of `model.generate`: HF keeps a
 finished sequence in the batch (feeding pad tokens) until the longest one ends, while here a
 sequence that hits EOS or a stop string is dropped from the batch and its cache rows are
@@ -12,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .prompting import render_chat
@@ -23,22 +29,44 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Generation:
-    """One completion. `token_ids` run up to and including the EOS / stop-string token."""
+    """One completion. `token_ids` are every sampled token, the EOS included when the model wrote one.
+
+    truncated: cut by the token budget. stopped: ended with the model's own EOS. A completion cut `grace`
+    tokens after the closing marker without EOS is neither."""
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     num_tokens: int = 0
     truncated: bool = False
+    stopped: bool = False
 
 
-def cut_at_stop(text: str, stop_strings: Sequence[str] | None) -> tuple[str, bool]:
-    """Cut `text` right after the earliest stop string; (text, whether one occurred)."""
-    best = None
-    for s in stop_strings or ():
-        i = text.find(s)
-        if i >= 0 and (best is None or i + len(s) < best):
-            best = i + len(s)
-    return (text, False) if best is None else (text[:best], True)
+@dataclass(frozen=True)
+class StopRule:
+    """Where completions end besides EOS and the budget: `grace` tokens after `marker` (None: nowhere).
+
+    The grace tokens let the model sample its own EOS after the answer (SmolLM2 writes `>` then EOS, or
+    `>\n` then EOS); a completion that goes on writing past them has shown it will not stop, and what it
+    wrote there is scored (text after the marker costs format_exact)."""
+
+    marker: str | None = None
+    grace: int = 4
+
+    def window(self) -> int:
+        # a marker of n characters spans at most n tokens (each token decodes to >= 1 character)
+        return len(self.marker) + 1 if self.marker else 0
+
+
+def as_stop_rule(stop) -> StopRule:
+    """A StopRule from a StopRule, None, or a marker string (tests and callers that pass one)."""
+    if stop is None or isinstance(stop, StopRule):
+        return stop or StopRule()
+    return StopRule(marker=str(stop))
+
+
+def stopped_on_own(g: Generation, marker: str | None) -> bool:
+    """The completion closed its answer block and then ended with EOS (within the rule's grace tokens)."""
+    return bool(g.stopped and (marker is None or marker in g.text))
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -88,19 +116,25 @@ def sample_index(probs):
 
 
 class _StopCheck:
-    """Does a row's newest token complete a stop string? Decodes only the last few tokens."""
+    """Per row: has the closing marker been written, and are its grace tokens used up? Decodes only the
+    last few tokens, once per token until the marker shows."""
 
-    def __init__(self, tokenizer, stop_strings: Sequence[str] | None):
+    def __init__(self, tokenizer, rule: StopRule | None):
         self.tokenizer = tokenizer
-        self.stops = [s for s in (stop_strings or []) if s]
-        # A stop string of n characters spans at most n tokens (each token decodes to >= 1 char).
-        self.window = max((len(s) for s in self.stops), default=0) + 1
+        self.rule = as_stop_rule(rule)
+        self.marked: dict[int, int] = {}  # row -> completion length when the marker was complete
 
-    def __call__(self, ids: list[int]) -> bool:
-        if not self.stops:
+    def __call__(self, row: int, ids: list[int]) -> bool:
+        """True when row `row` (its completion so far: `ids`) is to end without EOS."""
+        rule = self.rule
+        if not rule.marker:
             return False
-        tail = self.tokenizer.decode(ids[-self.window:], skip_special_tokens=False)
-        return any(s in tail for s in self.stops)
+        if row not in self.marked:
+            tail = self.tokenizer.decode(ids[-rule.window():], skip_special_tokens=False)
+            if rule.marker not in tail:
+                return False
+            self.marked[row] = len(ids)
+        return len(ids) - self.marked[row] >= rule.grace
 
 
 def _cache_kw(model) -> str:
@@ -251,8 +285,9 @@ def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str, room: int
 
 
 def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: int, sampling: tuple,
-                  eos: set[int], stop: _StopCheck, bar=None) -> list[tuple[list[int], bool]]:
-    """Decode one left-padded batch; per row (completion ids, truncated). `bar` ticks per finished row."""
+                  eos: set[int], stop: _StopCheck, bar=None) -> list[tuple[list[int], str]]:
+    """Decode one left-padded batch; per row (completion ids, how it ended: "eos", "marker" or "limit").
+    `bar` ticks per finished row."""
     device = model.device
     cache_kw = _cache_kw(model)
     cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw, room=max_new_tokens)
@@ -267,7 +302,7 @@ def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampl
 
     device = model.device
     alive = list(range(len(rows)))  # original row index of each batch row still decoding
-    done: list[tuple[list[int], bool] | None] = [None] * len(rows)
+    done: list[tuple[list[int], str] | None] = [None] * len(rows)
     gen: list[list[int]] = [[] for _ in rows]
     for step in range(max_new_tokens):
         nxt = _pick_tokens(logits, *sampling)
@@ -275,10 +310,12 @@ def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampl
         for b, tok in enumerate(nxt.tolist()):
             r = alive[b]
             gen[r].append(tok)
-            if tok in eos or stop(gen[r]):
-                done[r] = (gen[r], False)
+            if tok in eos:
+                done[r] = (gen[r], "eos")
+            elif stop(r, gen[r]):
+                done[r] = (gen[r], "marker")
             elif step + 1 == max_new_tokens:
-                done[r] = (gen[r], True)
+                done[r] = (gen[r], "limit")
             else:
                 keep.append(b)
         if bar is not None and len(keep) < len(alive):
@@ -295,23 +332,39 @@ def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampl
         out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
                     **{cache_kw: cache})
         cache, logits = _cache_of(out), out.logits[:, -1]
-    return [d if d is not None else (gen[i], True) for i, d in enumerate(done)]
+    return [d if d is not None else (gen[i], "limit") for i, d in enumerate(done)]
 
 
-def _to_generation(tokenizer, ids: list[int], truncated: bool, stop_strings) -> Generation:
+def to_generation(tokenizer, ids: list[int], ended: str) -> Generation:
+    """A Generation from sampled ids: the text is what TRL scores (decoded, special tokens skipped)."""
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    text, stopped = cut_at_stop(text, stop_strings)
-    return Generation(text=text, token_ids=list(ids), num_tokens=len(ids), truncated=truncated and not stopped)
+    return Generation(text=text, token_ids=list(ids), num_tokens=len(ids), truncated=ended == "limit",
+                      stopped=ended == "eos")
+
+
+def apply_stop_rule(tokenizer, ids: list[int], eos: set[int], rule: StopRule | None,
+                    max_new_tokens: int) -> Generation:
+    """The rule applied after the fact to ids sampled without it (another engine: vLLM, HF generate): the
+    same prefix, so the same Generation as our decode loop gives for the same samples."""
+    check, out = _StopCheck(tokenizer, rule), []
+    for tok in ids[:max_new_tokens]:
+        out.append(tok)
+        if tok in eos:
+            return to_generation(tokenizer, out, "eos")
+        if check(0, out):
+            return to_generation(tokenizer, out, "marker")
+    return to_generation(tokenizer, out, "limit")
 
 
 def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-             min_p: float | None = None, num_return_sequences: int = 1, stop_strings: Sequence[str] | None = None,
+             min_p: float | None = None, num_return_sequences: int = 1, stop: StopRule | str | None = None,
              batch_size: int = 32, progress: bool = False, desc: str = "generate",
              autocast_setting: str = "auto") -> list[list[Generation]]:
     """Generate `num_return_sequences` completions per prompt; result[i][j] is prompt i, sample j.
 
     prompts: chat-message lists (rendered with the chat template + generation prompt) or
-    already-templated strings. temperature 0 is greedy (one decode, copied n times).
+    already-templated strings. temperature 0 is greedy (one decode, copied n times). `stop`: the StopRule
+    (a marker string means that marker with the default grace).
     batch_size counts sequences decoded together (a prompt with n samples fills n rows).
     """
     import torch
@@ -325,7 +378,7 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: flo
     copies = 1 if temperature <= 0 else num_return_sequences
     rows = sorted(((i, j) for i in range(len(enc)) for j in range(copies)), key=lambda r: (-len(enc[r[0]]), r))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos, stop = _eos_ids(model, tokenizer), _StopCheck(tokenizer, stop_strings)
+    eos = _eos_ids(model, tokenizer)
     results: dict[tuple[int, int], Generation] = {}
     bar = _progress(progress, len(rows), desc)
     was_training = model.training
@@ -336,9 +389,10 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: flo
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start:start + batch_size]
                 outs = _decode_batch(model, [enc[i] for i, _ in chunk], pad_id, max_new_tokens=max_new_tokens,
-                                     sampling=(temperature, top_p, min_p), eos=eos, stop=stop, bar=bar)
-                for key, (ids, trunc) in zip(chunk, outs):
-                    results[key] = _to_generation(tokenizer, ids, trunc, stop_strings)
+                                     sampling=(temperature, top_p, min_p), eos=eos,
+                                     stop=_StopCheck(tokenizer, as_stop_rule(stop)), bar=bar)
+                for key, (ids, ended) in zip(chunk, outs):
+                    results[key] = to_generation(tokenizer, ids, ended)
                     ntok += len(ids)
                 if bar is not None:
                     bar.set_postfix(tok_s=f"{ntok / max(time.perf_counter() - t0, 1e-9):.0f}")
@@ -354,7 +408,8 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: flo
 
 
 def _copy(g: Generation) -> Generation:
-    return Generation(text=g.text, token_ids=list(g.token_ids), num_tokens=g.num_tokens, truncated=g.truncated)
+    return Generation(text=g.text, token_ids=list(g.token_ids), num_tokens=g.num_tokens, truncated=g.truncated,
+                      stopped=g.stopped)
 
 
 def _progress(enabled: bool, total: int, desc: str):

@@ -91,7 +91,12 @@ def training_chat_template(tokenizer, fmt: FormatConfig) -> str:
     return default_system + base + tail
 
 
-def stop_strings(cfg) -> list[str]:
-    """Where a completion ends besides EOS, for GRPO's rollouts and eval's and advise's samples alike: right
-    after the closing answer marker when `grpo.stop_at_solution_end` (a RunConfig), else nowhere."""
-    return [cfg.format.solution_end] if cfg.grpo.stop_at_solution_end else []
+def stop_rule(cfg):
+    """Where a completion ends besides EOS and the budget, for GRPO's rollouts (reasontune's decode) and eval's,
+    advise's and ask's samples alike (a RunConfig): `grpo.stop_grace_tokens` after the closing answer marker when
+    `grpo.stop_at_solution_end`, else nowhere."""
+    from .generation import StopRule
+
+    if not cfg.grpo.stop_at_solution_end:
+        return StopRule()
+    return StopRule(marker=cfg.format.solution_end, grace=cfg.grpo.stop_grace_tokens)

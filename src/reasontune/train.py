@@ -155,9 +155,8 @@ def grpo_args(cfg: RunConfig, max_prompt_length: int):
         from .unsloth_backend import grpo_overrides
 
         kwargs.update(grpo_overrides(cfg))  # vLLM generation through the engine Unsloth attached
-    if kwargs.get("use_vllm") and g.stop_at_solution_end:
-        # vLLM generation bypasses our trainer's stop strings: ask vLLM's SamplingParams to stop there too.
-        kwargs["generation_kwargs"] = {"stop": [cfg.format.solution_end], "include_stop_str_in_output": True}
+    # vLLM's and TRL's own generation get no stop string: a stop at the marker would never let the model
+    # sample its EOS there (generation.StopRule); they end at EOS or the budget.
     kwargs.update(g.extra)
     return GRPOConfig(**kwargs)
 
@@ -206,7 +205,7 @@ def fit_prompts(train_ds, tokenizer, max_prompt_length: int | None):
 
 def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=()):
     from .curriculum import curriculum_from_config
-    from .prompting import stop_strings
+    from .prompting import stop_rule
     from .rewards import run_reward_funcs
     from .trainer import ReasonTuneGRPOTrainer
 
@@ -217,7 +216,7 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     args.reward_weights = weights
     return ReasonTuneGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
-        callbacks=list(callbacks), stop_strings=stop_strings(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
+        callbacks=list(callbacks), stop_rule=stop_rule(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
         autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
     )
 

@@ -1,15 +1,15 @@
 """reasontune's GRPO step: TRL's GRPOTrainer with a stop at the answer and two levers that keep what it
 learns unchanged.
 
-1. Generation stops at the closing answer marker (stop strings, `grpo.stop_at_solution_end`): a
-   completion ends right after its first answer, as if it had written EOS there, and eval ends its
-   completions the same way (prompting.stop_strings), so both score the same text. This is a choice
-   of what is scored, not a free speed-up: what would have followed could change rewards. Text on the
-   same line after the marker makes format_exact 0; a second answer block changes format_approx,
-   format_strict, answer_check and answer_equiv (tests/test_trainer.py lists the cases). Only white
-   space and EOS after the marker change nothing. The stopped row gets EOS appended, as the format
-   expects, so TRL's clipped ratio counts only rows cut at the token limit. Compute runs under the
-   autocast dtype that measured fastest on this device (speed.py) and in inference mode.
+1. Completions end at the model's own EOS, at the budget, or `grpo.stop_grace_tokens` after the closing
+   answer marker (generation.StopRule, the same rule eval, advise and ask use). Every token is sampled and
+   scored as TRL scores it: nothing is appended. This used to stop at the marker and append EOS, so the
+   token after the marker was never sampled: its policy gradient, A_i * (1 - p_i) per row, summed to
+   about zero over each group (advantages are centred), nothing held p(EOS) there, and after 56 demo
+   steps the tuned model wrote on past its answer in every client (issue 22). Now a completion that does
+   not stop is scored with what it wrote after the marker (format_exact 0), and TRL counts it as clipped.
+   Compute runs under the autocast dtype that measured fastest on this device (speed.py) and in
+   inference mode.
 2. On a CPU, per-token log-probs come from the completion positions' hidden states in chunks
    (logps.hidden_logps: no (B, C, V) logits kept for the backward pass), not TRL's fused LM head:
    its CPU fallback (TRL runs it in Triton on GPUs) took 12 of a 36 s step for 32 completions of
@@ -41,29 +41,15 @@ _RIGHT_PADDED = ("completion_ids", "completion_mask", "old_per_token_logps", "re
 SKIP_SAFE_LOSSES = ("dapo", "cispo")
 
 
-def close_with_eos(outs: list[tuple[list[int], bool]], eos_ids) -> list[list[int]]:
-    """Completion ids for TRL, a row that stopped at the closing answer marker followed by EOS.
-
-    The format is marker then EOS, and the model writes EOS there at inference; without it TRL counts
-    every marker-stopped row as clipped (completions/clipped_ratio ~1, mean_terminated_length 0), and
-    `mask_truncated_completions` would drop them from the loss. Such a row may end one token past
-    max_completion_length when the marker's last token was the limit's. Rows cut at the limit stay cut."""
-    eos_ids = list(eos_ids)
-    if not eos_ids:
-        return [ids for ids, _ in outs]
-    return [ids + [eos_ids[0]] if not truncated and ids and ids[-1] not in eos_ids else ids
-            for ids, truncated in outs]
-
-
 class ReasonTuneGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, stop_strings: list[str] | None = None, skip_zero_variance: bool = True,
+    def __init__(self, *args, stop_rule=None, skip_zero_variance: bool = True,
                  autocast_setting: str = "auto", curriculum: tuple | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # Unsloth's import replaces trl.GRPOTrainer with its own patched class (unsloth 2026.10.9,
         # models/rl.py: `trl.GRPOTrainer = created_module.UnslothGRPOTrainer`), which has its own
         # generation, log-probs and loss: our CPU levers below would bypass them, so they are off.
         self.under_unsloth = under_unsloth(type(self))
-        self.stop_strings = list(stop_strings or [])
+        self.stop_rule = stop_rule  # generation.StopRule or None (end at EOS or the budget only)
         self.autocast_setting = autocast_setting
         self.skip_zero_variance = skip_zero_variance and not self.under_unsloth and self._skip_is_exact()
         logger.info("GRPO in effect: loss_type=%s beta=%s use_vllm=%s vllm_importance_sampling_correction=%s%s",
@@ -130,11 +116,11 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
             was_training = model.training
             model.eval()  # no dropout while sampling, as in HF generate
             try:
-                # Finished rows leave the batch; rows end at EOS or right after the stop string.
+                # Finished rows leave the batch; rows end at EOS, the budget, or the stop rule's grace after the marker.
                 outs = _decode_batch(model, [list(p) for p in prompt_ids], tok.pad_token_id,
                                      max_new_tokens=self.max_completion_length,
                                      sampling=(self.temperature, a.top_p, a.min_p),
-                                     eos=set(self.eos_token_ids), stop=_StopCheck(tok, self.stop_strings))
+                                     eos=set(self.eos_token_ids), stop=_StopCheck(tok, self.stop_rule))
             finally:
                 model.train(was_training)
         if self.accelerator.device.type == "cpu":
@@ -142,7 +128,7 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
             # micro-batches would otherwise run on top of it (measured before the preallocated KV cache:
             # step peak 3.1 GB without this trim, 2.6 GB with it)
             release_freed_memory()
-        return close_with_eos(outs, self.eos_token_ids), None
+        return [ids for ids, _ in outs], None  # exactly the sampled tokens
 
     # ---- log-probs --------------------------------------------------------------------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
