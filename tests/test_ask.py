@@ -61,6 +61,30 @@ def test_ask_prints_both_answers_the_models_give(adapter, capsys):
     assert " ".join(right).split()[:len(want_tuned.split())] == want_tuned.split()
 
 
+def test_ask_scores_an_answer_as_eval_and_grpo_do(adapter):
+    """ask's reward scores for a completion are eval's for the same completion of the same row (scoring.py):
+    the same ids reach the length reward (ask used to pass none, so overlong_soft estimated the length from
+    characters), and the same stop rule ends it."""
+    from transformers import AutoTokenizer
+
+    from reasontune.ask import score
+    from reasontune.config import override
+    from reasontune.evaluate import _records
+    from reasontune.generation import to_generation
+    from reasontune.rewards import run_reward_funcs
+
+    folder, cfg = adapter
+    cfg = override(cfg, {"rewards.names": ["recipe", "overlong_soft", "step_check"]})
+    tok = AutoTokenizer.from_pretrained(folder)
+    text = "12 + 30 = 42\n</think>\n<answer>42</answer>"
+    g = to_generation(tok, tok.encode(text, add_special_tokens=False) + [tok.eos_token_id], "eos")
+    funcs = run_reward_funcs(cfg, tok.eos_token, 8)[0]  # a small budget: the length reward is not flat
+    got = score(g, "42", cfg, funcs, QUESTION, "PROMPT")
+    [rec] = _records([{"question": QUESTION, "answer": "42"}], ["PROMPT"], [[g]], "greedy", cfg, funcs)
+    assert got.correct and got.rewards == rec["scores"]
+    assert rec["scores"]["overlong_soft"] < 0  # the ids (over the budget of 8) were counted
+
+
 def test_questions_from_a_file_with_reference_answers(tmp_path):
     f = tmp_path / "q.txt"
     f.write_text("What is 2 + 2?\t4\n\nWhat is 3 * 3?\n")

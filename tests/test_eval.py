@@ -146,6 +146,35 @@ def test_cli_eval_with_run_folder(tiny_model_dir, tmp_path, capsys):
     assert main(["eval", "--run", str(tmp_path / "nope"), "--limit", "1"]) == 2
 
 
+def test_eval_of_a_demo_folder_grades_its_task_at_its_budget(tiny_model_dir, tmp_path, capsys):
+    """The demo's runs/demo has no run config beside adapter/: `eval --run` and `eval --adapter`, with no
+    --dataset, used to grade procedural:arithmetic at 256 tokens. The adapter folder now records its run's
+    config, so both grade the task and levels it trained on, at GRPO's budget; a flag still wins."""
+    import torch
+
+    from reasontune.cli import main
+    from reasontune.config import from_dict
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.portable import save_adapter
+
+    cfg = from_dict({"model": {"name": str(tiny_model_dir), "dtype": "float32"}, "lora": {"r": 2, "alpha": 4},
+                     "data": {"dataset": "procedural:small_arithmetic", "difficulty": [2], "train_size": 20,
+                              "test_size": 6},
+                     "grpo": {"max_completion_length": 7, "temperature": 0.7}})
+    torch.manual_seed(0)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    save_adapter(model, tok, tmp_path / "demo" / "adapter", cfg, "test")
+    for src in (["--run", str(tmp_path / "demo")], ["--adapter", str(tmp_path / "demo" / "adapter")]):
+        assert main(["eval", *src, "--limit", "3", "--json", "--out", str(tmp_path / "ev")]) == 0
+        m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert (m["dataset"], m["max_new_tokens"], m["n"]) == ("procedural:small_arithmetic", 7, 3)
+        assert set(m["by_difficulty"]) == {"2"}
+    assert main(["eval", "--run", str(tmp_path / "demo"), "--limit", "2", "--samples", "2", "--max-new-tokens", "5",
+                 "--json", "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert m["max_new_tokens"] == 5 and m["sampling"]["temperature"] == 0.7  # GRPO's temperature by default
+
+
 def test_a_reward_builder_type_error_is_raised_not_retried_without_the_length():
     """eval used to catch TypeError and rebuild the rewards without the completion budget: a bug in a
     builder silently became another reward set (overlong_soft left out). Now it surfaces."""

@@ -69,7 +69,11 @@ def test_grpo_returns_the_sampled_ids_and_clipped_counts_rows_without_eos(tmp_pa
     from reasontune.models import load_model_and_tokenizer
     from reasontune.train import train
 
-    cfg = _cfg(tmp_path, tiny_model_dir)
+    from reasontune.config import override
+    from reasontune.portable import read_format
+
+    # a null budget (the hub recipes'): GRPO samples up to max_seq_length - the longest prompt
+    cfg = override(_cfg(tmp_path, tiny_model_dir, max_completion_length=None), {"model.max_seq_length": 160})
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     fake, calls, generation = _scripted_decode(tok, ["eos", "marker", "eos", "limit"])
     monkeypatch.setattr(generation, "_decode_batch", fake)
@@ -80,6 +84,9 @@ def test_grpo_returns_the_sampled_ids_and_clipped_counts_rows_without_eos(tmp_pa
     assert row["completions/mean_terminated_length"] == sum(eos_lengths) / len(eos_lengths)
     # format_exact pays only the rows that end at the marker: the cut row wrote on past it
     assert row["rewards/format_exact/mean"] == 3.0 * 2 / 4
+    # the adapter records the budget GRPO resolved (what eval --run then generates with)
+    budget = max(len(ids) for outs in calls for ids, how in outs if how == "limit")
+    assert read_format(tmp_path / "run" / "adapter").grpo.max_completion_length == budget
 
 
 def test_eval_scores_what_grpo_scored(tmp_path, tiny_model_dir, monkeypatch):

@@ -319,8 +319,11 @@ def _run_config_near(adapter: str | None, run: str | None):
         run_dir = Path(run)
         if not (run_dir / "adapter").is_dir():
             raise ConfigError(f"--run {run!r}: no adapter/ folder inside; is the run finished?")
-        own = read_format(run_dir / "adapter") if not (run_dir / CONFIG_FILE).is_file() else None
-        return own or load_run_config(run_dir), str(run_dir / "adapter")
+        # the adapter's own record first: it has the completion budget GRPO resolved
+        own = read_format(run_dir / "adapter")
+        if own is not None and (_has_run_config(run_dir / "adapter") or not (run_dir / CONFIG_FILE).is_file()):
+            return own, str(run_dir / "adapter")
+        return load_run_config(run_dir), str(run_dir / "adapter")
     if adapter:
         a = Path(adapter)
         if not (a / "adapter_config.json").is_file():
@@ -338,8 +341,18 @@ def _run_config_near(adapter: str | None, run: str | None):
     return None, None
 
 
+def _has_run_config(folder: Path) -> bool:
+    from .portable import ADAPTER_FILE
+
+    try:
+        return "run_config" in json.loads((folder / ADAPTER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def config_for_eval(args) -> tuple[RunConfig, str | None]:
-    """YAML/defaults < the run's model name, chat template and format < flags and --set items."""
+    """YAML/defaults < the run's config (model, format, task, GRPO's completion budget, sampling, stop rule) <
+    flags and --set items. A --config replaces the run's task and sampling but keeps its model and format."""
     from .cliargs import config_from_args
     from .config import from_dict, load_yaml
 
@@ -348,6 +361,8 @@ def config_for_eval(args) -> tuple[RunConfig, str | None]:
     if run_cfg is not None:
         base = load_yaml(args.config) if args.config else run_cfg
         d = base.to_dict()
+        if not args.config:  # sampled eval draws from what GRPO sampled: its temperature (top_p, min_p: sampling_for)
+            d["eval"]["temperature"] = run_cfg.grpo.temperature
         d["format"] = run_cfg.to_dict()["format"]
         d["model"]["name"], d["model"]["chat_template"] = run_cfg.model.name, run_cfg.model.chat_template
         base = from_dict(d)

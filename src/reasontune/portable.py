@@ -60,11 +60,15 @@ def save_generation_config(model, tokenizer, folder: str | Path) -> None:
 def save_format(folder: str | Path, cfg: RunConfig, stage: str) -> None:
     from .runfolder import atomic_write_json, library_versions
 
+    d = cfg.to_dict()
     atomic_write_json(Path(folder) / ADAPTER_FILE, {
-        "stage": stage, "format": cfg.to_dict()["format"], "system_prompt": cfg.format.prompt,
+        "stage": stage, "format": d["format"], "system_prompt": cfg.format.prompt,
         "stop": cfg.format.solution_end,
         "model": {"name": cfg.model.name, "chat_template": cfg.model.chat_template},
-        "dataset": cfg.data.dataset, "rewards": cfg.to_dict()["rewards"],
+        "dataset": cfg.data.dataset, "rewards": d["rewards"],
+        # the whole run config, GRPO's completion budget resolved: eval/advise/ask --run or --adapter grade the
+        # task it trained on (dataset, levels, seed), at its budget, sampling and stop rule
+        "run_config": d,
         "versions": library_versions()})
 
 
@@ -118,13 +122,15 @@ def save_adapter(model, tokenizer, folder: str | Path, cfg: RunConfig, stage: st
 
 
 def read_format(folder: str | Path) -> RunConfig | None:
-    """The RunConfig (defaults + the folder's format and base model) a saved folder was trained with."""
+    """The RunConfig a saved folder was trained with (older folders: defaults + their format and base model)."""
     p = Path(folder) / ADAPTER_FILE
     if not p.is_file():
         return None
     try:
         d = json.loads(p.read_text())
-        rewards = d.get("rewards") if isinstance(d.get("rewards"), dict) else {}  # what it was trained on
+        if isinstance(d.get("run_config"), dict):
+            return from_dict(d["run_config"])
+        rewards = d.get("rewards") if isinstance(d.get("rewards"), dict) else {}  # folders from before run_config
         return from_dict({"format": d["format"], "model": d["model"], "rewards": rewards})
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{str(p)!r} is unreadable ({e}); write it again by saving the adapter, or pass "

@@ -328,10 +328,16 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
 
     from .portable import PortableCheckpoints, save_adapter
 
-    callbacks = [guard, MetricsCallback(run), stopper, budget, PortableCheckpoints(tokenizer, cfg)]
+    portable = PortableCheckpoints(tokenizer, cfg)
+    callbacks = [guard, MetricsCallback(run), stopper, budget, portable]
     if not torch.cuda.is_available():
         callbacks.append(ReleaseMemory())
     trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, callbacks)
+    # the folders written from here on record the budget GRPO samples with (a null one is max_seq_length - prompt)
+    from .config import override
+
+    cfg = override(cfg, {"grpo.max_completion_length": trainer.args.max_completion_length})
+    portable.cfg = cfg
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume_from)
     if guard.tripped:
