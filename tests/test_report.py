@@ -101,6 +101,19 @@ def test_report_on_demo_folder(tmp_path):
     assert "1234.5" in page
 
 
+def test_report_headline_names_every_stage_and_the_stop_rate():
+    """base -> warm-up -> GRPO with each step's gain, not base -> GRPO only (the warm-up's share was hidden),
+    and how often each stage's model stops on its own."""
+    from reasontune.report import headline
+
+    stages = {"before": {"accuracy": 0.0, "stop_rate": 0.0}, "warmup": {"accuracy": 0.345, "stop_rate": 1.0},
+              "after": {"accuracy": 0.47, "stop_rate": 0.96}}
+    h = headline(stages, [(s, m["accuracy"]) for s, m in stages.items()])
+    assert h.startswith("accuracy base 0.000 → warm-up 0.345 → GRPO 0.470")
+    assert "warm-up over base <b>+0.345</b>" in h and "GRPO over warm-up <b>+0.125</b>" in h
+    assert h.endswith("stops on its own 0.00 → 1.00 → 0.96")
+
+
 @pytest.fixture
 def plotted(monkeypatch):
     """What the report's figures draw: bar heights and line values by label, and text notes."""

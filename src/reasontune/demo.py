@@ -32,6 +32,33 @@ WARMUP_SAMPLES = 8
 # OUT/evals_ood/<stage>, apart from OUT/evals/, whose last stage the report reads as the result.
 OOD_PROBLEMS = 100
 
+# A measurement runs alone: two cores shared with a helper, CI or a benchmark give fewer GRPO steps (28 a
+# run where 56 ran on an idle machine, issue 24). A 1-minute load average above this many runnable tasks per
+# core when the demo starts says something else is running.
+SHARED_LOAD_PER_CORE = 0.5
+
+
+def machine_load() -> dict:
+    """The load averages (1, 5, 15 min) and the core count, recorded with the demo's figures."""
+    import os
+
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:  # not on every platform
+        return {}
+    return {"load_1m": round(one, 2), "load_5m": round(five, 2), "load_15m": round(fifteen, 2),
+            "cores": os.cpu_count()}
+
+
+def warn_if_shared(load: dict) -> bool:
+    if load and load["load_1m"] > SHARED_LOAD_PER_CORE * (load["cores"] or 1):
+        logger.warning("the machine looks shared: load average %.2f on %d cores before the demo started; its "
+                       "times and GRPO step count will be lower than on an idle machine (stop other work to "
+                       "measure)", load["load_1m"], load["cores"])
+        return True
+    return False
+
+
 QUICK = {"data.train_size": 64, "data.test_size": 8, "eval.limit": 8, "warmup.examples": 8, "warmup.epochs": 1.0,
          "grpo.max_steps": 2, "grpo.max_completion_length": 32}
 
@@ -62,6 +89,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     from .train import train
 
     t0 = time.perf_counter()
+    load_start = machine_load()
+    shared = warn_if_shared(load_start)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(out_dir, quick, updates)
@@ -120,11 +149,14 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     summary = {k: stage_summary(v) for k, v in stages.items()}
     if ood_stages:
         summary["ood"] = {"difficulty": ood_cfg.difficulty, "n": len(ood),
-                          **{k: v["accuracy"] for k, v in ood_stages.items()}}
+                          **{k: v["accuracy"] for k, v in ood_stages.items()},
+                          "stop_rate": {k: v.get("stop_rate") for k, v in ood_stages.items()}}
     summary["turned"] = turned_into_greedy(out)
     logger.info("peak RSS by stage (MB): %s", ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v))
     summary.update(wall_seconds=time.perf_counter() - t0, timings=timings, peak_rss_mb=peaks, backend=backend,
-                   quick=quick, grpo=result["summary"], settings=cfg.to_dict())
+                   quick=quick, grpo=result["summary"], grpo_steps=result["summary"].get("global_step"),
+                   load_average={"start": load_start, "end": machine_load(), "shared_at_start": shared},
+                   settings=cfg.to_dict())
     atomic_write_json(out / "metrics.json", summary)
     write_markdown(out, summary)
     try:
@@ -155,7 +187,8 @@ def ood_data_config(data: DataConfig) -> DataConfig | None:
 def stage_summary(m: dict) -> dict:
     """One stage's figures for metrics.json: overall, and by level (accuracy, pass@k when sampled, working
     lines per answer, length)."""
-    keep = ("accuracy", "format_rate", "mean_length", "mean_working_lines", "n", "pass_at_k", "k")
+    keep = ("accuracy", "format_rate", "stop_rate", "truncation_rate", "mean_length", "mean_working_lines", "n",
+            "pass_at_k", "k")
     out = {k: m[k] for k in keep if m.get(k) is not None}
     if m.get("by_difficulty"):
         out["by_level"] = m["by_difficulty"]
@@ -204,12 +237,21 @@ def write_markdown(out: Path, s: dict) -> None:
     from .runfolder import atomic_write_text
 
     lines = ["# reasontune demo", "", f"Wall time: {s['wall_seconds']:.0f} s. Backend: {s['backend']}.", "",
-             "| stage | accuracy | format rate | mean length | working lines | n |", "|---|---|---|---|---|---|"]
+             "Stops on its own: the answer block closed, then EOS within grpo.stop_grace_tokens, sampled by the model "
+             "(what a client without our stop rule sees).", "",
+             "| stage | accuracy | format rate | stops on its own | mean length | working lines | n |",
+             "|---|---|---|---|---|---|---|"]
     for stage in ("before", "warmup", "after"):
         if stage in s:
             m = s[stage]
-            lines.append(f"| {stage} | {m['accuracy']:.3f} | {m['format_rate']:.3f} | {m['mean_length']:.1f} | "
-                         f"{_f(m.get('mean_working_lines'), 2)} | {m['n']} |")
+            lines.append(f"| {stage} | {m['accuracy']:.3f} | {m['format_rate']:.3f} | {_f(m.get('stop_rate'))} | "
+                         f"{m['mean_length']:.1f} | {_f(m.get('mean_working_lines'), 2)} | {m['n']} |")
+    la = s.get("load_average") or {}
+    if la.get("start"):
+        lines += ["", f"Load average at start {la['start']['load_1m']} and end {la.get('end', {}).get('load_1m')} "
+                  f"on {la['start']['cores']} cores; GRPO steps: {s.get('grpo_steps')}."
+                  + (" The machine was shared at the start: these figures are not a clean measurement."
+                     if la.get("shared_at_start") else "")]
     lines += _level_table(s)
     if s.get("ood"):
         o = s["ood"]

@@ -18,8 +18,9 @@ from .metrics import paired_bootstrap
 
 logger = logging.getLogger(__name__)
 
-TABLE_KEYS = ["n", "accuracy", "pass_at_k", "maj_at_k", "format_rate", "mean_length", "length_p50", "length_p90",
-              "truncation_rate", "sample_accuracy"]
+TABLE_KEYS = ["n", "accuracy", "pass_at_k", "maj_at_k", "format_rate", "stop_rate", "mean_length", "length_p50",
+              "length_p90", "truncation_rate", "sample_accuracy"]
+STAGE_NAMES = {"before": "base", "warmup": "warm-up", "after": "GRPO"}  # the demo's stages, as the headline says them
 
 
 # ------------------------------------------------------------------------------ compare
@@ -349,6 +350,18 @@ def _collect(p: Path) -> tuple[dict, dict, list, dict, dict]:
     return stages, recs, rows, {**demo, "config": cfg}, fmt
 
 
+def headline(stages: dict[str, dict], accs: list[tuple[str, float]]) -> str:
+    """Every stage in order (base -> warm-up -> GRPO), each step's gain, and whether the model stops on its own."""
+    import html
+
+    chain = " → ".join(f"{html.escape(STAGE_NAMES.get(s, s))} {a:.3f}" for s, a in accs)
+    gains = ", ".join(f"{html.escape(STAGE_NAMES.get(b, b))} over {html.escape(STAGE_NAMES.get(a, a))} "
+                      f"<b>{y - x:+.3f}</b>" for (a, x), (b, y) in zip(accs, accs[1:]))
+    stops = [(s, stages[s].get("stop_rate")) for s, _ in accs if stages[s].get("stop_rate") is not None]
+    stop = ("; stops on its own " + " → ".join(f"{v:.2f}" for _, v in stops)) if stops else ""
+    return f"accuracy {chain} ({gains}){stop}"
+
+
 def build_report(path, out=None) -> Path:
     """Write one self-contained HTML page for a run / eval / demo folder; returns the file's path."""
     import html
@@ -370,9 +383,7 @@ def build_report(path, out=None) -> Path:
     parts = [f"<h1>reasontune report: {html.escape(p.resolve().name)}</h1><p class='sub'>{kind} · {sub}</p>"]
     accs = [(s, m["accuracy"]) for s, m in stages.items() if isinstance(m.get("accuracy"), (int, float))]
     if len(accs) > 1:
-        (s0, a0), (s1, a1) = accs[0], accs[-1]
-        parts.append(f"<p class='head'>accuracy {s0} {a0:.3f} → {s1} {a1:.3f} "
-                     f"(<b>{a1 - a0:+.3f}</b>)</p>")
+        parts.append(f"<p class='head'>{headline(stages, accs)}</p>")
     if stages:
         parts.append("<h2>Evaluation</h2>" + _table(stages))
         figs = [stage_bars(stages)] + [u for u in [difficulty_bars(stages)] if u]
