@@ -89,10 +89,19 @@ def test_reference_recipe_rehearsal(tmp_path, tiny_qwen3, caplog, capsys, one_th
         (5e-6, 0.01, "linear", 4, 4, 1.0, 0.1, "dapo", 0.0)
     assert args.max_completion_length == 2048 - 100 and args.gradient_checkpointing
 
-    assert cli.main(["eval", "--run", str(run), "--dataset", str(data), "--limit", "2", "--out",
-                     str(tmp_path / "eval")]) == 0
+    # the adapter records the budget GRPO resolved from the recipe's null (max_seq_length - the longest prompt)
+    from reasontune.portable import read_format
+
+    budget = read_format(run / "adapter").grpo.max_completion_length
+    assert budget is not None and 1800 < budget < 2048
+    assert cli.main(["eval", "--run", str(run), "--dataset", str(data), "--limit", "2", "--max-new-tokens", "8",
+                     "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert "accuracy" in json.dumps(metrics)
+    recs = [json.loads(x) for x in (tmp_path / "eval" / "completions.jsonl").read_text().splitlines()]
+    assert (metrics["n"], metrics["max_new_tokens"], len(recs)) == (2, 8, 2)
+    assert metrics["accuracy"] == sum(r["correct"] for r in recs) / 2
+    assert metrics["rewards"] == [r["name"] for r in saved["resolved_rewards"]]
+    assert all(set(r["scores"]) == set(metrics["rewards"]) for r in recs)
 
     assert cli.main(["export", str(run), "--merged", "--dtype", "float32", "--out", str(tmp_path / "merged")]) == 0
     capsys.readouterr()

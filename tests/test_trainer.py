@@ -281,9 +281,10 @@ def test_token_logps_is_log_softmax_gather():
     assert token_logps(logits, tgt)[1] is None
 
 
-def test_the_rewards_a_run_trains_on_are_the_ones_eval_scores_with(tmp_path, tiny_model_dir, capsys):
+def test_a_preset_is_one_reward_set_in_the_run_folder_grpo_and_eval(tmp_path, tiny_model_dir, capsys):
     """`verified` is one reward set: GRPO computes every member (overlong_soft included), the run folder
-    lists them, and `reasontune eval --run` scores with the same names and weights."""
+    lists them, and `reasontune eval --run` builds the same set. That the members score the same values in
+    GRPO and eval is tests/test_trainer_eos.py::test_eval_scores_what_grpo_scored."""
     import json
 
     from reasontune.cli import main
