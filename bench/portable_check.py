@@ -11,6 +11,9 @@ of DEMO/evals/after it prints, per folder:
   accuracy       answer-block accuracy, next to reasontune eval's on the same problems
   same_verdict   fraction graded the same (right/wrong) as reasontune eval
   stopped        fraction that ended with EOS before the token limit
+  eos_after_answer  fraction whose EOS came right after the closing answer marker (white space between
+                 allowed): the model answers once and stops, with no stop string anywhere
+  eval_stop_rate reasontune eval's stops-on-its-own on the same problems
 reasontune code is used only to grade (rewards.grade, the one definition of a right answer) and to
 run the export.
 """
@@ -60,11 +63,13 @@ def check(name: str, model, tok, recs: list[dict], fmt, max_new: int, batch: int
     got = generate_all(model, tok, [r["question"] for r in recs], max_new, batch)
     verdicts = [grade(text, r["answer"], fmt)[1] for (_, text, _), r in zip(got, recs)]
     n = len(recs)
+    after = [s and text.rstrip().endswith(fmt.solution_end) for _, text, s in got]
     return {"folder": name, "n": n,
             "prompt_match": sum(p == r["prompt"] for (p, _, _), r in zip(got, recs)) / n,
             "accuracy": sum(verdicts) / n, "eval_accuracy": sum(bool(r["correct"]) for r in recs) / n,
             "same_verdict": sum(v == bool(r["correct"]) for v, r in zip(verdicts, recs)) / n,
-            "stopped": sum(s for _, _, s in got) / n}
+            "stopped": sum(s for _, _, s in got) / n, "eos_after_answer": sum(after) / n,
+            "eval_stop_rate": (sum(bool(r["stopped"]) for r in recs) / n) if all("stopped" in r for r in recs) else None}
 
 
 def main(argv=None) -> int:
@@ -107,7 +112,8 @@ def main(argv=None) -> int:
         else:
             print(f"{r['folder']:32s} n={r['n']}  prompt_match {r['prompt_match']:.2f}  accuracy {r['accuracy']:.3f} "
                   f"(reasontune eval {r['eval_accuracy']:.3f})  same_verdict {r['same_verdict']:.2f}  "
-                  f"stopped {r['stopped']:.2f}")
+                  f"stopped {r['stopped']:.2f}  eos_after_answer {r['eos_after_answer']:.2f}  "
+                  f"(reasontune eval stop_rate {r['eval_stop_rate']})")
     return 0
 
 

@@ -78,6 +78,29 @@ def test_budget_stops_when_another_step_would_overrun(step_s, left_s, stops):
     assert bool(control.should_training_stop) is stops and cb.fired is stops
 
 
+@pytest.mark.parametrize("iters, stops", [(1, False), (2, True)])
+def test_budget_counts_the_generating_step_after_a_reuse_step(iters, stops, monkeypatch):
+    """num_iterations 2: a 40 s step that generates, then a 5 s step that reuses its rollouts, 40 s left. The
+    next step generates again (40 s): the budget must stop now. It used to predict 5 s from the last step."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from reasontune import train as train_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: clock[0])
+    args = SimpleNamespace(num_iterations=iters, gradient_accumulation_steps=8, steps_per_generation=8)
+    control, state = TrainerControl(), TrainerState()
+    cb = train_mod.TimeBudget(seconds=85.0)
+    cb.on_train_begin(args, state, control)
+    for dt in (40.0, 5.0):  # generate, reuse
+        clock[0] += dt
+        cb.on_step_end(args, state, control)
+    assert bool(control.should_training_stop) is stops and cb.fired is stops
+    assert train_mod.generation_cycle(args) == iters
+
+
 @pytest.mark.parametrize("seconds, stops", [(None, False), (3600.0, False), (1e-6, True)])
 def test_time_budget_counts_from_train_begin(seconds, stops):
     """grpo.max_seconds: the clock starts when training begins, not when the callback is built."""
