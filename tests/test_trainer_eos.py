@@ -140,3 +140,40 @@ def _eval_funcs(cfg, tok, trainer):
     from reasontune.rewards import run_reward_funcs
 
     return run_reward_funcs(cfg, tok.eos_token, trainer.args.max_completion_length)[0]
+
+
+def test_first_pass_ratio_is_exactly_one_with_num_iterations_2(tmp_path, tiny_model_dir):
+    """num_iterations 2 under bf16 autocast: TRL computes the old log-probs when it generates, and the loss's
+    first pass over the same rollouts, with the same weights, must give the same numbers (ratio exactly 1).
+    The old log-probs used to run outside the autocast the loss runs under."""
+    import torch
+
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.trainer import ReasonTuneGRPOTrainer
+
+    cfg = _cfg(tmp_path, tiny_model_dir, extra={"num_iterations": 2}, bf16="true", max_completion_length=8,
+               per_device_train_batch_size=4, gradient_accumulation_steps=1)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    ds = build_datasets(cfg.data, cfg.format, tok)
+    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(ds["train"], tok, cfg))
+    calls = []
+    real = ReasonTuneGRPOTrainer._get_per_token_logps_and_entropies
+
+    def spy(self, *a, **k):
+        out = real(self, *a, **k)
+        calls.append((torch.is_grad_enabled(), out[0].detach().clone()))
+        return out
+
+    ReasonTuneGRPOTrainer._get_per_token_logps_and_entropies = spy
+    try:
+        trainer.train()
+    finally:
+        ReasonTuneGRPOTrainer._get_per_token_logps_and_entropies = real
+    old = next(lp for grad, lp in calls if not grad)  # at generation: no grad
+    first = next(lp for grad, lp in calls if grad)  # the loss's first pass
+    assert old.shape == first.shape
+    # TRL shuffles the rollouts before the passes over them: match rows, each exactly
+    unmatched = [r for r in first if not any(torch.equal(r, o) for o in old)]
+    assert not unmatched, min((r - o).abs().max().item() for r in unmatched for o in old)

@@ -180,6 +180,15 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
             return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
         return super().compute_loss(model, _select_rows(inputs, keep), return_outputs, num_items_in_batch)
 
+    def _generate_and_score_completions(self, inputs):
+        # The old (and reference) log-probs TRL computes here for num_iterations > 1 must come from the same
+        # numerics as the loss's: under the same autocast, or the ratio is not 1 on the first pass (bf16 loss
+        # against fp32 old log-probs: the clip then fires on noise). tests/test_trainer_eos.py checks it.
+        if self.under_unsloth:
+            return super()._generate_and_score_completions(inputs)
+        with autocast(self.accelerator.device, self.autocast_setting):
+            return super()._generate_and_score_completions(inputs)
+
     def _compute_loss(self, model, inputs):
         if self.under_unsloth:
             return super()._compute_loss(model, inputs)
