@@ -123,7 +123,7 @@ def test_eval_grades_logic_answers(rows, tiny_model_dir):
     cfg = from_dict({"rewards": {"names": ["verified"]}, "data": {"dataset": "rg:knights_knaves"}})
     row = rows["knights_knaves"][0]
     table = candidates("knights_knaves", row)
-    gens = [[SimpleNamespace(text=c, num_tokens=8, truncated=False, token_ids=[1] * 8) for _, c, _ in table]]
+    gens = [[SimpleNamespace(text=c, num_tokens=8, truncated=False, stopped=True, token_ids=[1] * 8) for _, c, _ in table]]
     funcs = _build_rewards(cfg, SimpleNamespace(eos_token="</s>"), 64)
     recs = _records([row], ["p"], gens, "greedy", cfg, funcs)
     assert [r["correct"] for r in recs] == [right for _, _, right in table]
