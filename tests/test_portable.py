@@ -54,7 +54,8 @@ def saved(tiny_model_dir, tmp_path_factory):
 # turn and splits content at </think>). Each with the pieces a conversation is made of: a user turn as the base
 # writes it in history (up to the generation prompt), and the end of an assistant turn.
 CHATML_TURN = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
-TEMPLATES = {"chatml": (CHATML_TURN, "<|im_end|>\n"), "reasoning": ("{}", "EOS"), "qwen3": (CHATML_TURN, "<|im_end|>\n")}
+TEMPLATES = {"chatml": (CHATML_TURN, "<|im_end|>\n"), "reasoning": ("{}", "EOS"),
+             "qwen3": (CHATML_TURN, "<|im_end|>\n")}
 WORKED = "12 + 30 = 42\n</think>\n<answer>42</answer>"
 
 
@@ -220,7 +221,8 @@ def test_a_template_that_folds_the_system_prompt_keeps_its_history_and_marks_ass
     tok.chat_template = FOLDED
     saved = training_chat_template(tok, cfg.format)
     assert "__rt_base" not in saved  # the per-turn wrapper's self-check refused this base
-    msgs = [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"}]
+    msgs = [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "u2"}]
     got = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, chat_template=saved)
     assert got == f"[INST] {cfg.format.prompt}\nu1 [/INST]<think>a1</s>[INST] u2 [/INST]<think>"
     assert tok.apply_chat_template(msgs[:1], tokenize=False, add_generation_prompt=True,

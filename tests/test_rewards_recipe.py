@@ -312,7 +312,8 @@ def _oracle_completion(rng: random.Random, answer: str) -> str:
     """A completion built from the pieces the recipe's scores turn on: each marker missing, once or twice,
     answers with commas, signs and decimals (often the reference itself), text or white space or EOS after
     the closing marker, a second answer block, a missing answer."""
-    guess = rng.choice([answer, answer, f" {answer.strip()} ", rng.choice(ORACLE_ANSWERS), rng.choice(ORACLE_TEXT) + rng.choice(ORACLE_ANSWERS),
+    guess = rng.choice([answer, answer, f" {answer.strip()} ", rng.choice(ORACLE_ANSWERS),
+                        rng.choice(ORACLE_TEXT) + rng.choice(ORACLE_ANSWERS),
                         "", str(rng.randint(-2000, 2000)), f"{rng.randint(1, 9)},{rng.randint(100, 999)}",
                         f"{rng.uniform(-50, 50):.{rng.randint(0, 3)}f}", _near(rng, answer)])
     working = rng.choice(["Let me add 12 and 30.", "12 + 30 = 42", "", "think, 1,5 and -3.", "\n  \n"])

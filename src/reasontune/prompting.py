@@ -107,7 +107,8 @@ def _history_template(fmt: FormatConfig, eot: str) -> str:
     cont, tail = "m['content']", ""
     if fmt.prefill_reasoning:
         cont = f"(m['content'][{len(fmt.reasoning_start)}:] if m['content'].startswith({start}) else m['content'])"
-        tail = "{% if not __rt.text.endswith(" + start + ") %}{% set __rt.text = __rt.text + " + start + " %}{% endif %}"
+        tail = ("{% if not __rt.text.endswith(" + start + ") %}{% set __rt.text = __rt.text + " + start
+                + " %}{% endif %}")
     # The base's rendering of messages[a:b] after the system message: its rendering of system +
     # messages[a:b] less that of the system message alone.
     piece = "__rt_base(messages[:1] + messages[__rt.done:{end}], {gen})[__rt_head|length:]"
