@@ -154,3 +154,138 @@ def test_lora_inputs_uncast_changes_no_number_under_autocast(tiny_model_dir):
     assert all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
     with lora_inputs_uncast(model):  # no autocast: PEFT's cast is needed and stays on
         assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+@pytest.mark.parametrize("post", [L.LogitPost(softcap=2.0), L.LogitPost(scale=0.25), L.LogitPost(3.0, 1.5)])
+def test_hidden_logps_applies_the_logit_post_processing(monkeypatch, post):
+    """Softcap and scale inside the chunked head: log-probs, entropies and both gradients as materialised
+    logits z = cap * tanh(scale * h W^T / cap) / T give them."""
+    monkeypatch.setattr(L, "CHUNK", 4)
+    torch.manual_seed(0)
+    b, c, h, v, temperature = 2, 5, 8, 13, 0.7
+    hidden = torch.randn(b, c, h, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, h, dtype=torch.float64) * 2  # logits of a few units: the softcap bends them
+    tgt = torch.randint(0, v, (b, c))
+    g, ge = torch.randn(b, c, dtype=torch.float64), torch.randn(b, c, dtype=torch.float64)
+    lp, ent = L.hidden_logps(hidden, weight, tgt, temperature, entropy=True, post=post)
+    (grad,) = torch.autograd.grad((lp * g).sum() + (ent * ge).sum(), hidden)
+    ref_h = hidden.detach().clone().requires_grad_(True)
+    z = ref_h @ weight.T * post.scale
+    if post.softcap is not None:
+        z = torch.tanh(z / post.softcap) * post.softcap
+    ref = (z / temperature).log_softmax(-1)
+    ref_lp, ref_ent = ref.gather(-1, tgt[..., None]).squeeze(-1), -(ref.exp() * ref).sum(-1)
+    (ref_grad,) = torch.autograd.grad((ref_lp * g).sum() + (ref_ent * ge).sum(), ref_h)
+    torch.testing.assert_close(lp.double(), ref_lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent.double(), ref_ent, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
+
+
+def _tiny(kind, tok, out):
+    """A tiny random model of an architecture whose forward post-processes its logits, saved with the SmolLM2
+    tokenizer; head weights scaled up so that logits are a few units and the post-processing matters."""
+    from transformers import (CohereConfig, CohereForCausalLM, Gemma2Config, Gemma2ForCausalLM, GraniteConfig,
+                              GraniteForCausalLM, LlamaConfig, LlamaForCausalLM)
+
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, head_dim=8,
+                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    cls, cfg = {"gemma2": (Gemma2ForCausalLM, lambda: Gemma2Config(final_logit_softcapping=3.0, **common)),
+                "granite": (GraniteForCausalLM, lambda: GraniteConfig(logits_scaling=4.0, **common)),
+                "cohere": (CohereForCausalLM, lambda: CohereConfig(logit_scale=0.3, **common)),
+                # a config naming a softcap its architecture never applies: our head would disagree
+                "llama_named_softcap": (LlamaForCausalLM, lambda: LlamaConfig(final_logit_softcapping=0.5, **common)),
+                }[kind]
+    torch.manual_seed(0)
+    model = cls(cfg())
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40.0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _trainer(tmp_path, model_dir, lora_targets=("q_proj", "v_proj")):
+    from reasontune.config import from_dict
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.train import build_grpo_trainer, prepare_prompts
+
+    cfg = from_dict({"model": {"name": str(model_dir), "dtype": "float32"},
+                     "lora": {"r": 4, "alpha": 8, "target_modules": list(lora_targets)},
+                     "data": {"train_size": 8, "test_size": 2},
+                     "grpo": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 8,
+                              "max_steps": 1, "bf16": "false", "temperature": 0.7},
+                     "output_dir": str(tmp_path / "run"), "seed": 0})
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    return build_grpo_trainer(cfg, model, tok, prepare_prompts(build_datasets(cfg.data, cfg.format)["train"], tok,
+                                                              cfg)), model
+
+
+def _batch():
+    torch.manual_seed(1)
+    ids = torch.randint(3, 1000, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding
+    return ids, mask
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "granite", "cohere"])
+def test_own_cpu_logps_apply_the_models_logit_post_processing(tmp_path, smol_dir, kind, caplog):
+    """GRPO's own CPU log-probs on Gemma-2 (final_logit_softcapping), Granite (logits_scaling) and Cohere
+    (logit_scale): log_softmax(model(...).logits / T) at the labels, the model's own logits being the reference;
+    and our path is the one used (no fallback). Before logit_post, Gemma-2's softcap bent the hidden states the
+    identity head passed through (log-probs up to 38 nats off here); the two scales passed through the matmul
+    unharmed, by linearity, and stay right now that the head's input is taken before them."""
+    from transformers import AutoTokenizer
+
+    trainer, model = _trainer(tmp_path, _tiny(kind, AutoTokenizer.from_pretrained(smol_dir), tmp_path / kind))
+    assert L.frozen_head(model, any_post=True) is not None and not L.logit_post(model).identity
+    ids, mask = _batch()
+    c = 6
+    with caplog.at_level("WARNING", logger="reasontune.trainer"):
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, c)
+    assert trainer._own_head_refused is None and "own CPU log-probs off" not in caplog.text
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -c - 1:-1].float() / trainer.temperature
+    want = logits.log_softmax(-1).gather(-1, ids[:, -c:, None]).squeeze(-1)
+    torch.testing.assert_close(logps.detach(), want, atol=1e-4, rtol=1e-4)
+
+
+def test_logits_our_head_cannot_reproduce_go_to_trls_path_with_the_reason(tmp_path, smol_dir, caplog, monkeypatch):
+    """A config that names a post-processing its forward does not apply (or one a forward applies unnamed):
+    the one-row check refuses our path, logs why, and TRL's log-probs are returned."""
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    trainer, model = _trainer(tmp_path, _tiny("llama_named_softcap", AutoTokenizer.from_pretrained(smol_dir),
+                                              tmp_path / "m"))
+    calls = []
+    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies",
+                        lambda self, *a, **k: calls.append(1) or ("trl", None, None))
+    ids, mask = _batch()
+    with caplog.at_level("WARNING", logger="reasontune.trainer"):
+        assert trainer._get_per_token_logps_and_entropies(model, ids, mask, 6)[0] == "trl"
+        trainer._get_per_token_logps_and_entropies(model, ids, mask, 6)
+    assert calls == [1, 1] and "off the model's logits" in trainer._own_head_refused
+    assert caplog.text.count("own CPU log-probs off") == 1  # checked and logged once
+
+
+def test_row_skipping_is_off_when_a_router_aux_loss_is_on(tmp_path, smol_dir, caplog):
+    """Qwen3-MoE (router_aux_loss_coef 0.001 by default): TRL adds the router's load-balancing loss over every
+    row of the micro-batch, so dropping zero-advantage rows would change it: skipping is off, and says why."""
+    from transformers import AutoTokenizer, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    cfg = Qwen3MoeConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                         num_experts=4, num_experts_per_tok=2, max_position_embeddings=256,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    assert cfg.router_aux_loss_coef > 0
+    torch.manual_seed(0)
+    Qwen3MoeForCausalLM(cfg).save_pretrained(tmp_path / "moe")
+    tok.save_pretrained(tmp_path / "moe")
+    with caplog.at_level("INFO", logger="reasontune.trainer"):
+        trainer, _ = _trainer(tmp_path, tmp_path / "moe")
+    assert trainer.aux_loss_enabled and trainer.skip_zero_variance is False
+    assert "router's auxiliary loss" in caplog.text

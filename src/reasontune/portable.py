@@ -2,7 +2,8 @@
 
 Every adapter folder reasontune writes (train, sft, the demo's adapter/ and warmup/adapter/,
 checkpoints) and every merged export carries:
-  tokenizer + chat_template   renders the training prompt from a bare user message
+  tokenizer + chat_template   renders the training prompt from a bare user message, and each assistant
+                              turn of a conversation as that prompt + what the model generated
                               (prompting.training_chat_template)
   generation_config.json      EOS (and pad) ids, so generation stops where training stopped
   reasontune_adapter.json     the prompt format and base model, read back by eval/advise/export

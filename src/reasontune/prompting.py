@@ -8,20 +8,28 @@ template did not already add it. Completions therefore start inside the reasonin
 from __future__ import annotations
 
 import json
+import logging
 
 from .config import FormatConfig, ModelConfig
+
+logger = logging.getLogger(__name__)
 
 
 def reasoning_chat_template(fmt: FormatConfig, eos: str) -> str:
     """A plain template for base models: system, user, and a generation prompt that ends with the
-    reasoning-start marker, so completions begin inside the reasoning block (the recipe's trick)."""
+    reasoning-start marker, so completions begin inside the reasoning block (the recipe's trick). An
+    assistant turn in history reads the same way: the marker (unless its content starts with it), the
+    content, EOS, which is the prompt plus what the model generated."""
+    start = _jinja_str(fmt.reasoning_start)
     return (
         "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '" + eos + "' }}"
         "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
         "{% for message in loop_messages %}"
         "{% if message['role'] == 'user' %}{{ message['content'] }}"
-        "{% elif message['role'] == 'assistant' %}{{ message['content'] + '" + eos + "' }}{% endif %}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '" + fmt.reasoning_start + "' }}{% endif %}"
+        "{% elif message['role'] == 'assistant' %}"
+        "{% if not message['content'].startswith(" + start + ") %}{{ " + start + " }}{% endif %}"
+        "{{ message['content'] + '" + eos + "' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ " + start + " }}{% endif %}"
     )
 
 
@@ -68,27 +76,117 @@ def _jinja_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=True)
 
 
+_SENTINEL = "\x00reasontune-content\x00"
+_OURS = "{# reasontune: the training prompt, every turn #}"
+
+
+def _prompt_of(tokenizer) -> str:
+    return tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "x"}],
+                                         tokenize=False, add_generation_prompt=True)
+
+
+def _turn_end(tokenizer) -> str | None:
+    """What the base template writes right after an assistant message's content (chatml: <|im_end|> and a
+    newline; the reasoning template: EOS); None when it drops or rewrites the content."""
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "x"},
+            {"role": "assistant", "content": _SENTINEL}]
+    text = tokenizer.apply_chat_template(msgs, tokenize=False)
+    return text[text.index(_SENTINEL) + len(_SENTINEL):] if text.count(_SENTINEL) == 1 else None
+
+
+def _history_template(fmt: FormatConfig, eot: str) -> str:
+    """Jinja that renders `messages` (system first) with the base template wrapped as the macro __rt_base.
+
+    Each plain assistant turn (string content, no tool calls) is the generation prompt of the history
+    before it (the training prompt: with `format.prefill_reasoning`, ending with the reasoning-start marker),
+    its content (a leading marker is not written twice) and `eot`: what the model generated after that prompt. The
+    base template renders everything else, as the pieces between those turns. Base templates that rewrite
+    assistant turns (Qwen3's adds an empty think block to the last one and strips it from earlier ones)
+    then render history as the model saw it in training."""
+    start = _jinja_str(fmt.reasoning_start)
+    cont, tail = "m['content']", ""
+    if fmt.prefill_reasoning:
+        cont = f"(m['content'][{len(fmt.reasoning_start)}:] if m['content'].startswith({start}) else m['content'])"
+        tail = ("{% if not __rt.text.endswith(" + start + ") %}{% set __rt.text = __rt.text + " + start
+                + " %}{% endif %}")
+    # The base's rendering of messages[a:b] after the system message: its rendering of system +
+    # messages[a:b] less that of the system message alone.
+    piece = "__rt_base(messages[:1] + messages[__rt.done:{end}], {gen})[__rt_head|length:]"
+    return (
+        "{% set __rt = namespace(text='', done=0) %}{% set __rt_head = __rt_base(messages[:1], false) %}"
+        "{% for m in messages %}{% if m['role'] == 'assistant' and m['content'] is string and not m.tool_calls %}"
+        "{% if __rt.done == 0 %}{% set __rt.text = __rt_base(messages[:loop.index0], true) %}"
+        "{% else %}{% set __rt.text = __rt.text + " + piece.format(end="loop.index0", gen="true") + " %}{% endif %}"
+        + tail + "{% set __rt.text = __rt.text + " + cont + " + " + _jinja_str(eot) + " %}"
+        "{% set __rt.done = loop.index0 + 1 %}{% endif %}{% endfor %}"
+        "{% if __rt.done == 0 %}{% set __rt.text = __rt_base(messages, add_generation_prompt) %}"
+        "{% elif __rt.done < messages|length or add_generation_prompt %}"
+        "{% set __rt.text = __rt.text + " + piece.format(end="", gen="add_generation_prompt") + " %}{% endif %}"
+        "{% if add_generation_prompt %}" + tail + "{% endif %}{{ __rt.text }}"
+    )
+
+
 def training_chat_template(tokenizer, fmt: FormatConfig) -> str:
-    """The chat template a saved model should carry: from a bare user message it renders exactly the
-    training prompt. The training tokenizer's own template, wrapped so that the configured system
-    prompt is the default (a given system message still wins), and so that the generation prompt ends
-    with the reasoning-start marker when `format.prefill_reasoning` is set and the template does not
-    already add it. Clients (transformers, vLLM, llama.cpp, Ollama) then prompt it as it was trained."""
+    """The chat template a saved model should carry: it renders what training rendered, with and without
+    the generation prompt, single-turn and multi-turn. The configured system prompt is the default (a given
+    system message still wins); the generation prompt ends with the reasoning-start marker when
+    `format.prefill_reasoning` is set and the base template does not already add it; an assistant turn in
+    history is that prompt plus its content plus the template's end of turn (_history_template). So a
+    bare user message gives the training prompt, and SFT on messages or TRL's multi-turn and tool GRPO
+    render a conversation as GRPO trained on it. Clients (transformers, vLLM, llama.cpp) then prompt
+    it as it was trained."""
     base = tokenizer.chat_template
     if not isinstance(base, str) or not base.strip():
         raise ValueError("the tokenizer has no chat template to wrap")
+    if base.startswith(_OURS):  # a saved folder's tokenizer (export loads one): already wrapped
+        return base
     # No whitespace control ({%- -%}) here: it would strip the base template's own whitespace.
     default_system = ("{% if not messages or messages[0]['role'] != 'system' %}"
                       "{% set messages = [{'role': 'system', 'content': " + _jinja_str(fmt.prompt) + "}]"
                       " + messages %}{% endif %}")
-    tail = ""
-    if fmt.prefill_reasoning:
-        probe = tokenizer.apply_chat_template(
-            [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}],
-            tokenize=False, add_generation_prompt=True)
-        if not probe.endswith(fmt.reasoning_start):
-            tail = "{% if add_generation_prompt %}{{ " + _jinja_str(fmt.reasoning_start) + " }}{% endif %}"
-    return default_system + base + tail
+    gen_tail = ""
+    if fmt.prefill_reasoning and not _prompt_of(tokenizer).endswith(fmt.reasoning_start):
+        gen_tail = "{% if add_generation_prompt %}{{ " + _jinja_str(fmt.reasoning_start) + " }}{% endif %}"
+    eot = _turn_end(tokenizer)
+    if eot is not None:
+        wrapped = ("{% macro __rt_base(messages, add_generation_prompt) %}" + base + "{% endmacro %}"
+                   + default_system + _history_template(fmt, eot))
+        if _renders_history(tokenizer, wrapped, fmt):
+            return _OURS + wrapped
+    # A base that drops assistant content, or renders a turn's pieces differently in context (a system prompt
+    # folded into the first user turn): its own history rendering, with the marker in each assistant turn.
+    logger.warning("the chat template renders conversation history its own way: the saved template gives the "
+                   "training prompt and the reasoning-start marker in assistant turns, the rest as the base does")
+    return _OURS + default_system + _marked_assistants(fmt) + base + gen_tail
+
+
+def _marked_assistants(fmt: FormatConfig) -> str:
+    """Jinja: each plain assistant message's content starts with the reasoning-start marker (prefill only)."""
+    if not fmt.prefill_reasoning:
+        return ""
+    start = _jinja_str(fmt.reasoning_start)
+    return ("{% set __rtm = namespace(out=[]) %}{% for m in messages %}"
+            "{% if m['role'] == 'assistant' and m['content'] is string and not m['content'].startswith(" + start
+            + ") %}{% set __rtm.out = __rtm.out + [{'role': 'assistant', 'content': " + start
+            + " + m['content']}] %}{% else %}{% set __rtm.out = __rtm.out + [m] %}{% endif %}{% endfor %}"
+            "{% set messages = __rtm.out %}")
+
+
+def _renders_history(tokenizer, wrapped: str, fmt: FormatConfig) -> bool:
+    """Whether `wrapped` renders a two-turn conversation as the base renders it with marked assistant turns:
+    false where the pieces between assistant turns are not the base's (a system prompt folded into a user turn),
+    or where the base raises on a piece (a system message alone)."""
+    start = fmt.reasoning_start if fmt.prefill_reasoning else ""
+    conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"},
+            {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"}]
+    marked = [dict(m, content=start + m["content"]) if m["role"] == "assistant" else m for m in conv]
+    try:
+        got = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True, chat_template=wrapped)
+        want = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # jinja2's TemplateError, or a template bug on an unusual message list
+        logger.info("chat template: multi-turn wrapper not usable (%s: %s)", type(e).__name__, e)
+        return False
+    return got == (want if want.endswith(start) else want + start)
 
 
 def stop_rule(cfg):

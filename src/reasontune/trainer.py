@@ -13,9 +13,12 @@ learns unchanged.
 2. On a CPU, per-token log-probs come from the completion positions' hidden states in chunks
    (logps.hidden_logps: no (B, C, V) logits kept for the backward pass), not TRL's fused LM head:
    its CPU fallback (TRL runs it in Triton on GPUs) took 12 of a 36 s step for 32 completions of
-   SmolLM2. Same numbers up to float rounding.
+   SmolLM2. Same numbers up to float rounding, the model's logit post-processing included (Gemma's
+   softcap, Granite's and Cohere's scales: logps.logit_post); a model whose logits that cannot reproduce
+   (checked once on one row) goes to TRL's path, with the reason logged.
 3. Rows whose advantage is exactly zero (every completion of the group scored the same) contribute
-   exactly zero to the DAPO/CISPO loss when beta == 0: their forward and backward are skipped. The
+   exactly zero to the DAPO/CISPO loss when beta == 0 and no MoE router loss is on: their forward and
+   backward are skipped. The
    loss normaliser of those losses is the token count of the whole generation batch, computed
    before we drop rows, so the gradient of the rows that remain is bit-for-bit the same sum.
 """
@@ -28,7 +31,7 @@ import torch
 from trl import GRPOTrainer
 
 from .guards import find_guard, is_finite, loss_sample, reward_problems
-from .logps import frozen_head, head_as_identity, hidden_logps, token_logps
+from .logps import frozen_head, head_mismatch, hidden_logps, logit_post, raw_hidden, token_logps
 from .speed import autocast, lora_inputs_uncast, release_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -89,6 +92,12 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
             why.append(f"{self.accelerator.num_processes} processes (ranks must keep equal rows)")
         if getattr(self, "_entropy_bonus_enabled", False) or getattr(self, "top_entropy_quantile", 1.0) < 1.0:
             why.append("an entropy term depends on all rows")
+        if getattr(self, "aux_loss_enabled", False):
+            # MoE load balancing (TRL adds router_aux_loss_coef x aux_loss): computed over every token of
+            # the micro-batch, so dropping rows changes it; TRL's switch is output_router_logits in the
+            # config and a non-zero coefficient (Qwen3-MoE's default 0.001).
+            why.append(f"the router's auxiliary loss (router_aux_loss_coef={getattr(self, 'router_aux_loss_coef', None)}) "
+                       "depends on all rows")
         if why:
             logger.info("zero-advantage skipping off: %s", "; ".join(why))
         return not why
@@ -133,11 +142,19 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
     # ---- log-probs --------------------------------------------------------------------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):
-        head = frozen_head(model)  # None: a trainable or unusual head, so take the logits as they come
+        head = frozen_head(model, any_post=True)  # None: a trainable or unusual head: take the logits as they come
+        post = logit_post(model)  # applied to the head's output, as the model's forward would (softcap, scale)
         plain = (self.accelerator.device.type == "cpu" and not compute_aux_loss and not self.under_unsloth
                  and all(v is None for v in extra.values())
                  and (head is not None or not self._entropy_needs_grad()))  # token_logps' entropy has no grad
-        if not plain:  # multimodal, MoE aux loss, or a GPU (TRL's Triton kernel)
+        if plain and head is not None:
+            if not hasattr(self, "_own_head_refused"):  # checked once: the model's logits on one row
+                self._own_head_refused = head_mismatch(model, head, post, input_ids, attention_mask)
+                if self._own_head_refused:
+                    logger.warning("own CPU log-probs off, TRL's fused LM head computes them: %s",
+                                   self._own_head_refused)
+            plain = not self._own_head_refused
+        if not plain:  # multimodal, MoE aux loss, a GPU (TRL's Triton kernel), or logits we cannot reproduce
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **extra)
@@ -153,10 +170,9 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
                 logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits
                 lp, ent = token_logps(logits / self.temperature, ids[:, -c:], compute_entropy)  # (b, C, V) kept
             else:
-                with head_as_identity(model):
-                    hidden = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep,
-                                   use_cache=False).logits  # (b, C, H)
-                lp, ent = hidden_logps(hidden, head.weight, ids[:, -c:], self.temperature, compute_entropy)
+                hidden = raw_hidden(model, input_ids=ids, attention_mask=mask, logits_to_keep=keep,
+                                    use_cache=False)  # (b, C, H), before the forward's softcap or scale
+                lp, ent = hidden_logps(hidden, head.weight, ids[:, -c:], self.temperature, compute_entropy, post)
             pad = mask[:, -c:] == 0  # TRL scores padding as 0 (label -100); the loss masks it either way
             logps.append(lp.masked_fill(pad, 0.0))
             ents.append(ent.masked_fill(pad, 0.0) if compute_entropy else None)

@@ -9,13 +9,14 @@ Scores (RECIPE.md, "Reward functions"; maximum total 13.0):
   after strip +3.5; ratio float(guess)/float(true) in [0.9, 1.1] +2.0, in [0.8, 1.2] +1.5,
   other -2.5; any exception (not numeric, and a true answer of 0: ZeroDivisionError) -4.5.
 * number_check: first number after the opening marker, closed or not; none -2.5; equal as
-  floats (commas removed from the guess) +3.5, unequal -1.5, unparseable guess 0. A reference that
-  is not a number (a logic task's "Yes") makes it not apply: None (TRL's contract), not -2.5 for
-  every completion that holds no digit and 0 for one that does.
+  floats (commas removed from the guess) +3.5, unequal -1.5; a guess or a reference that float()
+  cannot read 0 (so a reference `1,234` scores 0, or -2.5 without a guess, as in the recipe).
 
-On rg:TASK rows with a non-numeric reference, answer_check also accepts what reasoning-gym's own
-scorer gives full credit (a knights_knaves answer in another order): +5.0. Numeric data scores as
-in the recipe.
+rg:TASK rows with a non-numeric reference (a logic task's "Yes": rgscore.uses_rg_scorer) are the only
+rows scored otherwise: number_check does not apply there (None, TRL's contract), and answer_check also
+accepts what reasoning-gym's own scorer gives full credit (a knights_knaves answer in another order):
++5.0. Every other row, a non-numeric reference included, scores as in the recipe
+(tests/test_rewards_recipe.py checks every score against a transcription of the reference code).
 
 Kept on purpose: '1/2' vs '0.5' is wrong, true answer 0 gives -4.5, a number without a
 closing marker is read, `(.+?)` may span several answer blocks, and MULTILINE lets text
@@ -91,15 +92,15 @@ def answer_check_score(text: str, true_answer: str, ctx: RewardContext, rg_task:
     return -2.5
 
 
-def number_check_score(text: str, true_answer: str, ctx: RewardContext) -> float | None:
-    try:
-        true_value = float(true_answer.strip())
-    except ValueError:
-        return None  # not a numeric task: the reward does not apply
+def number_check_score(text: str, true_answer: str, ctx: RewardContext, rg_task: str | None = None,
+                       rg_entry: str | None = None) -> float | None:
+    if uses_rg_scorer(true_answer, rg_task, rg_entry):
+        return None  # a logic task's answer: the reward does not apply (was -2.5 without a digit, 0 with one)
     guess = recipe_number(text, ctx.fmt)
     if guess is None:
         return -2.5
-    try:
+    try:  # the recipe's order: the reference first; either failing (a reference "1,234") scores 0
+        true_value = float(true_answer.strip())
         guess_value = float(guess.strip().replace(",", ""))
     except Exception:
         return 0.0
@@ -121,6 +122,17 @@ def answer_reward(score: Callable[[str, str, RewardContext], float], ctx: Reward
     return reward
 
 
+def rg_answer_reward(score: Callable[..., float | None], ctx: RewardContext, name: str):
+    """A reward of (text, reference, ctx, rg_task, rg_entry): rg:TASK rows pass their reasoning-gym columns."""
+    def reward(completions, answer=None, rg_task=None, rg_entry=None, **kwargs):
+        texts = texts_of(completions)
+        n = len(texts)
+        return [score(t, a, ctx, task, entry) for t, a, task, entry in
+                zip(texts, answers_of(answer, n, name), column_of(rg_task, n), column_of(rg_entry, n))]
+
+    return reward
+
+
 @register_builder("format_exact")
 def format_exact(ctx: RewardContext):
     """Recipe: +3.0 when the completion matches the exact format (optional EOS), else 0."""
@@ -136,18 +148,11 @@ def format_approx(ctx: RewardContext):
 @register_builder("answer_check")
 def answer_check(ctx: RewardContext):
     """Recipe: string match +5.0/+3.5, ratio +2.0/+1.5/-2.5, none -2.0, not numeric -4.5."""
-
-    def reward(completions, answer=None, rg_task=None, rg_entry=None, **kwargs):
-        texts = texts_of(completions)
-        n = len(texts)
-        return [answer_check_score(t, a, ctx, task, entry) for t, a, task, entry in
-                zip(texts, answers_of(answer, n, "answer_check"), column_of(rg_task, n), column_of(rg_entry, n))]
-
-    return reward
+    return rg_answer_reward(answer_check_score, ctx, "answer_check")
 
 
 @register_builder("number_check")
 def number_check(ctx: RewardContext):
-    """Recipe: first number after <SOLUTION>: equal +3.5, unequal -1.5, none -2.5, unparseable 0; None for a
-    non-numeric reference."""
-    return answer_reward(number_check_score, ctx, "number_check")
+    """Recipe: first number after <SOLUTION>: equal +3.5, unequal -1.5, none -2.5, unparseable 0; None on rg
+    rows with a logic answer."""
+    return rg_answer_reward(number_check_score, ctx, "number_check")

@@ -31,7 +31,9 @@ from typing import Any
 from reasontune.config import ConfigError
 from reasontune.rewards.check import parse_number, warm_up
 from reasontune.rewards.extract import extract_answer, has_format
-from reasontune.rewards.recipe import answer_reward, answers_of, column_of, text_reward, texts_of
+from reasontune.rewards.recipe import (
+    answer_reward, answers_of, column_of, rg_answer_reward, text_reward, texts_of,
+)
 from reasontune.rewards.registry import RewardContext, register_builder
 from reasontune.rewards.rgscore import is_right, verdict
 
@@ -114,14 +116,7 @@ def answer_equiv(ctx: RewardContext):
     """Verified: math equivalence (reasoning-gym's scorer for rg logic answers) inside exactly one answer
     block: +5.0 / -1.5, none -2.0."""
     warm_up()
-
-    def reward(completions, answer=None, rg_task=None, rg_entry=None, **kwargs):
-        texts = texts_of(completions)
-        answers = answers_of(answer, len(texts), "answer_equiv")
-        return [answer_equiv_score(t, a, ctx, task, entry) for t, a, task, entry in
-                zip(texts, answers, column_of(rg_task, len(texts)), column_of(rg_entry, len(texts)))]
-
-    return reward
+    return rg_answer_reward(answer_equiv_score, ctx, "answer_equiv")
 
 
 @register_builder("number_strict")
