@@ -12,7 +12,8 @@ checkpoints) and every merged export carries:
 The stop marker is recorded in reasontune_adapter.json but not as `stop_strings` in
 generation_config.json: transformers' `generate` raises when a config holds stop strings and the
 caller passes no tokenizer, which would break the plainest `model.generate(**inputs)`. The model
-ends its answer with EOS (the warm-up's targets end with it), so EOS is the stop.
+ends its answer with EOS (the warm-up's targets end with it, and GRPO samples that EOS itself:
+generation.StopRule), so EOS is the stop.
 """
 
 from __future__ import annotations
