@@ -47,7 +47,7 @@ def cmd_train(args) -> int:
 
     result = train(cfg)
     print(json.dumps(result.get("summary", {})) if args.json else f"run folder: {cfg.output_dir}")
-    return 0
+    return 3 if result.get("summary", {}).get("stopped_by") else 0  # 3: grpo.stop_on stopped it (watch.py)
 
 
 def _resume_base(args) -> RunConfig | None:

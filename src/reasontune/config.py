@@ -34,6 +34,9 @@ def _check(cond: bool, name: str, value: Any, fix: str) -> None:
 
 
 DEFAULT_MODEL = "smollm2-135m"
+# What the watcher (watch.py) checks while training runs; grpo.stop_on names some of them.
+WATCH_CONDITIONS = ("zero_variance", "truncation", "no_format", "no_right_answers", "entropy_collapse",
+                    "entropy_rise", "length_shrink", "low_learning_rate", "nonfinite")
 RECIPE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -202,6 +205,10 @@ class GRPOSettings:
     max_nonfinite_steps: int = _f(
         3, "Stop the run (status failed) after this many steps with a non-finite loss, gradient or reward; "
         "each such step's update is skipped and logged with the offending sample to RUN/nonfinite.jsonl.")
+    watch_window: int = _f(10, "Logged steps the watcher (watch.py) averages over; trends (format, entropy, length) "
+                           "compare the latest window with the first.")
+    stop_on: list[str] = _f([], f"Watcher conditions that stop the run with a checkpoint (status stopped, exit 3): "
+                            f"any of {', '.join(WATCH_CONDITIONS)}; or a comma-separated string. Off by default.")
     stop_at_solution_end: bool = _f(
         True, "End a completion `stop_grace_tokens` tokens after the closing answer marker when the model has not "
         "written EOS by then (GRPO with reasontune's decode, eval, advise, ask). The model's own EOS is always sampled, "
@@ -240,6 +247,12 @@ class GRPOSettings:
                "use a positive number of seconds, or null for no budget")
         _check(self.max_nonfinite_steps >= 1, "grpo.max_nonfinite_steps", self.max_nonfinite_steps,
                "use 1 or more (1 stops at the first non-finite step)")
+        _check(self.watch_window >= 1, "grpo.watch_window", self.watch_window, "use 1 or more logged steps, e.g. 10")
+        if isinstance(self.stop_on, str):  # --set grpo.stop_on=zero_variance,truncation
+            self.stop_on = [s.strip() for s in self.stop_on.split(",") if s.strip()]
+        _check(isinstance(self.stop_on, list) and all(isinstance(s, str) and s in WATCH_CONDITIONS
+                                                      for s in self.stop_on), "grpo.stop_on", self.stop_on,
+               f"name watcher conditions from {list(WATCH_CONDITIONS)}")
         _check(self.temperature > 0, "grpo.temperature", self.temperature, "use a temperature > 0")
         _check(self.stop_grace_tokens >= 1, "grpo.stop_grace_tokens", self.stop_grace_tokens,
                "use 1 or more tokens (the EOS itself is one)")

@@ -234,6 +234,7 @@ def _examples(out: Path, k: int = 3) -> list[tuple[dict, dict]]:
 
 
 def write_markdown(out: Path, s: dict) -> None:
+    from .evaluate import read_json
     from .runfolder import atomic_write_text
 
     lines = ["# reasontune demo", "", f"Wall time: {s['wall_seconds']:.0f} s. Backend: {s['backend']}.", "",
@@ -262,6 +263,9 @@ def write_markdown(out: Path, s: dict) -> None:
         lines += ["", f"GRPO turned {t['fixed']} problems the warm-up answered wrong greedily into right greedy "
                   f"answers ({t['fixed_within_warmup_samples']} of them within the warm-up's samples), and lost "
                   f"{t['lost']}."]
+    warned = (read_json(out / "train" / "status.json") if (out / "train" / "status.json").is_file() else {})
+    for w in warned.get("warnings") or []:  # the watcher's (watch.py), during GRPO
+        lines += ["", f"Warning at GRPO step {w['step']} ({w['condition']}): {w['message']}"]
     lines += ["", "## Three problems, before and after", ""]
     for b, a in _examples(out):
         lines += [f"**Q:** {b.get('question', '')}  ", f"reference answer: `{b.get('answer')}`", "",

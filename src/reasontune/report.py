@@ -362,6 +362,18 @@ def headline(stages: dict[str, dict], accs: list[tuple[str, float]]) -> str:
     return f"accuracy {chain} ({gains}){stop}"
 
 
+def warnings_html(p: Path) -> str:
+    """The watcher's warnings (watch.py) from RUN/status.json (a demo's: OUT/train/), as the report's first section."""
+    import html
+
+    st = next((read_json(f) for f in (p / "status.json", p / "train" / "status.json") if f.is_file()), {})
+    items = "".join(f"<li><b>{html.escape(str(w.get('condition')))}</b> ({html.escape(str(w.get('stage')))} step "
+                    f"{w.get('step')}): {html.escape(str(w.get('message')))}</li>" for w in st.get("warnings") or [])
+    stop = (f"<p class='head'>stopped: {html.escape(str(st.get('reason')))}</p>"
+            if st.get("status") == "stopped" and st.get("reason") else "")
+    return f"<h2>Warnings while training</h2>{stop}<ul class='card'>{items}</ul>" if items else ""
+
+
 def build_report(path, out=None) -> Path:
     """Write one self-contained HTML page for a run / eval / demo folder; returns the file's path."""
     import html
@@ -380,7 +392,8 @@ def build_report(path, out=None) -> Path:
              "logged steps": len(rows) or None, "wall time (s)": demo.get("wall_seconds")}
     sub = " · ".join(f"{k}: {html.escape(str(v if not isinstance(v, float) else round(v, 1)))}"
                      for k, v in facts.items() if v is not None)
-    parts = [f"<h1>reasontune report: {html.escape(p.resolve().name)}</h1><p class='sub'>{kind} · {sub}</p>"]
+    parts = [f"<h1>reasontune report: {html.escape(p.resolve().name)}</h1><p class='sub'>{kind} · {sub}</p>",
+             warnings_html(p)]
     accs = [(s, m["accuracy"]) for s, m in stages.items() if isinstance(m.get("accuracy"), (int, float))]
     if len(accs) > 1:
         parts.append(f"<p class='head'>{headline(stages, accs)}</p>")

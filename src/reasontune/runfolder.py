@@ -2,7 +2,7 @@
 
 Layout (HF conventions where they exist):
   RUN/reasontune_config.json   full resolved RunConfig + library versions + resolved_rewards (presets expanded)
-  RUN/status.json              {"status": running|stopped|failed|done, ...}
+  RUN/status.json              {"status": running|stopped|failed|done, "warnings": [watch.py's], ...}
   RUN/metrics.jsonl            one JSON object per logged step (reward per component, KL, ...)
   RUN/adapter/                 PEFT adapter (PeftModel.from_pretrained loads it as is)
   RUN/checkpoints/checkpoint-N TRL/HF Trainer checkpoints (resume)
@@ -126,7 +126,18 @@ class RunFolder:
         self.set_status("running", **(extra or {}))
 
     def set_status(self, status: str, **info) -> None:
-        atomic_write_json(self.path / STATUS_FILE, {"status": status, "time": time.time(), **info})
+        """Replace the status; the watcher's `warnings` so far are kept (a resumed run keeps the first part's)."""
+        kept = {"warnings": self.status().get("warnings") or []}
+        atomic_write_json(self.path / STATUS_FILE, {"status": status, "time": time.time(), **kept, **info})
+
+    def add_warning(self, warning: dict) -> None:
+        """Append one watcher warning to status.json, keeping every other field; a condition already listed
+        for the same stage (a resumed run firing it again) is not added twice."""
+        st = self.status()
+        have = st.get("warnings") or []
+        if not any((w.get("condition"), w.get("stage")) == (warning.get("condition"), warning.get("stage"))
+                   for w in have):
+            atomic_write_json(self.path / STATUS_FILE, {**st, "warnings": [*have, warning]})
 
     def status(self) -> dict:
         p = self.path / STATUS_FILE

@@ -57,7 +57,10 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
         bf16=_sft_bf16(cfg), gradient_checkpointing=cfg.lora.gradient_checkpointing,
         dataloader_num_workers=0,
     )
-    callbacks = ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
+    from .watch import Watch
+
+    watch = Watch(cfg.grpo.watch_window, run=run, stage="warmup")  # warns only: grpo.stop_on is GRPO's
+    callbacks = [watch] + ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
     t0 = time.perf_counter()
     trainer = LeanSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              callbacks=callbacks)
@@ -65,7 +68,8 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
     secs = time.perf_counter() - t0
     logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,
                 result.training_loss, secs)
-    return {"examples": len(data), "loss": result.training_loss, "seconds": secs, "steps": trainer.state.global_step}
+    return {"examples": len(data), "loss": result.training_loss, "seconds": secs, "steps": trainer.state.global_step,
+            "warned": [w["condition"] for w in watch.warnings]}
 
 
 def _sft_bf16(cfg: RunConfig) -> bool:

@@ -280,7 +280,11 @@ def train(cfg: RunConfig, model=None, tokenizer=None, datasets=None) -> dict:
                           f"{'warm-up ' if stage == 'warmup' else ''}step {summary.get('global_step')}; continue "
                           f"with: reasontune train --resume --output-dir {run.path}\n")
         raise SystemExit(stopper.exit_code)
-    if main:
+    if main and summary.get("stopped_by"):  # grpo.stop_on: checkpointed and the adapter saved
+        stop = summary["stopped_by"]
+        run.set_status("stopped", **summary, reason=f"grpo.stop_on: {stop['condition']} at step {stop['step']}: "
+                       f"{stop['message']}")
+    elif main:
         run.set_status("done", **summary)
     return {"summary": summary, "run_dir": str(run.path)}
 
@@ -341,12 +345,15 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     import torch
 
     from .portable import PortableCheckpoints, save_adapter
+    from .watch import Watch, trainer_reward_scales
 
     portable = PortableCheckpoints(tokenizer, cfg)
-    callbacks = [guard, MetricsCallback(run), stopper, budget, portable]
+    watch = Watch(cfg.grpo.watch_window, cfg.grpo.stop_on, run)  # after the guard: reads its nonfinite_steps
+    callbacks = [guard, watch, MetricsCallback(run), stopper, budget, portable]
     if not torch.cuda.is_available():
         callbacks.append(ReleaseMemory())
     trainer = build_grpo_trainer(cfg, model, tokenizer, train_ds, callbacks)
+    watch.scales = trainer_reward_scales(trainer, cfg, tokenizer)
     # the folders written from here on record the budget GRPO samples with (a null one is max_seq_length - prompt)
     from .config import override
 
@@ -360,4 +367,6 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
         stage = "SFT warm-up, then GRPO" if cfg.warmup.kind == "sft" else "GRPO"
         save_adapter(trainer.model, tokenizer, run.path / "adapter", cfg, stage)
     return {"global_step": trainer.state.global_step, "train_loss": out.training_loss,
-            "grpo_seconds": time.perf_counter() - t0, "stopped_by_time_budget": budget.fired}
+            "grpo_seconds": time.perf_counter() - t0, "stopped_by_time_budget": budget.fired,
+            "warned": [w["condition"] for w in watch.warnings],
+            **({"stopped_by": watch.stopped} if watch.stopped else {})}
