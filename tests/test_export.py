@@ -92,7 +92,7 @@ def test_gguf_export_round_trips(capsys, run_dir, reference, tmp_path, tiny_mode
     ids, want = reference
     res = _export(capsys, str(run_dir), "--gguf", "--gguf-type", "f32", "--out", str(tmp_path / "g"))
     path = tmp_path / "g" / "model-f32.gguf"
-    assert res == {"gguf": str(path)} and path.is_file()
+    assert res == {"gguf": str(path), "modelfile": str(path.with_suffix(".Modelfile"))} and path.is_file()
     got, _ = _logits(tmp_path / "g", ids, gguf_file=path.name, dtype=torch.float32)
     diff = (got - want).abs().max().item()
     print(f"gguf f32: max |logit diff| = {diff:.2e}")

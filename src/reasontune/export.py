@@ -17,11 +17,13 @@ import logging
 from pathlib import Path
 
 from .config import ConfigError
+from .llamacpp import LLAMA_CPP_PIN, QUANT_TYPES
 
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
-GGUF_TYPES = ("auto", "f32", "f16", "bf16", "q8_0")
+GGUF_TYPES = ("auto", "f32", "f16", "bf16", "q8_0")  # what our converter writes
+QUANT_TYPES = tuple(QUANT_TYPES)  # what llama.cpp's quantizer makes from our f16 (llamacpp.py)
 # HF model_type -> gguf architecture name, and whether llama.cpp permutes Q/K rows for it.
 GGUF_ARCHS = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False),
               "qwen3": ("qwen3", False)}
@@ -113,6 +115,8 @@ def save_merged(model, tok, out: Path, dtype, cfg=None) -> Path:
         _merged_card(tmp, cfg)
     else:
         tok.save_pretrained(tmp)
+    for keep in list(out.glob("model-*.gguf")) + list(out.glob("model-*.Modelfile")) if out.is_dir() else []:
+        keep.replace(tmp / keep.name)  # earlier GGUF exports of other types stay with the new merge
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     logger.info("merged %s model written to %s", str(dtype).replace("torch.", ""), out)
@@ -295,36 +299,74 @@ def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f
     return path
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool = True, gguf: bool = False,
-               dtype: str = "auto", gguf_type: str = "auto") -> dict:
-    """Merge RUN/adapter into the base model; write the merged folder and/or a GGUF. Returns paths."""
-    import shutil
-
-    import torch
-
+def check_export_args(merged: bool, gguf: bool, gguf_type: str) -> None:
+    """Everything the flags alone decide, before any model loads."""
     if not (merged or gguf):
         raise ConfigError("export: nothing to do; pass --merged and/or --gguf")
+    if gguf_type != "auto" and not gguf:
+        raise ConfigError(f"--gguf-type={gguf_type} without --gguf: add --gguf to write the GGUF file")
+    if gguf_type not in GGUF_TYPES + QUANT_TYPES:
+        raise ConfigError(f"--gguf-type={gguf_type!r}: use one of {', '.join(GGUF_TYPES + QUANT_TYPES)}")
+    if gguf_type in QUANT_TYPES:
+        from .llamacpp import require_llama_cpp
+
+        require_llama_cpp(gguf_type)
+
+
+def _export_gguf(model, tok, cfg, out: Path, kind: str) -> Path:
+    """OUT.model-KIND.gguf beside OUT (OUT may not exist yet): our converter, then llama.cpp's quantizer for
+    the k-quants (from an f16 file it deletes after)."""
+    import shutil
+
+    from .prompting import training_chat_template
+
+    _gguf_arch(model.config)  # fail before writing anything
+    gguf_pre_tokenizer(tok)  # refuse an unknown pre-tokenizer before the slow part
+    tok_dir = out.with_name(out.name + ".tokenizer")
+    tok.save_pretrained(tok_dir)
+    path = out.with_name(f"{out.name}.model-{kind}.gguf")
+    template = training_chat_template(tok, cfg.format)
+    try:
+        if kind in QUANT_TYPES:
+            from .llamacpp import quantize
+
+            f16 = write_gguf(model, tok, tok_dir, path.with_name(path.name + ".f16"), "f16", chat_template=template)
+            try:
+                quantize(f16, path, kind)
+            finally:
+                f16.unlink(missing_ok=True)
+        else:
+            write_gguf(model, tok, tok_dir, path, kind, chat_template=template)
+    finally:
+        shutil.rmtree(tok_dir, ignore_errors=True)
+    return path
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool = True, gguf: bool = False,
+               dtype: str = "auto", gguf_type: str = "auto") -> dict:
+    """Merge RUN/adapter into the base model; write the merged folder and/or a GGUF (with its Ollama Modelfile
+    and the card's GGUF section). Returns paths."""
+    import torch
+
+    check_export_args(merged, gguf, gguf_type)
     tdtype = export_dtype(dtype)
     model, tok, cfg = load_merged(run_dir)
     out = Path(out) if out else Path(run_dir) / "merged"
     result: dict = {}
     if gguf:  # from the float32 merge, before the cast below
         kind = gguf_type if gguf_type != "auto" else {torch.float32: "f32", torch.bfloat16: "bf16"}.get(tdtype, "f16")
-        _gguf_arch(model.config)  # fail before writing anything
-        from .prompting import training_chat_template
-
-        gguf_pre_tokenizer(tok)  # refuse an unknown pre-tokenizer before the slow part
-        tok_dir = out.with_name(out.name + ".tokenizer")
-        tok.save_pretrained(tok_dir)
-        name = f"model-{kind}.gguf"
-        gguf_path = write_gguf(model, tok, tok_dir, out.with_name(out.name + "." + name), kind,
-                               chat_template=training_chat_template(tok, cfg.format))
-        shutil.rmtree(tok_dir, ignore_errors=True)
+        gguf_path = _export_gguf(model, tok, cfg, out, kind)
     if merged:
         result["merged"] = str(save_merged(model, tok, out, tdtype, cfg))
     if gguf:
+        from .llamacpp import write_gguf_card, write_modelfile
+
         out.mkdir(parents=True, exist_ok=True)
-        result["gguf"] = str(gguf_path.replace(out / name))
+        final = gguf_path.replace(out / f"model-{kind}.gguf")
+        result["gguf"] = str(final)
+        result["modelfile"] = str(write_modelfile(final, tok, cfg.format))
+        files = sorted(p.name for p in out.glob("model-*.gguf"))
+        write_gguf_card(out, files, cfg.format, tok.eos_token)
     return result
 
 
@@ -344,7 +386,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/merged)")
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="merged weights' dtype; auto: bfloat16 on a CUDA GPU that supports it, else float16")
-    p.add_argument("--gguf", action="store_true", help="also write OUT/model-TYPE.gguf (Llama/Qwen families)")
-    p.add_argument("--gguf-type", default="auto", choices=GGUF_TYPES,
-                   help="GGUF tensor type; auto follows --dtype (f16, bf16 or f32)")
+    p.add_argument("--gguf", action="store_true",
+                   help="also write OUT/model-TYPE.gguf (Llama/Qwen families) and its Ollama OUT/model-TYPE.Modelfile")
+    p.add_argument("--gguf-type", default="auto", choices=GGUF_TYPES + QUANT_TYPES,
+                   help="GGUF tensor type; auto follows --dtype (f16, bf16 or f32). f32/f16/bf16/q8_0 are written by "
+                        f"reasontune; {'/'.join(QUANT_TYPES)} by llama.cpp's quantizer (needs {LLAMA_CPP_PIN})")
     p.set_defaults(func=cmd_export)

@@ -1,0 +1,164 @@
+"""GGUF files as people ship them: llama.cpp's own quantizer, an Ollama Modelfile, and the model card's
+GGUF section (what llama.cpp, Ollama and LM Studio need to prompt the file as it was trained).
+
+Our converter (export.write_gguf) writes f32, f16, bf16 and q8_0. The k-quants (q4_k_m, q5_k_m, q6_k, ...)
+need llama.cpp's quantizer, its importance-free mixes of tensor types: export writes f16 with our
+converter, then `llama_cpp.llama_model_quantize` turns it into the asked type. llama-cpp-python is an
+optional dependency (`pip install llama-cpp-python==0.3.36` builds llama.cpp from source).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .config import ConfigError, FormatConfig
+
+logger = logging.getLogger(__name__)
+
+LLAMA_CPP_PIN = "llama-cpp-python==0.3.36"
+# --gguf-type -> llama.cpp's LLAMA_FTYPE_MOSTLY_* name (llama_cpp/llama_cpp.py of 0.3.36)
+QUANT_TYPES = {"q4_0": "Q4_0", "q4_k_s": "Q4_K_S", "q4_k_m": "Q4_K_M", "q5_0": "Q5_0", "q5_k_s": "Q5_K_S",
+               "q5_k_m": "Q5_K_M", "q6_k": "Q6_K"}
+# Sentinels rendered through the chat template, then replaced by Ollama's variables.
+_SYS, _USER = "\x00REASONTUNE_SYSTEM\x00", "\x00REASONTUNE_PROMPT\x00"
+
+
+def require_llama_cpp(kind: str):
+    """The llama_cpp module, or a ConfigError with the install command (called before any model loads)."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise ConfigError(f"--gguf-type={kind} is quantized by llama.cpp's own quantizer, and llama-cpp-python is "
+                          f"not installed: pip install {LLAMA_CPP_PIN} (builds llama.cpp from source, about 7 "
+                          "minutes on 2 cores); or pick a type reasontune writes itself: f16, bf16, f32, q8_0") from e
+    return llama_cpp
+
+
+def quantize(src: str | Path, dst: str | Path, kind: str) -> Path:
+    """llama.cpp's quantizer on an f16/f32 GGUF, with its default parameters (as `llama-quantize SRC DST TYPE`)."""
+    if kind not in QUANT_TYPES:
+        raise ConfigError(f"--gguf-type={kind!r} is not a llama.cpp quantization reasontune runs "
+                          f"(use one of {', '.join(QUANT_TYPES)})")
+    llama_cpp = require_llama_cpp(kind)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{QUANT_TYPES[kind]}")
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+    if rc != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {kind} (return code {rc}); its log above says why")
+    tmp.replace(dst)
+    logger.info("GGUF quantized by llama.cpp to %s: %s (%.1f MB)", kind, dst, dst.stat().st_size / 1e6)
+    return dst
+
+
+# ---- Ollama ----------------------------------------------------------------------------------------
+def _go_literal(text: str) -> str:
+    """Go template literal text: only `{{` opens an action, so it is written as an action printing it."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def ollama_template(tok, fmt: FormatConfig) -> str:
+    """The training prompt as an Ollama (Go) TEMPLATE over .System and .Prompt: the tokenizer's chat template
+    (the training one, see prompting.training_chat_template) rendered with sentinels for the two contents."""
+    from .prompting import render_prompt
+
+    text = render_prompt(tok, [{"role": "system", "content": _SYS}, {"role": "user", "content": _USER}], fmt)
+    if text.count(_SYS) != 1 or text.count(_USER) != 1:
+        raise ConfigError("--gguf: the chat template does not insert the system and user messages verbatim, so no "
+                          "Ollama TEMPLATE can be derived from it; write the Modelfile by hand")
+    head, rest = text.split(_SYS)
+    mid, tail = rest.split(_USER)
+    return _go_literal(head) + "{{ .System }}" + _go_literal(mid) + "{{ .Prompt }}" + _go_literal(tail)
+
+
+def render_go(template: str, system: str, prompt: str) -> str:
+    """The few Go-template actions ollama_template writes ({{ .System }}, {{ .Prompt }}, {{ "literal" }}),
+    rendered as Ollama would; anything else raises, so a template outside that subset is noticed."""
+    import json
+    import re
+
+    def action(m):
+        body = m.group(1).strip()
+        if body in (".System", ".Prompt"):
+            return system if body == ".System" else prompt
+        if body.startswith('"') and body.endswith('"'):
+            return json.loads(body)
+        raise ValueError(f"render_go: unsupported action {{{{ {body} }}}}")
+
+    return re.sub(r"\{\{(.*?)\}\}", action, template, flags=re.S)
+
+
+def _quoted(text: str, what: str) -> str:
+    if '"""' in text:
+        raise ConfigError(f"--gguf: the {what} holds '\"\"\"', which an Ollama Modelfile cannot quote")
+    return f'"""{text}"""'
+
+
+def write_modelfile(gguf_path: str | Path, tok, fmt: FormatConfig) -> Path:
+    """OUT/model-TYPE.Modelfile next to OUT/model-TYPE.gguf: `ollama create NAME -f` it."""
+    gguf_path = Path(gguf_path)
+    stop = tok.eos_token
+    lines = [f"FROM ./{gguf_path.name}", "", f"TEMPLATE {_quoted(ollama_template(tok, fmt), 'chat template')}", "",
+             f"SYSTEM {_quoted(fmt.prompt, 'system prompt')}", "",
+             f"PARAMETER stop {stop}" if stop else ""]
+    path = gguf_path.with_suffix(".Modelfile")
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+    return path
+
+
+def parse_modelfile(text: str) -> dict:
+    """{'FROM': ..., 'TEMPLATE': ..., 'SYSTEM': ..., 'PARAMETER': [...]} of the Modelfiles write_modelfile writes."""
+    import re
+
+    out: dict = {"PARAMETER": []}
+    for m in re.finditer(r'^(FROM|TEMPLATE|SYSTEM|PARAMETER) (?:"""(.*?)"""|(.*?))$', text, flags=re.S | re.M):
+        value = m.group(2) if m.group(2) is not None else m.group(3)
+        if m.group(1) == "PARAMETER":
+            out["PARAMETER"].append(value)
+        else:
+            out[m.group(1)] = value
+    return out
+
+
+# ---- the model card ---------------------------------------------------------------------------------
+GGUF_MARK = "## GGUF (llama.cpp, Ollama, LM Studio)"
+
+
+def gguf_card(files: list[str], fmt: FormatConfig, eos: str | None) -> str:
+    start = f"`{fmt.reasoning_start}`" if fmt.prefill_reasoning else "nothing"
+    rows = "\n".join(f"- `{f}`" for f in files)
+    first = files[-1]
+    return f"""
+{GGUF_MARK}
+
+{rows}
+
+The file's chat template (`tokenizer.chat_template`) renders the training prompt from a bare user message:
+the training system prompt when the messages carry none, and a generation prompt that ends with {start}.
+EOS is `{eos}`.
+
+- **llama.cpp**: `llama-cli -m {first} --jinja` / `llama-server -m {first} --jinja`. `--jinja` (the default
+  in current llama.cpp) runs the file's own template. Without it (`--no-jinja`, older builds, or clients that
+  call `llama_chat_apply_template`), llama.cpp picks a built-in template by name, which renders the messages
+  as given: it drops the training system prompt and the {start} prefill, and the model is prompted as it was
+  not trained. llama-server also moves text between thinking tags into `reasoning_content` unless started
+  with `--reasoning-format none`.
+- **llama-cpp-python**: `Llama("{first}").create_chat_completion(messages=[{{"role": "user", "content": "..."}}])`
+  uses the file's template (Jinja).
+- **Ollama**: `ollama create NAME -f {Path(first).with_suffix(".Modelfile").name}` (the Modelfile next to each
+  file: its TEMPLATE is the training prompt, SYSTEM the system prompt, `PARAMETER stop` the end of turn).
+- **LM Studio**: load the file; it reads the file's Jinja template. Check its prompt-template settings
+  keep it, and set the system prompt to the one above if the app replaces it.
+"""
+
+
+def write_gguf_card(folder: str | Path, files: list[str], fmt: FormatConfig, eos: str | None) -> Path:
+    """Append (or replace) the GGUF section of OUT/README.md, after the merged card if there is one."""
+    p = Path(folder) / "README.md"
+    text = p.read_text() if p.is_file() else "---\nlibrary_name: gguf\n---\n"
+    text = text.split("\n" + GGUF_MARK)[0].rstrip("\n") + "\n"
+    p.write_text(text + gguf_card(files, fmt, eos))
+    return p

@@ -1,0 +1,205 @@
+"""The GGUF export in llama.cpp itself (llama-cpp-python; `make test-gguf` builds a venv with it): it loads,
+its chat template renders the training prompt, it answers greedily as transformers does on the merged
+folder and stops on EOS, and q4_k_m comes out of llama.cpp's quantizer.
+
+The model is a tiny Llama (SmolLM2's real tokenizer, hidden 256 so that the k-quants apply to its
+matrices) taught three answers in the demo's format, each ending with EOS: a random model's greedy
+tokens are near-ties that any rounding flips, a taught one's are not, and it has an EOS to stop on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reasontune import cli
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (make test-gguf installs it)")
+
+FORMAT = {"reasoning_start": "<think>", "reasoning_end": "</think>", "solution_start": "<answer>",
+          "solution_end": "</answer>",
+          "system_prompt": "Solve the problem. Write your working between <think> and </think>, then the final "
+                           "answer between <answer> and </answer>."}
+QUESTIONS = ["What is 12 + 30?", "Ava has 9 coins and loses 4. How many are left?", "What is 7 + 8?"]
+
+
+@pytest.fixture(scope="module")
+def taught_run(tiny_model_dir, tmp_path_factory):
+    """A run folder (config + adapter with a non-zero LoRA) on a random Llama of hidden 256."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from reasontune.config import from_dict
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.runfolder import RunFolder
+
+    root = tmp_path_factory.mktemp("gguf-llamacpp")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    mcfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id, tie_word_embeddings=True, initializer_range=0.2)
+    LlamaForCausalLM(mcfg).save_pretrained(root / "base")  # a wide init: greedy margins well above rounding
+    tok.save_pretrained(root / "base")
+    cfg = from_dict({"model": {"name": str(root / "base")}, "format": FORMAT, "lora": {"r": 4, "alpha": 8},
+                     "output_dir": str(root / "run")})
+    RunFolder(root / "run").start(cfg)
+    peft, ptok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    peft.save_pretrained(root / "run" / "adapter")
+    ptok.save_pretrained(root / "run" / "adapter")
+    return root / "run", cfg
+
+
+@pytest.fixture(scope="module")
+def exports(taught_run, tmp_path_factory):
+    """`reasontune export RUN --merged --gguf --gguf-type T` for f16 and q4_k_m, into one folder."""
+    run, _ = taught_run
+    out = tmp_path_factory.mktemp("gguf-out") / "merged"
+    results = {}
+    for kind in ("f32", "f16", "q4_k_m"):
+        assert cli.main(["export", str(run), "--merged", "--dtype", "float32", "--gguf", "--gguf-type", kind,
+                         "--out", str(out)]) == 0
+        results[kind] = out / f"model-{kind}.gguf"
+    return out, results
+
+
+def _llama(path):
+    return llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=2, verbose=False, seed=0)
+
+
+def _transformers_greedy(folder, question: str, max_new: int) -> list[int]:
+    """Greedy token ids from a bare user message, plain transformers on the merged folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    enc = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new, min_new_tokens=max_new, do_sample=False)
+    return out[0, enc["input_ids"].shape[1]:].tolist()
+
+
+def test_q4_k_m_comes_from_llama_cpps_quantizer_and_loads(exports):
+    import gguf
+
+    out, paths = exports
+    q4, f16 = paths["q4_k_m"], paths["f16"]
+    assert q4.is_file() and not list(out.glob("*.f16")), "the intermediate f16 file is left behind"
+    llm = _llama(q4)
+    assert llm.metadata["general.file_type"] == str(llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)
+    types = {t.tensor_type.name for t in gguf.GGUFReader(q4).tensors}
+    assert "Q4_K" in types, types
+    assert q4.stat().st_size < 0.5 * f16.stat().st_size
+    print(f"f16 {f16.stat().st_size / 1e6:.1f} MB, q4_k_m {q4.stat().st_size / 1e6:.1f} MB, tensor types {sorted(types)}")
+
+
+def test_the_files_chat_template_renders_the_training_prompt(exports, taught_run):
+    from transformers import AutoTokenizer
+
+    from reasontune.prompting import render_prompt
+
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    out, paths = exports
+    _, cfg = taught_run
+    llm = _llama(paths["f16"])
+    tok = AutoTokenizer.from_pretrained(out)
+    live = AutoTokenizer.from_pretrained(taught_run[0].parent / "base")  # the template training rendered with
+    for q in QUESTIONS:
+        msgs = [{"role": "user", "content": q}]
+        training = render_prompt(live, [{"role": "system", "content": cfg.format.prompt}, *msgs], cfg.format)
+        assert training.endswith("<think>") and FORMAT["system_prompt"] in training
+        # what create_chat_completion renders: the file's template through llama-cpp-python's Jinja formatter
+        fmt = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], eos_token=tok.eos_token,
+                                  bos_token=tok.bos_token or "")
+        assert fmt(messages=msgs).prompt == training
+        assert tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == training
+        # and llama.cpp tokenizes it as transformers does
+        assert llm.tokenize(training.encode(), add_bos=False, special=True) == tok(training)["input_ids"]
+
+
+def test_greedy_answers_match_transformers(exports):
+    """The first 16 greedy token ids from the file's own prompt, llama.cpp (f32 file) against transformers."""
+    from transformers import AutoTokenizer
+
+    out, paths = exports
+    llm = _llama(paths["f32"])
+    tok = AutoTokenizer.from_pretrained(out)
+    eos = tok.eos_token_id
+    for q in QUESTIONS:
+        want = _transformers_greedy(out, q, 16)
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        got = []
+        llm.reset()
+        for t in llm.generate(ids, temp=0.0, logits_processor=[lambda _ids, s: _no_eos(s, eos)]):
+            got.append(t)
+            if len(got) == 16:
+                break
+        assert got == want, (q, got, want)
+
+
+def _no_eos(scores, eos):
+    scores[eos] = -float("inf")  # as min_new_tokens does on the transformers side
+    return scores
+
+
+def test_it_stops_on_eos(exports):
+    """With EOS made the argmax (a logit bias), create_chat_completion ends on it at once, as a client sees it."""
+    from transformers import AutoTokenizer
+
+    out, paths = exports
+    eos = AutoTokenizer.from_pretrained(out).eos_token_id
+    llm = _llama(paths["f16"])
+    free = llm.create_chat_completion(messages=[{"role": "user", "content": QUESTIONS[0]}], temperature=0.0,
+                                      max_tokens=8)
+    assert free["choices"][0]["finish_reason"] == "length"  # a random model runs to the limit
+    r = llm.create_chat_completion(messages=[{"role": "user", "content": QUESTIONS[0]}], temperature=0.0,
+                                   max_tokens=8, logit_bias={eos: 100.0})
+    assert r["choices"][0]["finish_reason"] == "stop" and r["usage"]["completion_tokens"] <= 1, r
+
+
+def test_llama_cpps_eos_is_the_models(exports):
+    out, paths = exports
+    gen = json.loads((out / "generation_config.json").read_text())
+    eos = gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]]
+    llm = _llama(paths["f16"])
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    assert llama_cpp.llama_vocab_eos(vocab) == eos[0]
+    assert all(llama_cpp.llama_vocab_is_eog(vocab, e) for e in eos)
+
+
+def _builtin_render(template: str, messages: list[dict]) -> str:
+    """llama.cpp's built-in template detection (what it uses without --jinja) on the file's template."""
+    arr = (llama_cpp.llama_chat_message * len(messages))(
+        *[llama_cpp.llama_chat_message(m["role"].encode(), m["content"].encode()) for m in messages])
+    buf = bytes(8192)
+    n = llama_cpp.llama_chat_apply_template(template.encode(), arr, len(messages), True, buf, len(buf))
+    assert 0 < n < len(buf), n
+    return buf[:n].decode()
+
+
+def test_without_jinja_llama_cpp_drops_the_training_prompt_and_the_card_says_so(exports, taught_run):
+    """The card's `--jinja` note is needed: llama.cpp's built-in (chatml) template loses the system prompt
+    and the <think> prefill. If llama.cpp ever reproduced the training prompt, this fails and the note can go."""
+    from transformers import AutoTokenizer
+
+    from reasontune.prompting import render_prompt
+
+    out, paths = exports
+    _, cfg = taught_run
+    llm = _llama(paths["f16"])
+    msgs = [{"role": "user", "content": QUESTIONS[0]}]
+    builtin = _builtin_render(llm.metadata["tokenizer.chat_template"], msgs)
+    training = render_prompt(AutoTokenizer.from_pretrained(taught_run[0].parent / "base"), [{"role": "system", "content": cfg.format.prompt}, *msgs], cfg.format)
+    print("llama.cpp built-in:", repr(builtin))
+    assert builtin.startswith("<|im_start|>user") and builtin.endswith("<|im_start|>assistant\n")  # plain chatml
+    assert FORMAT["system_prompt"] not in builtin and not builtin.endswith("<think>") and builtin != training
+    card = (out / "README.md").read_text()
+    assert "--jinja" in card and "model-f16.gguf" in card and "model-q4_k_m.gguf" in card

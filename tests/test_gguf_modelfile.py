@@ -1,0 +1,79 @@
+"""The GGUF export's Ollama Modelfile renders the training prompt, its card says how to prompt it, and a
+llama.cpp quantization without llama-cpp-python is refused before any model loads (no llama.cpp needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from reasontune import cli
+
+FORMAT = {"reasoning_start": "<think>", "reasoning_end": "</think>", "solution_start": "<answer>",
+          "solution_end": "</answer>", "system_prompt": 'Solve it. Working in <think></think>, "answer" in {{braces}}.'}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    from reasontune.config import from_dict
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.runfolder import RunFolder
+
+    run = tmp_path_factory.mktemp("modelfile") / "run"
+    cfg = from_dict({"model": {"name": str(tiny_model_dir)}, "format": FORMAT, "lora": {"r": 4, "alpha": 8},
+                     "output_dir": str(run)})
+    RunFolder(run).start(cfg)
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    model.save_pretrained(run / "adapter")
+    tok.save_pretrained(run / "adapter")
+    return run
+
+
+def test_modelfile_renders_the_training_prompt(capsys, run_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from reasontune.config import from_dict
+    from reasontune.llamacpp import parse_modelfile, render_go
+    from reasontune.prompting import render_prompt
+
+    assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "f16", "--out", str(tmp_path / "g")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    mf = parse_modelfile((tmp_path / "g" / "model-f16.Modelfile").read_text())
+    assert res["modelfile"] == str(tmp_path / "g" / "model-f16.Modelfile")
+    assert mf["FROM"] == "./model-f16.gguf" and (tmp_path / "g" / "model-f16.gguf").is_file()
+    assert mf["SYSTEM"] == FORMAT["system_prompt"]
+    assert mf["PARAMETER"] == ["stop <|im_end|>"]
+    fmt = from_dict({"format": FORMAT}).format
+    tok = AutoTokenizer.from_pretrained(run_dir / "adapter")
+    for q in ("What is 12 + 30?", "A {{tricky}} question with \"quotes\"\nand a newline"):
+        training = render_prompt(tok, [{"role": "system", "content": fmt.prompt}, {"role": "user", "content": q}], fmt)
+        assert training.endswith("<think>") and FORMAT["system_prompt"] in training
+        assert render_go(mf["TEMPLATE"], mf["SYSTEM"], q) == training
+    assert "{{ .System }}" in mf["TEMPLATE"] and "{{ .Prompt }}" in mf["TEMPLATE"]
+    card = (tmp_path / "g" / "README.md").read_text()
+    assert "ollama create NAME -f model-f16.Modelfile" in card and "--jinja" in card
+
+
+def test_render_go_refuses_what_it_cannot_render():
+    from reasontune.llamacpp import render_go
+
+    assert render_go('a{{ "{{" }}b {{ .System }}|{{ .Prompt }}', "S", "P") == "a{{b S|P"
+    with pytest.raises(ValueError, match="unsupported action"):
+        render_go("{{ if .System }}x{{ end }}", "S", "P")
+
+
+def test_quantizing_without_llama_cpp_names_the_install_before_loading(capsys, run_dir, monkeypatch):
+    from reasontune import export
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp raises ImportError
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the flags were checked")
+
+    monkeypatch.setattr(export, "load_merged", no_load)
+    assert cli.main(["export", str(run_dir), "--merged", "--gguf", "--gguf-type", "q4_k_m"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install llama-cpp-python==0.3.36" in err, err
+    assert cli.main(["export", str(run_dir), "--merged", "--gguf-type", "q8_0"]) == 2
+    assert "without --gguf" in capsys.readouterr().err
