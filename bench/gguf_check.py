@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     base = check("merged (transformers)", model, tok, recs, fmt, max_new, 16)
     rows = [{"model": "merged folder, transformers fp32", "n": base["n"], "accuracy": base["accuracy"],
-             "stopped": base["stopped"], "size_mb": round(sum(p.stat().st_size for p in out.glob("*.safetensors")) / 1e6, 1),
+             "stopped": base["stopped"],
+             "size_mb": round(sum(p.stat().st_size for p in out.glob("*.safetensors")) / 1e6, 1),
              "eval_accuracy": base["eval_accuracy"]}]
     del model
     rows += [llama_check(out / f"model-{k}.gguf", recs, fmt, max_new) for k in args.types.split(",")]

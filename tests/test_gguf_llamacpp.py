@@ -1,10 +1,9 @@
 """The GGUF export in llama.cpp itself (llama-cpp-python; `make test-gguf` builds a venv with it): it loads,
-its chat template renders the training prompt, it answers greedily as transformers does on the merged
-folder and stops on EOS, and q4_k_m comes out of llama.cpp's quantizer.
+its chat template renders the training prompt, its greedy tokens are transformers' on the merged folder, its
+EOS is the model's and it stops on it, and q4_k_m comes out of llama.cpp's quantizer.
 
-The model is a tiny Llama (SmolLM2's real tokenizer, hidden 256 so that the k-quants apply to its
-matrices) taught three answers in the demo's format, each ending with EOS: a random model's greedy
-tokens are near-ties that any rounding flips, a taught one's are not, and it has an EOS to stop on."""
+The model is a random tiny Llama with SmolLM2's real tokenizer, hidden 256 so that the k-quants apply to its
+matrices, with a wide init so that greedy margins stand above f32 rounding."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ QUESTIONS = ["What is 12 + 30?", "Ava has 9 coins and loses 4. How many are left
 
 
 @pytest.fixture(scope="module")
-def taught_run(tiny_model_dir, tmp_path_factory):
+def wide_run(tiny_model_dir, tmp_path_factory):
     """A run folder (config + adapter with a non-zero LoRA) on a random Llama of hidden 256."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -56,9 +55,9 @@ def taught_run(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exports(taught_run, tmp_path_factory):
-    """`reasontune export RUN --merged --gguf --gguf-type T` for f16 and q4_k_m, into one folder."""
-    run, _ = taught_run
+def exports(wide_run, tmp_path_factory):
+    """`reasontune export RUN --merged --gguf --gguf-type T` for f32, f16 and q4_k_m, into one folder."""
+    run, _ = wide_run
     out = tmp_path_factory.mktemp("gguf-out") / "merged"
     results = {}
     for kind in ("f32", "f16", "q4_k_m"):
@@ -96,10 +95,11 @@ def test_q4_k_m_comes_from_llama_cpps_quantizer_and_loads(exports):
     types = {t.tensor_type.name for t in gguf.GGUFReader(q4).tensors}
     assert "Q4_K" in types, types
     assert q4.stat().st_size < 0.5 * f16.stat().st_size
-    print(f"f16 {f16.stat().st_size / 1e6:.1f} MB, q4_k_m {q4.stat().st_size / 1e6:.1f} MB, tensor types {sorted(types)}")
+    print(f"f16 {f16.stat().st_size / 1e6:.1f} MB, q4_k_m {q4.stat().st_size / 1e6:.1f} MB, "
+          f"tensor types {sorted(types)}")
 
 
-def test_the_files_chat_template_renders_the_training_prompt(exports, taught_run):
+def test_the_files_chat_template_renders_the_training_prompt(exports, wide_run):
     from transformers import AutoTokenizer
 
     from reasontune.prompting import render_prompt
@@ -107,10 +107,10 @@ def test_the_files_chat_template_renders_the_training_prompt(exports, taught_run
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     out, paths = exports
-    _, cfg = taught_run
+    _, cfg = wide_run
     llm = _llama(paths["f16"])
     tok = AutoTokenizer.from_pretrained(out)
-    live = AutoTokenizer.from_pretrained(taught_run[0].parent / "base")  # the template training rendered with
+    live = AutoTokenizer.from_pretrained(wide_run[0].parent / "base")  # the template training rendered with
     for q in QUESTIONS:
         msgs = [{"role": "user", "content": q}]
         training = render_prompt(live, [{"role": "system", "content": cfg.format.prompt}, *msgs], cfg.format)
@@ -185,7 +185,7 @@ def _builtin_render(template: str, messages: list[dict]) -> str:
     return buf[:n].decode()
 
 
-def test_without_jinja_llama_cpp_drops_the_training_prompt_and_the_card_says_so(exports, taught_run):
+def test_without_jinja_llama_cpp_drops_the_training_prompt_and_the_card_says_so(exports, wide_run):
     """The card's `--jinja` note is needed: llama.cpp's built-in (chatml) template loses the system prompt
     and the <think> prefill. If llama.cpp ever reproduced the training prompt, this fails and the note can go."""
     from transformers import AutoTokenizer
@@ -193,11 +193,12 @@ def test_without_jinja_llama_cpp_drops_the_training_prompt_and_the_card_says_so(
     from reasontune.prompting import render_prompt
 
     out, paths = exports
-    _, cfg = taught_run
+    _, cfg = wide_run
     llm = _llama(paths["f16"])
     msgs = [{"role": "user", "content": QUESTIONS[0]}]
     builtin = _builtin_render(llm.metadata["tokenizer.chat_template"], msgs)
-    training = render_prompt(AutoTokenizer.from_pretrained(taught_run[0].parent / "base"), [{"role": "system", "content": cfg.format.prompt}, *msgs], cfg.format)
+    live = AutoTokenizer.from_pretrained(wide_run[0].parent / "base")  # the template training rendered with
+    training = render_prompt(live, [{"role": "system", "content": cfg.format.prompt}, *msgs], cfg.format)
     print("llama.cpp built-in:", repr(builtin))
     assert builtin.startswith("<|im_start|>user") and builtin.endswith("<|im_start|>assistant\n")  # plain chatml
     assert FORMAT["system_prompt"] not in builtin and not builtin.endswith("<think>") and builtin != training

@@ -48,7 +48,8 @@ def quantize(src: str | Path, dst: str | Path, kind: str) -> Path:
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
     if rc != 0:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {kind} (return code {rc}); its log above says why")
+        raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {kind} (return code {rc}); "
+                           "its log above says why")
     tmp.replace(dst)
     logger.info("GGUF quantized by llama.cpp to %s: %s (%.1f MB)", kind, dst, dst.stat().st_size / 1e6)
     return dst
