@@ -190,7 +190,20 @@ def test_reward_scales_skips_a_reward_that_raises_on_the_probe():
     def broken(completions, **kw):
         raise RuntimeError("no")
 
+    broken.__module__ = "reasontune.rewards.fake"  # probed like one of ours
     assert reward_scales([broken], [1.0], {"answer": "7"}, RunConfig().format, "") == {}
+
+
+def test_reward_scales_never_calls_a_users_reward():
+    """A user's reward (a dotted path) may log, cost or call a judge: the probe leaves it alone (the two-process
+    test's prompt-logging reward saw the probe's row on both ranks)."""
+    calls = []
+
+    def mine(completions, **kw):
+        calls.append(completions)
+        return [1.0 if "7" in c else 0.0 for c in completions]
+
+    assert reward_scales([mine], [1.0], {"answer": "7"}, RunConfig().format, "") == {} and not calls
 
 
 @pytest.mark.parametrize("value,expected", [("zero_variance", ["zero_variance"]),

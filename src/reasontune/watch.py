@@ -89,8 +89,13 @@ def reward_scales(funcs, weights, row: dict, fmt, eos: str | None) -> dict[str, 
         name = getattr(fn, "__name__", str(fn))
         if not callable(fn) or float(w) == 0.0:
             continue
+        raw = getattr(fn, "__wrapped__", fn)
+        if not str(getattr(raw, "__module__", "")).startswith("reasontune."):
+            # a user's reward may have side effects or cost (a judge model, a log): it is not called off the run
+            logger.info("watch: reward %r is not reasontune's; its mean is not read", name)
+            continue
         try:  # the raw function: a failing probe must not count as a reward error of the run
-            right, bad, empty = getattr(fn, "__wrapped__", fn)(comps, prompts=[row.get("prompt")] * 3, **cols)
+            right, bad, empty = raw(comps, prompts=[row.get("prompt")] * 3, **cols)
         except Exception as e:
             logger.info("watch: reward %r failed on the probe (%s: %s); its mean is not read", name, type(e).__name__, e)
             continue
