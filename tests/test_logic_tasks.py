@@ -159,7 +159,9 @@ def test_cli_eval_and_two_step_train_run_on_logic_tasks(task, tiny_model_dir, tm
                  "--num-generations", "2", "--max-completion-length", "8", "--reward", "verified", "--json"]) == 0
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "done" and status["global_step"] == 2, status
-    assert len(seen) == 2 * 4 and set(seen) == {(task, True)}
+    # 2 steps x 4 completions, plus the watcher's probe of the first row (watch.reward_scales: its right,
+    # wrong and empty completions through answer_equiv), every call with the row's own task and entry
+    assert len(seen) == 2 * 4 + 3 and set(seen) == {(task, True)}
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     assert all(math.isfinite(r["rewards/answer_equiv/mean"]) for r in logged if "rewards/answer_equiv/mean" in r)
 
