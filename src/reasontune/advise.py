@@ -158,25 +158,25 @@ def group_stats(records: list[dict]) -> dict:
             "zero_variance_fraction": flat / len(groups) if groups else 1.0}
 
 
-def sample_and_score(cfg: RunConfig, model, tokenizer, rows: list[dict]) -> tuple[dict, list[dict]]:
-    """K samples per row at cfg.eval.temperature, graded and scored: (metrics, records)."""
+def sample_and_score(cfg: RunConfig, engine, tokenizer, rows: list[dict]) -> tuple[dict, list[dict]]:
+    """K samples per row at cfg.eval.temperature, graded and scored: (metrics, records). `engine`: from
+    engines.open_engine (our decode or vLLM)."""
     import torch
 
     from .evaluate import _messages, _records, _sample_metrics, max_new_tokens_for, sampling_for
-    from .generation import generate
     from .prompting import render_prompt, stop_rule
     from .rewards import run_reward_funcs
 
+    generate = engine.generate
     k, max_new = cfg.eval.samples, max_new_tokens_for(cfg)
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, max_new)
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     common = dict(max_new_tokens=max_new, stop=stop_rule(cfg), batch_size=cfg.eval.batch_size, progress=True,
                   autocast_setting=cfg.grpo.bf16)
     torch.manual_seed(cfg.seed)
-    gens = generate(model, tokenizer, prompts, **sampling_for(cfg), num_return_sequences=k,
-                    desc=f"advise: {k} samples", **common)
+    gens = generate(prompts, **sampling_for(cfg), num_return_sequences=k, desc=f"advise: {k} samples", **common)
     records = _records(rows, prompts, gens, "sample", cfg, funcs)
-    greedy = generate(model, tokenizer, prompts, temperature=0.0, desc="advise: greedy", **common)
+    greedy = generate(prompts, temperature=0.0, desc="advise: greedy", **common)
     room = headroom(_records(rows, prompts, greedy, "greedy", cfg, []), records, k)
     names = [f.__name__ for f in funcs]
     for r in records:
@@ -220,10 +220,10 @@ def advise(cfg: RunConfig, model=None, tokenizer=None, datasets=None, adapter: s
     if cfg.eval.samples < 2:
         raise ConfigError(f"eval.samples={cfg.eval.samples}: advise needs 2 or more samples per problem "
                           "to measure pass@k and reward variance (use --samples 8)")
-    if model is None or tokenizer is None:
-        from .models import load_model_and_tokenizer
+    from .engines import open_engine
 
-        model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
+    engine = open_engine(cfg, model, tokenizer, adapter=adapter)  # eval.engine: our decode or vLLM
+    tokenizer = engine.tokenizer
     if datasets is None:
         from .data import build_datasets
 
@@ -234,7 +234,8 @@ def advise(cfg: RunConfig, model=None, tokenizer=None, datasets=None, adapter: s
     from .rewards import resolved_rewards
 
     dfacts = data_facts(datasets["train"], len(resolved_rewards(cfg.rewards)))
-    sampled, records = sample_and_score(cfg, model, tokenizer, rows)
+    sampled, records = sample_and_score(cfg, engine, tokenizer, rows)
+    engine.close()
     facts = Facts(pass_at_1=sampled["pass_at_1"], pass_at_k=sampled["pass_at_k"], k=sampled["k"],
                   zero_variance_fraction=sampled["zero_variance_fraction"], format_rate=sampled["format_rate"],
                   has_worked_solutions=dfacts["has_worked_solutions"], has_verifier=dfacts["has_verifier"])

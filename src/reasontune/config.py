@@ -276,6 +276,8 @@ class EvalConfig:
     temperature: float = _f(1.0, "Sampling temperature when samples > 1 (greedy otherwise).")
     max_new_tokens: int | None = _f(None, "Generation budget; None uses grpo.max_completion_length.")
     batch_size: int = _f(32, "Prompts per generation batch.")
+    engine: str = _f("auto", "auto | transformers | vllm: who generates for eval, advise and ask (auto: vLLM on "
+                     "CUDA when it imports, our decode elsewhere; engines/__init__.py).")
     max_prompt_quantile: float | None = _f(None, "Evaluate only prompts up to this token-length quantile; None "
                                            "grades every row (a length filter biases accuracy towards easy "
                                            "problems). `reasontune eval` on a file or a test split only.")
@@ -286,6 +288,8 @@ class EvalConfig:
         _check(q is None or 0.0 < q <= 1.0, "eval.max_prompt_quantile", q, "use a value in (0, 1] or null")
         _check(self.samples > 0, "eval.samples", self.samples, "use a positive integer")
         _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "use a positive integer")
+        _check(self.engine in ("auto", "transformers", "vllm"), "eval.engine", self.engine,
+               "use one of auto, transformers, vllm")
 
 
 SECTIONS = {

@@ -170,14 +170,12 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     `trained_on` (a run's DataConfig): when it names the dataset evaluated, grade that run's held-out split."""
     import torch
 
-    from .generation import generate
+    from .engines import open_engine
     from .prompting import render_prompt, stop_rule
 
     t0 = time.perf_counter()
-    if model is None or tokenizer is None:
-        from .models import load_model_and_tokenizer
-
-        model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
+    engine = open_engine(cfg, model, tokenizer, adapter=adapter)  # eval.engine: our decode or vLLM
+    tokenizer = engine.tokenizer
     rows = _rows(cfg, dataset, tokenizer, split, cfg.eval.limit, trained_on=trained_on)
     if not rows:
         raise ConfigError(f"no rows to evaluate in the {split!r} split of {cfg.data.dataset!r}")
@@ -187,18 +185,19 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
                   progress=progress, autocast_setting=cfg.grpo.bf16)
     funcs = _build_rewards(cfg, tokenizer, max_new)
     t_gen = time.perf_counter()
-    greedy = generate(model, tokenizer, prompts, temperature=0.0, desc="eval greedy", **common)
+    greedy = engine.generate(prompts, temperature=0.0, desc="eval greedy", **common)
     records = _records(rows, prompts, greedy, "greedy", cfg, funcs)
     sampled = []
     if e.samples > 1:
         torch.manual_seed(cfg.seed)
-        gens = generate(model, tokenizer, prompts, **sampling_for(cfg), num_return_sequences=e.samples,
-                        desc=f"eval {e.samples} samples", **common)
+        gens = engine.generate(prompts, **sampling_for(cfg), num_return_sequences=e.samples,
+                               desc=f"eval {e.samples} samples", **common)
         sampled = _records(rows, prompts, gens, "sample", cfg, funcs)
     gen_s = time.perf_counter() - t_gen
+    engine.close()
     metrics = summarize(records, sampled, e.samples if e.samples > 1 else None)
     ntok = sum(r["num_tokens"] for r in records + sampled)
-    metrics.update({"model": cfg.model.name, "adapter": str(adapter) if adapter else None,
+    metrics.update({"model": cfg.model.name, "adapter": str(adapter) if adapter else None, "engine": engine.name,
                     "dataset": cfg.data.dataset, "split": split, "max_new_tokens": max_new,
                     "rewards": [f.__name__ for f in funcs],
                     "temperature": e.temperature if e.samples > 1 else 0.0, "samples": e.samples,
@@ -279,10 +278,12 @@ EVAL_FLAGS = {  # flag -> (dest, type, config key, help); dests are prefixed so 
     "--temperature": ("eval_temperature", float, "eval.temperature", "sampling temperature for --samples"),
     "--max-new-tokens": ("eval_max_new_tokens", int, "eval.max_new_tokens", "generation budget"),
     "--batch-size": ("eval_batch_size", int, "eval.batch_size", "sequences decoded together"),
+    "--engine": ("eval_engine", str, "eval.engine", "auto | transformers | vllm: who generates"),
 }
 
 
-METAVARS = {"--limit": "N", "--samples": "K", "--temperature": "T", "--max-new-tokens": "N", "--batch-size": "B"}
+METAVARS = {"--limit": "N", "--samples": "K", "--temperature": "T", "--max-new-tokens": "N", "--batch-size": "B",
+            "--engine": "ENGINE"}
 
 
 def add_source_args(p) -> None:
