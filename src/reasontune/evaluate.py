@@ -147,10 +147,8 @@ def _sample_metrics(sampled: list[dict], k: int) -> dict:
             "sample_stop_rate": mean([r.get("stopped") for r in sampled if r.get("stopped") is not None])}
 
 
-def _stop_dict(cfg: RunConfig) -> dict:
-    from .prompting import stop_rule
-
-    r = stop_rule(cfg)
+def _stop_dict(r) -> dict:
+    """A generation.StopRule as metrics.json records it."""
     return {"marker": r.marker, "grace_tokens": r.grace if r.marker else None}
 
 
@@ -201,7 +199,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
                     "dataset": cfg.data.dataset, "split": split, "max_new_tokens": max_new,
                     "rewards": [f.__name__ for f in funcs],
                     "temperature": e.temperature if e.samples > 1 else 0.0, "samples": e.samples,
-                    "sampling": sampling_for(cfg) if e.samples > 1 else None, "stop": _stop_dict(cfg),
+                    "sampling": sampling_for(cfg) if e.samples > 1 else None, "stop": _stop_dict(common["stop"]),
                     "format": {k: getattr(cfg.format, k) for k in
                                ("reasoning_start", "reasoning_end", "solution_start", "solution_end",
                                 "prefill_reasoning") if hasattr(cfg.format, k)},

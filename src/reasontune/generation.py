@@ -50,11 +50,18 @@ class StopRule:
     wrote there is scored (text after the marker costs format_exact)."""
 
     marker: str | None = None
-    grace: int = 4
+    grace: int = field(default_factory=lambda: _default_grace())
 
     def window(self) -> int:
         # a marker of n characters spans at most n tokens (each token decodes to >= 1 character)
         return len(self.marker) + 1 if self.marker else 0
+
+
+def _default_grace() -> int:
+    """grpo.stop_grace_tokens' default: defined once, in config.py."""
+    from .config import GRPOSettings
+
+    return GRPOSettings.__dataclass_fields__["stop_grace_tokens"].default
 
 
 def as_stop_rule(stop) -> StopRule:
