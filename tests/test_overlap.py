@@ -57,10 +57,12 @@ class _Captured(Exception):
     """Raised by the fake GRPO trainer: the rows it was given are recorded, nothing trains."""
 
 
-def test_the_rows_rebuilt_are_the_rows_the_demo_trains_and_evaluates_on(smol_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("max_prompt_length", [None, 82])  # 82 tokens: about half the demo's prompts are longer
+def test_the_rows_rebuilt_are_the_rows_the_demo_trains_and_evaluates_on(smol_dir, tmp_path, monkeypatch,
+                                                                        max_prompt_length):
     """run_demo on its own config with the model, decoding and trainers faked: the warm-up's examples reach
     SFT, GRPO gets its training rows, the evals grade the held-out rows; overlap.run_rows rebuilds all three
-    from the config alone."""
+    from the config (and the tokenizer, when grpo.max_prompt_length drops the longer prompts)."""
     import reasontune.generation as gen
     import reasontune.models as models
     import reasontune.portable as portable
@@ -95,13 +97,17 @@ def test_the_rows_rebuilt_are_the_rows_the_demo_trains_and_evaluates_on(smol_dir
     monkeypatch.setattr(sft, "_sft_bf16", lambda cfg: False)
     monkeypatch.setattr(trainer, "ReasonTuneGRPOTrainer", fake_grpo)
     monkeypatch.setattr(portable, "save_adapter", lambda *a, **kw: None)
+    updates = {"grpo.max_prompt_length": max_prompt_length}
     with pytest.raises(_Captured):
-        run_demo(out_dir=str(tmp_path))
+        run_demo(out_dir=str(tmp_path), updates=updates)
 
-    rows = run_rows(demo_config(str(tmp_path)))
+    cfg = demo_config(str(tmp_path), updates=updates)
+    tok = models.load_tokenizer(str(smol_dir), cfg.model, cfg.format) if max_prompt_length else None
+    rows = run_rows(cfg, tokenizer=tok)
     graded = [json.loads(x) for x in (tmp_path / "evals" / "before" / "completions.jsonl").read_text().splitlines()]
     assert [(r["index"], r["question"]) for r in graded] == [(i, r["question"]) for i, r in enumerate(rows["heldout"])]
-    assert len(rows["heldout"]) == 200 and len(rows["warmup"]) == 128 and len(rows["grpo"]) == 2000
+    assert len(rows["heldout"]) == 200 and len(rows["warmup"]) == 128
+    assert (len(rows["grpo"]) == 2000) == (max_prompt_length is None)
     assert seen["grpo"]["question"] == [r["question"] for r in rows["grpo"]]
     assert seen["grpo"]["worked"] == [r["worked"] for r in rows["grpo"]]
     assert len(seen["sft"]) == len(rows["warmup"])

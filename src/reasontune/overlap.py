@@ -68,8 +68,8 @@ def run_rows(cfg: RunConfig, datasets=None, tokenizer=None) -> dict[str, list[di
         datasets = build_datasets(cfg.data, cfg.format, tokenizer=tokenizer)
     train = datasets["train"]
     warm = warmup_examples(train, cfg, cfg.warmup.examples) if cfg.warmup.kind == "sft" else []
-    grpo = train
-    if tokenizer is not None:
+    grpo = train  # max_prompt_length null: fit_prompts keeps every row (no need to tokenize 2000 prompts)
+    if cfg.grpo.max_prompt_length is not None and tokenizer is not None:
         from .train import fit_prompts, prepare_prompts
 
         grpo = fit_prompts(prepare_prompts(train, tokenizer, cfg), tokenizer, cfg.grpo.max_prompt_length)[0]
