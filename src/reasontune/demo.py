@@ -152,6 +152,12 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
                           **{k: v["accuracy"] for k, v in ood_stages.items()},
                           "stop_rate": {k: v.get("stop_rate") for k, v in ood_stages.items()}}
     summary["turned"] = turned_into_greedy(out)
+    try:  # held-out accuracy without the problems whose working training already holds (overlap.py)
+        from .overlap import add_novelty, heldout_marks
+
+        add_novelty(summary, out, heldout_marks(cfg, datasets=data, tokenizer=tok))
+    except Exception as e:  # the stages are measured; a failed split must not lose them
+        logger.warning("near-duplicate split failed (bench/near_duplicates.py %s computes it again): %s", out, e)
     logger.info("peak RSS by stage (MB): %s", ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v))
     summary.update(wall_seconds=time.perf_counter() - t0, timings=timings, peak_rss_mb=peaks, backend=backend,
                    quick=quick, grpo=result["summary"], grpo_steps=result["summary"].get("global_step"),
@@ -235,6 +241,7 @@ def _examples(out: Path, k: int = 3) -> list[tuple[dict, dict]]:
 
 def write_markdown(out: Path, s: dict) -> None:
     from .evaluate import read_json
+    from .overlap import novelty_markdown
     from .runfolder import atomic_write_text
 
     lines = ["# reasontune demo", "", f"Wall time: {s['wall_seconds']:.0f} s. Backend: {s['backend']}.", "",
@@ -247,6 +254,7 @@ def write_markdown(out: Path, s: dict) -> None:
             m = s[stage]
             lines.append(f"| {stage} | {m['accuracy']:.3f} | {m['format_rate']:.3f} | {_f(m.get('stop_rate'))} | "
                          f"{m['mean_length']:.1f} | {_f(m.get('mean_working_lines'), 2)} | {m['n']} |")
+    lines += novelty_markdown(s)
     la = s.get("load_average") or {}
     if la.get("start"):
         lines += ["", f"Load average at start {la['start']['load_1m']} and end {la.get('end', {}).get('load_1m')} "

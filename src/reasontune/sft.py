@@ -15,16 +15,21 @@ from .config import ConfigError, RunConfig
 logger = logging.getLogger(__name__)
 
 
-def sft_rows(ds, tokenizer, cfg: RunConfig, n: int | None):
-    """prompt/completion text pairs from rows that have a worked solution."""
-    from .prompting import render_prompt, render_target
-
+def warmup_examples(ds, cfg: RunConfig, n: int | None):
+    """The training rows SFT learns from: the first `n` (None: all) that have a worked solution. The
+    near-duplicate check (overlap.py) reads the warm-up's rows from here too."""
     if "worked" not in ds.column_names:
         raise ConfigError(f"SFT needs worked solutions, but dataset {cfg.data.dataset!r} has no 'worked' column "
                           f"(columns: {ds.column_names}); use a source with solutions or --warmup none")
     ds = ds.filter(lambda r: bool(r["worked"]))
-    if n is not None:
-        ds = ds.select(range(min(n, len(ds))))
+    return ds if n is None else ds.select(range(min(n, len(ds))))
+
+
+def sft_rows(ds, tokenizer, cfg: RunConfig, n: int | None):
+    """prompt/completion text pairs from rows that have a worked solution."""
+    from .prompting import render_prompt, render_target
+
+    ds = warmup_examples(ds, cfg, n)
     eos = tokenizer.eos_token or ""
     return ds.map(lambda r: {"prompt": render_prompt(tokenizer, r["prompt"], cfg.format),
                              "completion": render_target(r["worked"], r["answer"], cfg.format, eos)},
