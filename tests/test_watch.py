@@ -302,3 +302,19 @@ def test_e2e_stop_on_zero_variance_stops_with_a_checkpoint(tiny_model_dir, tmp_p
     assert st["status"] == "stopped" and st["global_step"] == 2
     assert st["reason"].startswith("grpo.stop_on: zero_variance at step 2")
     assert (out / "checkpoints" / "checkpoint-2").is_dir() and (out / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("warnings, expected, absent", [
+    ([], "fired no warning during GRPO", "Warning at GRPO step"),
+    ([{"step": 7, "condition": "entropy_collapse", "message": "the entropy fell"}],
+     "Warning at GRPO step 7 (entropy_collapse): the entropy fell", "fired no warning"),
+])
+def test_the_demo_report_says_which_warnings_fired_or_that_none_did(tmp_path, warnings, expected, absent):
+    from reasontune.demo import write_markdown
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "status.json").write_text(json.dumps({"status": "done", "warnings": warnings}))
+    stage = {"accuracy": 0.5, "format_rate": 1.0, "mean_length": 10.0, "n": 4}
+    write_markdown(tmp_path, {"wall_seconds": 1.0, "backend": "fake", "before": dict(stage), "after": dict(stage)})
+    md = (tmp_path / "report.md").read_text()
+    assert expected in md and absent not in md
