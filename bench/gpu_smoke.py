@@ -3,6 +3,10 @@
     python bench/gpu_smoke.py                 # CUDA when present: GRPO steps, eval, export --merged
     python bench/gpu_smoke.py --device cpu    # the same on a CPU (what a machine without a GPU can show)
 
+Eval runs with `--engine transformers`, then, when vllm imports, again with `--engine vllm` on the same
+problems (engines/vllm.py: the adapter through vLLM's LoRA); the report has both and the time ratio
+(bench/eval_engines.py is the fuller comparison: 200 problems, greedy and 8 samples).
+
 Prints per-step time and the peak GPU memory (torch.cuda.max_memory_allocated) and exits non-zero on
 any failure. Needs no network: the model and its tokenizer are built here (a character-level
 tokenizer, the recipe's markers as tokens), the data is procedural:arithmetic.
@@ -114,8 +118,12 @@ def main(argv=None) -> int:
     summary = train(cfg)["summary"]
     rows = [json.loads(r) for r in (work / "run" / "metrics.jsonl").read_text().splitlines() if r.strip()]
     steps = [r["step_time"] for r in rows if "step_time" in r]
-    rc_eval = cli.main(["eval", "--run", str(work / "run"), "--dataset", "procedural:arithmetic", "--limit", "16",
-                        "--out", str(work / "eval")])
+    eval_args = ["eval", "--run", str(work / "run"), "--dataset", "procedural:arithmetic", "--limit", "16"]
+    rc_eval = cli.main(eval_args + ["--engine", "transformers", "--out", str(work / "eval")])
+    from reasontune.engines import vllm_importable
+
+    has_vllm, why_not = vllm_importable()
+    rc_vllm = cli.main(eval_args + ["--engine", "vllm", "--out", str(work / "eval-vllm")]) if has_vllm else None
     rc_export = cli.main(["export", str(work / "run"), "--merged", "--out", str(work / "merged")])
     report = {
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
@@ -124,11 +132,16 @@ def main(argv=None) -> int:
         "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         "eval_rc": rc_eval, "export_rc": rc_export,
         "eval": json.loads((work / "eval" / "metrics.json").read_text()) if rc_eval == 0 else None,
+        "eval_vllm_rc": rc_vllm if has_vllm else f"not run: {why_not}",
+        "eval_vllm": json.loads((work / "eval-vllm" / "metrics.json").read_text()) if rc_vllm == 0 else None,
         "merged_files": sorted(p.name for p in (work / "merged").iterdir()) if rc_export == 0 else None,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
+    if report["eval"] and report["eval_vllm"]:
+        report["eval_seconds_transformers_over_vllm"] = round(
+            report["eval"]["wall_seconds"] / max(report["eval_vllm"]["wall_seconds"], 1e-9), 2)
     print("GPU_SMOKE " + json.dumps(report, default=str))
-    ok = summary["global_step"] == a.steps and rc_eval == 0 and rc_export == 0
+    ok = summary["global_step"] == a.steps and rc_eval == 0 and rc_export == 0 and rc_vllm in (None, 0)
     return 0 if ok else 1
 
 

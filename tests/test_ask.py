@@ -103,3 +103,32 @@ def test_plain_columns_show_value_verdict_and_rewards():
     row = next(line for line in text.splitlines() if line.startswith("answer: 5"))
     assert row.split(" | ") == ["answer: 5  wrong  rewards: answer_check -1".ljust(48),
                                 "answer: 4  right  rewards: answer_check 3"]
+
+
+def test_ask_engine_flag_is_read_and_checked_before_a_model_loads(adapter, monkeypatch, capsys):
+    """--engine reaches ask: an unknown name, and vllm where it does not import, are refused (exit 2, the
+    fix named) before any model loads; --engine transformers answers with our model."""
+    from reasontune import engines, models
+
+    folder, _ = adapter
+    loads = []
+    real_load = models.load_model_and_tokenizer
+
+    def counting_load(*a, **kw):
+        loads.append(a)
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(models, "load_model_and_tokenizer", counting_load)
+    ask = ["ask", "--adapter", str(folder), QUESTION, "--plain", "--max-new-tokens", "2"]
+    assert cli.main(ask + ["--engine", "llamacpp"]) == 2
+    assert "eval.engine" in capsys.readouterr().err and loads == []
+    monkeypatch.setattr(engines, "vllm_importable", lambda: (False, "vllm is not installed"))
+    assert cli.main(ask + ["--engine", "vllm"]) == 2
+    assert "vllm is not installed" in (err := capsys.readouterr().err) and "--engine transformers" in err
+    assert loads == []
+    picked = []
+    real_pick = engines.pick_engine
+    monkeypatch.setattr(engines, "pick_engine", lambda name, device=None: picked.append(name) or real_pick(name))
+    assert cli.main(ask + ["--engine", "transformers"]) == 0
+    assert picked == ["transformers"] and len(loads) == 1
+    assert "tuned model" in capsys.readouterr().out

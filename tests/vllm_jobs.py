@@ -1,7 +1,7 @@
 """Jobs that run vLLM, each in its own process (tests/test_vllm.py starts them): vLLM's LLM() starts its
 workers with spawn, which needs this `__main__` guard, and a process per job frees the engine for sure.
 
-    python tests/vllm_jobs.py eval MODEL ADAPTER|- LIMIT OUT_JSON   both engines, greedy, same problems
+    python tests/vllm_jobs.py eval MODEL ADAPTER|- LIMIT OUT_JSON [DTYPE]   both engines, greedy, same problems
     python tests/vllm_jobs.py grpo MODEL RUN_DIR OUT_JSON           2 GRPO steps with grpo.use_vllm
 """
 
@@ -13,15 +13,17 @@ import sys
 import time
 
 
-def _cfg(model: str, limit: int, engine: str, **eval_kw):
+def _cfg(model: str, limit: int, engine: str, dtype: str = "auto", **eval_kw):
+    """DTYPE float32 also turns our decode's bf16 autocast off (grpo.bf16), so both engines compute in fp32."""
     from reasontune.config import from_dict
 
-    return from_dict({"model": {"name": model, "max_seq_length": 512},
+    return from_dict({"model": {"name": model, "max_seq_length": 512, "dtype": dtype},
+                      "grpo": {"bf16": "false" if dtype == "float32" else "auto"},
                       "data": {"dataset": "procedural:arithmetic", "train_size": 8, "test_size": limit, "seed": 0},
                       "eval": {"limit": limit, "engine": engine, "max_new_tokens": 32, **eval_kw}})
 
 
-def eval_job(model: str, adapter: str, limit: str, out: str) -> None:
+def eval_job(model: str, adapter: str, limit: str, out: str, dtype: str = "auto") -> None:
     """Greedy eval with our decode (base and adapter) and with vLLM (adapter through LoRA)."""
     from reasontune.evaluate import evaluate, read_jsonl
 
@@ -31,7 +33,7 @@ def eval_job(model: str, adapter: str, limit: str, out: str) -> None:
     for name, ad in runs:
         t = time.perf_counter()
         folder = f"{out}.{name}"
-        m = evaluate(_cfg(model, int(limit), name.split("_")[0]), out_dir=folder, adapter=ad, progress=False)
+        m = evaluate(_cfg(model, int(limit), name.split("_")[0], dtype), out_dir=folder, adapter=ad, progress=False)
         result[name] = {"metrics": {k: m.get(k) for k in ("accuracy", "format_rate", "mean_length", "engine", "n")},
                         "completions": [r["completion"] for r in read_jsonl(f"{folder}/completions.jsonl")],
                         "token_ids_len": [r["num_tokens"] for r in read_jsonl(f"{folder}/completions.jsonl")],

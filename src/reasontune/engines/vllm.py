@@ -14,6 +14,7 @@ vLLM's `LLM` starts worker processes with spawn: a script that uses this engine 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -131,3 +132,35 @@ class VLLMEngine:
             core.shutdown()
         del llm, engine, core
         gc.collect()
+
+
+@contextlib.contextmanager
+def loadable_cpu_weights():
+    """vLLM engines built inside keep their linear weights as plain tensors, so TRL's colocate weight sync
+    can write into them.
+
+    On a CPU, vLLM 0.32's UnquantizedLinearMethod.process_weights_after_loading (layers/linear.py:216) hands
+    each 2-D weight to layers/utils.py:dispatch_cpu_unquantized_gemm(remove_weight=True), which packs it for
+    oneDNN (or sgl-kernel on AMX) and replaces `layer.weight` by an empty Parameter with no weight_loader.
+    TRL 1.15's sync (generation/vllm_generation.py:511, `model.load_weights`) then fails at linear.py:1341
+    (AttributeError: 'Parameter' object has no attribute 'weight_loader'), and even a loader would miss the
+    packed copy. Inside this context 2-D weights take vLLM's own unpacked branch (`layer.cpu_linear =
+    torch.nn.functional.linear`, the weight kept, as for MLA's kv_b_proj): slower matmuls, weights that
+    follow the policy. The dispatcher is imported at call time, so the module attribute is what to swap.
+    Only for an engine built in this process (TRL's colocate mode: external_launcher)."""
+    import torch
+    from vllm.model_executor.layers import utils
+
+    original = utils.dispatch_cpu_unquantized_gemm
+
+    def keep_weight(layer, remove_weight):
+        if layer.weight.is_meta or layer.weight.ndim != 2:
+            return original(layer, remove_weight)
+        layer.cpu_linear = torch.nn.functional.linear
+        return None
+
+    utils.dispatch_cpu_unquantized_gemm = keep_weight
+    try:
+        yield
+    finally:
+        utils.dispatch_cpu_unquantized_gemm = original
