@@ -15,7 +15,6 @@ its extracted value, whether it is right, and the run's reward scores.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 import textwrap
@@ -23,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -199,7 +196,7 @@ def _ask_one(generate, tok, cfg, funcs, question, gold, console) -> dict[str, An
 
 
 def cmd_ask(args) -> int:
-    from .engines import pick_engine
+    from .engines import open_engine
     from .evaluate import config_for_eval, max_new_tokens_for
     from .rewards import run_reward_funcs
 
@@ -208,22 +205,14 @@ def cmd_ask(args) -> int:
     items = read_questions(args)
     cfg, adapter = config_for_eval(args)  # an unknown --engine is refused here (eval.engine's check)
     max_new = max_new_tokens_for(cfg)  # --max-new-tokens (eval.max_new_tokens), else the run's GRPO budget
-    engine, why = pick_engine(cfg.eval.engine)  # vllm asked for and missing: refused before a model loads
-    logger.info("engine: %s (%s)", engine, why)
-    if engine == "vllm":
-        from .engines.vllm import VLLMEngine
-
-        vllm = VLLMEngine(cfg, adapter=adapter)
-        tok = vllm.tokenizer
-
+    # engines.open_engine picks (and logs) the engine before any model loads: vllm asked for and missing is refused
+    engine = open_engine(cfg, adapter=adapter)
+    tok = engine.tokenizer
+    if engine.name == "vllm":
         def generate(prompt, on_text, tuned):
-            return vllm_answer(vllm, prompt, cfg, max_new, on_text, tuned)
-    else:
-        from .models import load_model_and_tokenizer
-
-        vllm = None
-        model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
-        model.eval()
+            return vllm_answer(engine, prompt, cfg, max_new, on_text, tuned)
+    else:  # our decode streams token by token, the adapter switched off for the base answer
+        model = engine.model.eval()
 
         def generate(prompt, on_text, tuned):
             return answer(model, tok, prompt, cfg, max_new, on_text, tuned)
@@ -240,8 +229,7 @@ def cmd_ask(args) -> int:
         for question, gold in items:
             _ask_one(generate, tok, cfg, funcs, question, gold, console)
     finally:
-        if vllm is not None:
-            vllm.close()
+        engine.close()
     return 0
 
 
