@@ -45,7 +45,8 @@ def test_demo_writes_metrics_for_each_stage(quick_demo):
     # the OOD evals live apart: the report reads the last stage under evals/ as the demo's result
     assert sorted(p.name for p in (out / "evals").iterdir()) == ["after", "before", "warmup"]
     assert sorted(p.name for p in (out / "evals_ood").iterdir()) == ["after", "before", "warmup"]
-    assert set(m["turned"]) == {"fixed", "fixed_within_warmup_samples", "lost"}
+    assert set(m["turned"]) == {"fixed", "fixed_within_warmup_samples", "fixed_among_sampled_problems",
+                                "sampled_problems", "lost"}
 
 
 def test_demo_report_and_adapter(quick_demo):
@@ -81,10 +82,12 @@ def test_turned_into_greedy_counts_problems_fixed_within_the_warmups_samples(tmp
         (tmp_path / "evals" / stage / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
     g = lambda i, ok, kind="greedy": {"index": i, "kind": kind, "correct": ok}  # noqa: E731
-    write("warmup", [g(0, False), g(1, False), g(2, True), g(3, False),
+    # problems 0, 1, 3 sampled (the first ones: eval.sample_limit), 4 only greedily
+    write("warmup", [g(0, False), g(1, False), g(2, True), g(3, False), g(4, False),
                      g(0, True, "sample"), g(0, False, "sample"), g(1, False, "sample"), g(3, False, "sample")])
-    write("after", [g(0, True), g(1, True), g(2, False), g(3, False)])
-    assert turned_into_greedy(tmp_path) == {"fixed": 2, "fixed_within_warmup_samples": 1, "lost": 1}
+    write("after", [g(0, True), g(1, True), g(2, False), g(3, False), g(4, True)])
+    assert turned_into_greedy(tmp_path) == {"fixed": 3, "fixed_within_warmup_samples": 1,
+                                            "fixed_among_sampled_problems": 2, "sampled_problems": 3, "lost": 1}
 
 
 def test_the_demo_seed_also_draws_the_data():

@@ -57,6 +57,17 @@ def test_evaluate_tiny_model_writes_everything(tiny_model_dir, tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
+def test_sample_limit_samples_only_the_first_problems(tiny_model_dir, tmp_path):
+    """eval.sample_limit: greedy on every problem, the samples (and pass@k) on the first N only."""
+    from reasontune.evaluate import evaluate
+
+    m = evaluate(_cfg(tiny_model_dir, **{"eval.sample_limit": 2}), out_dir=tmp_path, progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert m["n"] == 4 and m["sampled_n"] == 2 and m["k"] == 2
+    assert [r["index"] for r in recs if r["kind"] == "greedy"] == [0, 1, 2, 3]
+    assert sorted((r["index"], r["sample"]) for r in recs if r["kind"] == "sample") == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
 def test_evaluate_grades_given_model_and_rows(tiny_model_dir):
     """A stub model that always answers correctly: accuracy, format and maj@k must all be 1."""
     from reasontune.evaluate import evaluate

@@ -60,21 +60,71 @@ REF = "39 - 38 = 1\n4 * 25 = 100\n1 + 100 = 101"
     ("39 + 38 = 78", 0.0, 0.0),  # the wrong operation, miscalculated
 ])
 def test_step_score_reference_path(working, with_path, without_path):
-    from reasontune.rewards.steps import reference_path
+    from reasontune.rewards.steps import reference_steps
 
-    assert step_score(working, Q, reference_path(REF)) == pytest.approx(STEP_SCORE * with_path)
+    assert step_score(working, Q, reference_steps(REF)) == pytest.approx(STEP_SCORE * with_path)
     assert step_score(working, Q) == pytest.approx(STEP_SCORE * without_path)
 
 
 @pytest.mark.parametrize("worked,expected", [
-    ("39 - 38 = 1\n1 + 100 = 101", {1, 101}),
-    ("Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 1,072 clips.", {24, 1072}),  # GSM8K's prose
+    ("39 - 38 = 1\n1 + 100 = 101", [(1, "Sub", 39, 38), (101, "Add", 1, 100)]),
+    # GSM8K's prose: the operation before the '=' when it makes the result, else the value alone
+    ("Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 1,072 clips.", [(24, "Div", 48, 2), (1072, None, None, None)]),
+    ("a box 4 x 5 = 20", [(20, "Mult", 4, 5)]),
     ("", None), (None, None), ("no equations here", None),
 ])
-def test_reference_path_reads_results_after_equals(worked, expected):
-    from reasontune.rewards.steps import reference_path
+def test_reference_steps_read_each_result_and_its_operation(worked, expected):
+    import ast
 
-    assert reference_path(worked) == expected
+    from reasontune.rewards.steps import Step, reference_steps
+
+    want = None if expected is None else [Step(r, getattr(ast, op) if op else None, a, b) for r, op, a, b in expected]
+    assert reference_steps(worked) == want
+
+
+# Completions from the demo's warm-up samples (runs/demo*/evals/warmup) that the old step_check paid in full
+# with a wrong answer: (question, reference working, reference answer, completion)
+FULL_CREDIT_WRONG = [
+    # the reference's results hit in the other order by the wrong operations
+    ("Felix starts with 18 apples. Next, he donates 4 apples. Later, Carlos hands him another 8 apples. How many "
+     "apples does Felix have in the end?", "18 - 4 = 14\n14 + 8 = 22", "22",
+     "18 + 4 = 22\n22 - 8 = 14\n</think>\n<answer>14</answer>"),
+    ("Hana starts with 8 candies. Leo takes 3 candies from her. After that, Hana makes 6 new candies. What is the "
+     "number of candies Hana has now?", "8 - 3 = 5\n5 + 6 = 11", "11", "8 + 3 = 11\n11 - 6 = 5\n</think>\n<answer>5</answer>"),
+    # right working, then a wrong answer or none
+    ("There are 12 stickers in Ben's room. Next, he receives 1 stickers from Carlos. How many stickers does Ben end "
+     "up with?", "12 + 1 = 13", "13", "12 + 1 = 13\n</think>\n<answer>1</answer>"),
+    ("There are 18 stickers in Omar's room. He wins 9 stickers in a game. How many stickers does Omar end up with?",
+     "18 + 9 = 27", "27", "18 + 9 = 27\n</think>"),
+    ("Zoe keeps 6 apples in a drawer. Later, she throws away 2 broken apples. Then she buys 4 more apples. How many "
+     "apples does Zoe have now?", "6 - 2 = 4\n4 + 4 = 8", "8", "6 - 2 = 4\n4 + 4 = 8\n</answer>\n<answer>"),
+]
+
+
+@pytest.mark.parametrize("question,worked,answer,completion", FULL_CREDIT_WRONG)
+def test_no_wrong_answer_gets_full_step_credit(question, worked, answer, completion):
+    """Issue 22: on a row with a reference working, a completion whose answer is wrong never earns the full
+    STEP_SCORE (each of these earned it before); the same working under the right answer does."""
+    fmt = FormatConfig(reasoning_start="<think>", reasoning_end="</think>", solution_start="<answer>",
+                       solution_end="</answer>")
+    (f,), _ = build_reward_funcs(RewardsConfig(names=["step_check"], on_error="raise"), fmt)
+    (score,) = f([completion], question=[question], worked=[worked], answer=[answer])
+    assert score < STEP_SCORE
+    working = worked + "\n</think>\n<answer>" + answer + "</answer>"
+    assert f([working], question=[question], worked=[worked], answer=[answer]) == [STEP_SCORE]
+
+
+def test_right_working_under_a_wrong_answer_keeps_the_earlier_steps():
+    """The cap takes the last step (the answer) down to a set-up, not the working before it: right working with
+    a wrong answer still earns more than less working with a wrong answer."""
+    from reasontune.rewards.steps import reference_steps
+
+    steps = reference_steps("25 + 3 = 28\n28 - 9 = 19")
+    q = "Leo has 25 cards. He buys 3 more. Then he gives 9 to Ava. How many now?"
+    both = step_score("25 + 3 = 28\n28 - 9 = 19", q, steps, answered=False)
+    assert both == pytest.approx(STEP_SCORE * (1 + SETUP_CREDIT) / 2)
+    assert both > step_score("25 + 3 = 28", q, steps, answered=False) > 0
+    assert step_score("25 + 3 = 28\n28 - 9 = 19", q, steps, answered=None) == STEP_SCORE  # no answer column
 
 
 def test_step_check_uses_the_worked_column_when_the_row_has_one():
@@ -99,9 +149,9 @@ CHAINS = [
 @pytest.mark.parametrize("question,worked,lines", CHAINS)
 def test_a_complete_right_chain_scores_more_than_its_first_line(question, worked, lines):
     """The reward must not pay more for less working: every further right step of the reference adds credit."""
-    from reasontune.rewards.steps import reference_path
+    from reasontune.rewards.steps import reference_steps
 
-    path = reference_path(worked)
+    path = reference_steps(worked)
     scores = [step_score("\n".join(lines[:i]), question, path) for i in range(1, len(lines) + 1)]
     assert scores == sorted(scores) and scores[-1] > scores[0]
     assert scores[-1] == pytest.approx(STEP_SCORE)
@@ -111,9 +161,9 @@ def test_a_complete_right_chain_scores_more_than_its_first_line(question, worked
 def test_an_attempted_next_step_never_costs_credit(question, worked, lines):
     """Within the reference's step count, writing one more line (even a wrong one) never lowers the score:
     stopping early to avoid a mistake must not pay."""
-    from reasontune.rewards.steps import reference_path
+    from reasontune.rewards.steps import reference_steps
 
-    path = reference_path(worked)
+    path = reference_steps(worked)
     first = step_score(lines[0], question, path)
     for wrong in ("1 + 1 = 3", "1000 - 1 = 999", lines[-1].replace("=", "= 1 +")):
         assert step_score(lines[0] + "\n" + wrong, question, path) >= first

@@ -274,6 +274,8 @@ class EvalConfig:
     limit: int = _f(200, "Held-out problems to evaluate.")
     samples: int = _f(1, "Completions per problem; >1 adds pass@k and maj@k at `temperature`.")
     temperature: float = _f(1.0, "Sampling temperature when samples > 1 (greedy otherwise).")
+    sample_limit: int | None = _f(None, "When samples > 1, sample only the first N of the evaluated problems "
+                                  "(pass@k on a subset costs less than on all); None samples every one.")
     max_new_tokens: int | None = _f(None, "Generation budget; None uses grpo.max_completion_length.")
     batch_size: int = _f(32, "Prompts per generation batch.")
     engine: str = _f("auto", "auto | transformers | vllm: who generates for eval, advise and ask (auto: vLLM on "
@@ -287,6 +289,8 @@ class EvalConfig:
         q = self.max_prompt_quantile
         _check(q is None or 0.0 < q <= 1.0, "eval.max_prompt_quantile", q, "use a value in (0, 1] or null")
         _check(self.samples > 0, "eval.samples", self.samples, "use a positive integer")
+        _check(self.sample_limit is None or self.sample_limit > 0, "eval.sample_limit", self.sample_limit,
+               "use a positive integer or null")
         _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "use a positive integer")
         _check(self.engine in ("auto", "transformers", "vllm"), "eval.engine", self.engine,
                "use one of auto, transformers, vllm")

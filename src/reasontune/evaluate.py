@@ -185,12 +185,12 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     t_gen = time.perf_counter()
     greedy = engine.generate(prompts, temperature=0.0, desc="eval greedy", **common)
     records = _records(rows, prompts, greedy, "greedy", cfg, funcs)
-    sampled = []
-    if e.samples > 1:
+    sampled, n_sampled = [], (min(len(rows), e.sample_limit or len(rows)) if e.samples > 1 else 0)
+    if n_sampled:
         torch.manual_seed(cfg.seed)
-        gens = engine.generate(prompts, **sampling_for(cfg), num_return_sequences=e.samples,
+        gens = engine.generate(prompts[:n_sampled], **sampling_for(cfg), num_return_sequences=e.samples,
                                desc=f"eval {e.samples} samples", **common)
-        sampled = _records(rows, prompts, gens, "sample", cfg, funcs)
+        sampled = _records(rows[:n_sampled], prompts[:n_sampled], gens, "sample", cfg, funcs)
     gen_s = time.perf_counter() - t_gen
     engine.close()
     metrics = summarize(records, sampled, e.samples if e.samples > 1 else None)
@@ -199,7 +199,8 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
                     "dataset": cfg.data.dataset, "split": split, "max_new_tokens": max_new,
                     "rewards": [f.__name__ for f in funcs],
                     "temperature": e.temperature if e.samples > 1 else 0.0, "samples": e.samples,
-                    "sampling": sampling_for(cfg) if e.samples > 1 else None, "stop": _stop_dict(common["stop"]),
+                    "sampled_n": n_sampled, "sampling": sampling_for(cfg) if e.samples > 1 else None,
+                    "stop": _stop_dict(common["stop"]),
                     "format": {k: getattr(cfg.format, k) for k in
                                ("reasoning_start", "reasoning_end", "solution_start", "solution_end",
                                 "prefill_reasoning") if hasattr(cfg.format, k)},
@@ -274,13 +275,14 @@ EVAL_FLAGS = {  # flag -> (dest, type, config key, help); dests are prefixed so 
     "--limit": ("eval_limit", int, "eval.limit", "held-out problems to evaluate"),
     "--samples": ("eval_samples", int, "eval.samples", "completions per problem (>1 adds pass@k, maj@k)"),
     "--temperature": ("eval_temperature", float, "eval.temperature", "sampling temperature for --samples"),
+    "--sample-limit": ("eval_sample_limit", int, "eval.sample_limit", "sample only the first N problems"),
     "--max-new-tokens": ("eval_max_new_tokens", int, "eval.max_new_tokens", "generation budget"),
     "--batch-size": ("eval_batch_size", int, "eval.batch_size", "sequences decoded together"),
     "--engine": ("eval_engine", str, "eval.engine", "auto | transformers | vllm: who generates"),
 }
 
 
-METAVARS = {"--limit": "N", "--samples": "K", "--temperature": "T", "--max-new-tokens": "N", "--batch-size": "B",
+METAVARS = {"--limit": "N", "--samples": "K", "--sample-limit": "N", "--temperature": "T", "--max-new-tokens": "N", "--batch-size": "B",
             "--engine": "ENGINE"}
 
 
