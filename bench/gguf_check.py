@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--evals", help="an eval folder (completions.jsonl); default RUN/evals/after or RUN/../evals/after")
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--types", default="f16,q8_0,q5_k_m,q4_k_m")
-    ap.add_argument("--imatrix", choices=("on", "off", "both"), default="on",
+    ap.add_argument("--imatrix", choices=("on", "off", "both"), default="off",
                     help="quantize the llama.cpp types with the importance matrix (export's default), without, or both")
     args = ap.parse_args(argv)
 

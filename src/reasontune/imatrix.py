@@ -75,7 +75,7 @@ def _linear_names(model) -> dict[str, str]:
         hf = "model.embed_tokens.weight" if tied and mod_name == "lm_head" else f"{mod_name}.weight"
         gguf_name = names.get_name(hf, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise ConfigError(f"imatrix: no GGUF name for {hf!r}; export with --no-imatrix")
+            raise ConfigError(f"imatrix: no GGUF name for {hf!r}; export without --imatrix")
         out[mod_name] = gguf_name
     return out
 
@@ -149,7 +149,7 @@ def for_export(run_dir, model, tok, cfg, kind: str, enabled: bool) -> tuple[dict
     if kind not in QUANT_TYPES:
         return None
     if not enabled:
-        logger.info("imatrix: off (--no-imatrix): %s is quantized with llama.cpp's default weighting", kind)
+        logger.info("imatrix: off (no --imatrix): %s is quantized with llama.cpp's default weighting", kind)
         return None
     return calibrate(run_dir, model, tok, cfg)
 

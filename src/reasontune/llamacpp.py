@@ -3,8 +3,8 @@ GGUF section (what llama.cpp, Ollama and LM Studio need to prompt the file as it
 
 Our converter (export.write_gguf) writes f32, f16, bf16 and q8_0. The k-quants (q4_k_m, q5_k_m, q6_k, ...)
 need llama.cpp's quantizer and its mixes of tensor types: export writes f16 with our converter, then
-`llama_cpp.llama_model_quantize` turns it into the asked type, weighing rounding errors by an importance
-matrix measured on the run's training rows (imatrix.py) unless `--no-imatrix`. llama-cpp-python is an
+`llama_cpp.llama_model_quantize` turns it into the asked type, with `--imatrix` weighing rounding errors by an
+importance matrix measured on the run's training rows (imatrix.py). llama-cpp-python is an
 optional dependency (`pip install llama-cpp-python==0.3.36` builds llama.cpp from source).
 """
 
