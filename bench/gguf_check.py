@@ -1,12 +1,14 @@
 """A run's GGUF exports in llama.cpp, next to transformers on the merged folder.
 
     python bench/gguf_check.py RUN [--evals RUN/evals/after] [--limit 200] [--types f16,q8_0,q5_k_m,q4_k_m]
+                               [--imatrix on|off|both]
 
 RUN is a run folder `reasontune export` takes (the demo's runs/demo, or runs/demo/train). It exports
 RUN --merged --dtype float32 and a GGUF per type into RUN/gguf-check, then asks every file the held-out
 problems of the eval folder (completions.jsonl: question, answer; metrics.json: max_new_tokens) the way a
 client does: a bare user message through create_chat_completion (the file's own chat template), greedy, the
-eval's token budget, no stop strings. Graded with reasontune's rewards.grade. Prints one JSON line per model
+eval's token budget, no stop strings. --imatrix both also writes each llama.cpp quant type without the
+importance matrix (model-TYPE-noimatrix.gguf), so the two are measured in one run. Graded with reasontune's rewards.grade. Prints one JSON line per model
 and a markdown table: accuracy, the fraction that stopped with EOS before the budget, file size.
 Needs llama-cpp-python (make test-gguf builds .venv-gguf with it).
 """
@@ -48,12 +50,14 @@ def main(argv=None) -> int:
     ap.add_argument("--evals", help="an eval folder (completions.jsonl); default RUN/evals/after or RUN/../evals/after")
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--types", default="f16,q8_0,q5_k_m,q4_k_m")
+    ap.add_argument("--imatrix", choices=("on", "off", "both"), default="off",
+                    help="quantize the llama.cpp types with the importance matrix (export's default), without, or both")
     args = ap.parse_args(argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reasontune.export import export_run
+    from reasontune.export import QUANT_TYPES, export_run
     from reasontune.portable import read_format
 
     run = Path(args.run)
@@ -64,8 +68,13 @@ def main(argv=None) -> int:
     recs, metrics = load_records(ev.parent.parent, args.limit, ev.name)
     max_new = int(metrics.get("max_new_tokens") or 64)
     out = run / "gguf-check"
+    files = []
     for kind in args.types.split(","):
-        export_run(run, out, merged=True, gguf=True, dtype="float32", gguf_type=kind)
+        for im in {"on": [True], "off": [False], "both": [False, True]}[args.imatrix] if kind in QUANT_TYPES else [True]:
+            export_run(run, out, merged=True, gguf=True, dtype="float32", gguf_type=kind, imatrix=im)
+            path = out / f"model-{kind}.gguf"
+            files.append(path.replace(out / f"model-{kind}-noimatrix.gguf") if args.imatrix == "both" and not im
+                         else path)
     fmt = read_format(out).format
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
@@ -75,7 +84,7 @@ def main(argv=None) -> int:
              "size_mb": round(sum(p.stat().st_size for p in out.glob("*.safetensors")) / 1e6, 1),
              "eval_accuracy": base["eval_accuracy"]}]
     del model
-    rows += [llama_check(out / f"model-{k}.gguf", recs, fmt, max_new) for k in args.types.split(",")]
+    rows += [llama_check(p, recs, fmt, max_new) for p in files]
     for r in rows:
         print(json.dumps(r))
     print(f"\n| model | accuracy | stopped with EOS | size (MB) |\n|---|---|---|---|")

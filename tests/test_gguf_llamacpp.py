@@ -204,3 +204,79 @@ def test_without_jinja_llama_cpp_drops_the_training_prompt_and_the_card_says_so(
     assert FORMAT["system_prompt"] not in builtin and not builtin.endswith("<think>") and builtin != training
     card = (out / "README.md").read_text()
     assert "--jinja" in card and "model-f16.gguf" in card and "model-q4_k_m.gguf" in card
+
+
+# ---- the importance matrix (imatrix.py) -------------------------------------------------------------------
+def test_imatrix_has_one_entry_per_linear_weight_named_as_the_file(exports, wide_run):
+    """Every 2-D tensor of the f16 file (the linears, and token_embd: the tied output matmul reads it) has an
+    entry of its input width (GGUF ne[0]), positive and finite, measured on the run's training rows."""
+    import gguf
+    import numpy as np
+
+    from reasontune.export import load_merged
+    from reasontune.imatrix import CALIBRATION_ROWS, calibrate
+
+    run, _ = wide_run
+    _, paths = exports
+    model, tok, cfg = load_merged(run)
+    matrix, info = calibrate(run, model, tok, cfg)
+    widths = {t.name: int(t.shape[0]) for t in gguf.GGUFReader(paths["f16"]).tensors if len(t.shape) == 2}
+    assert set(matrix) == set(widths), set(matrix) ^ set(widths)
+    assert len(matrix) == 7 * 2 + 1
+    for name, v in matrix.items():
+        assert v.dtype == np.float32 and v.shape == (widths[name],), (name, v.shape)
+        assert np.isfinite(v).all() and (v > 0).all(), name
+    assert info["rows"] == CALIBRATION_ROWS and info["tokens"] > 20 * info["rows"], info
+    assert "procedural:arithmetic" in info["dataset"]
+
+
+def test_imatrix_flag_changes_the_quantized_bytes_the_file_still_generates_and_default_has_none(
+        exports, wide_run, tmp_path, capsys):
+    import gguf
+    import numpy as np
+
+    from reasontune.imatrix import KV_CHUNKS
+
+    run, _ = wide_run
+    out, paths = exports
+    capsys.readouterr()
+    # the fixture's q4_k_m is the default export: no importance matrix (opt-in, see docs/export.md)
+    assert cli.main(["export", str(run), "--gguf", "--gguf-type", "q4_k_m", "--imatrix", "--out",
+                     str(tmp_path / "im")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["imatrix"]["rows"] > 0
+    im_path = tmp_path / "im" / "model-q4_k_m.gguf"
+    with_im, plain = gguf.GGUFReader(im_path), gguf.GGUFReader(paths["q4_k_m"])
+    assert KV_CHUNKS in with_im.fields and KV_CHUNKS not in plain.fields
+    a = {t.name: t for t in with_im.tensors}
+    b = {t.name: t for t in plain.tensors}
+    assert set(a) == set(b)
+    assert all(a[n].tensor_type == b[n].tensor_type for n in a)  # the same mix of types, other rounding
+    quantized = [n for n in a if a[n].tensor_type.name in ("Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "Q4_0")]
+    assert quantized and all(not np.array_equal(a[n].data, b[n].data) for n in quantized), quantized
+    llm = _llama(im_path)
+    got = llm.create_chat_completion(messages=[{"role": "user", "content": QUESTIONS[0]}], temperature=0.0,
+                                     max_tokens=8)
+    assert got["usage"]["completion_tokens"] == 8
+    card = (tmp_path / "im" / "README.md").read_text()
+    assert "`model-q4_k_m.gguf`: quantized by llama.cpp with an importance matrix from 128 training rows" in card
+    assert "importance matrix" not in (out / "README.md").read_text()
+
+
+def test_imatrix_without_the_training_data_quantizes_without_one(wide_run, tmp_path, caplog):
+    """A run whose data cannot be loaded (here: a moved local file) still exports; the log says why."""
+    import dataclasses
+    import logging
+
+    from reasontune.imatrix import calibrate
+    from reasontune.runfolder import RunFolder
+
+    _, cfg = wide_run
+    moved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=str(tmp_path / "gone.jsonl")))
+    RunFolder(tmp_path / "run").start(moved)
+    with caplog.at_level(logging.WARNING, logger="reasontune.imatrix"):
+        matrix, info = calibrate(tmp_path / "run", None, None, moved)
+    assert matrix is None and "could not be loaded" in info["reason"] and "gone.jsonl" in info["reason"]
+    assert "without an importance matrix" in caplog.text
+    matrix, info = calibrate(tmp_path / "nothing", None, None, moved)  # no config: the data is not recorded
+    assert matrix is None and "records no training data" in info["reason"]

@@ -248,7 +248,7 @@ def _write_tensors(w, model, permute: bool, ggml_type) -> None:
     import torch
 
     cfg = model.config
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[_arch_enum(cfg)], cfg.num_hidden_layers)
+    names = gguf_tensor_names(cfg)
     n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     for hf_name, t in model.state_dict().items():
@@ -272,10 +272,18 @@ def _arch_enum(config) -> str:
     return GGUF_ARCHS[config.model_type][0].upper()
 
 
+def gguf_tensor_names(config):
+    """gguf's HF-name -> GGUF-name map for the model (what _write_tensors and the imatrix name tensors by)."""
+    import gguf
+
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH[_arch_enum(config)], config.num_hidden_layers)
+
+
 def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f16",
-               chat_template: str | None = None) -> Path:
+               chat_template: str | None = None, extra_kv: dict | None = None) -> Path:
     """Write a merged (non-PEFT) Llama/Qwen model as a GGUF file. `tok_dir` holds tokenizer.json;
-    `chat_template` (default: the tokenizer's) goes into the file for llama.cpp and Ollama."""
+    `chat_template` (default: the tokenizer's) goes into the file for llama.cpp and Ollama; `extra_kv`
+    (str or int values) are further metadata keys."""
     try:
         import gguf
     except ImportError as e:
@@ -289,6 +297,8 @@ def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f
     w = gguf.GGUFWriter(tmp, arch)
     _write_metadata(w, model.config, ggml_type, path.stem)
     _write_vocab(w, tok, Path(tok_dir), model.get_input_embeddings().weight.shape[0], chat_template)
+    for key, value in (extra_kv or {}).items():
+        w.add_string(key, value) if isinstance(value, str) else w.add_int32(key, value)
     _write_tensors(w, model, permute, ggml_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -313,9 +323,10 @@ def check_export_args(merged: bool, gguf: bool, gguf_type: str) -> None:
         require_llama_cpp(gguf_type)
 
 
-def _export_gguf(model, tok, cfg, out: Path, kind: str) -> Path:
+def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = None) -> Path:
     """OUT.model-KIND.gguf beside OUT (OUT may not exist yet): our converter, then llama.cpp's quantizer for
-    the k-quants (from an f16 file it deletes after)."""
+    the k-quants (from an f16 file it deletes after), with `imatrix` = (matrix, info) from imatrix.calibrate
+    when given."""
     import shutil
 
     from .prompting import training_chat_template
@@ -330,9 +341,13 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str) -> Path:
         if kind in QUANT_TYPES:
             from .llamacpp import quantize
 
-            f16 = write_gguf(model, tok, tok_dir, path.with_name(path.name + ".f16"), "f16", chat_template=template)
+            from .imatrix import imatrix_kv
+
+            matrix, info = imatrix or (None, {})
+            f16 = write_gguf(model, tok, tok_dir, path.with_name(path.name + ".f16"), "f16", chat_template=template,
+                             extra_kv=imatrix_kv(matrix, info))  # the quantizer copies these keys
             try:
-                quantize(f16, path, kind)
+                quantize(f16, path, kind, imatrix=matrix)
             finally:
                 f16.unlink(missing_ok=True)
         else:
@@ -343,9 +358,10 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str) -> Path:
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool = True, gguf: bool = False,
-               dtype: str = "auto", gguf_type: str = "auto") -> dict:
+               dtype: str = "auto", gguf_type: str = "auto", imatrix: bool = False) -> dict:
     """Merge RUN/adapter into the base model; write the merged folder and/or a GGUF (with its Ollama Modelfile
-    and the card's GGUF section). Returns paths."""
+    and the card's GGUF section). `imatrix`: quantize llama.cpp's types with an importance matrix from the
+    run's training rows (imatrix.py; off by default: on the demo's 576-wide model it measured no better, docs/export.md). Returns paths (and what the imatrix calibrated on)."""
     import torch
 
     check_export_args(merged, gguf, gguf_type)
@@ -355,7 +371,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
     result: dict = {}
     if gguf:  # from the float32 merge, before the cast below
         kind = gguf_type if gguf_type != "auto" else {torch.float32: "f32", torch.bfloat16: "bf16"}.get(tdtype, "f16")
-        gguf_path = _export_gguf(model, tok, cfg, out, kind)
+        from .imatrix import for_export
+
+        calib = for_export(run_dir, model, tok, cfg, kind, imatrix)
+        result.update({"imatrix": calib[1]} if calib else {})
+        gguf_path = _export_gguf(model, tok, cfg, out, kind, calib)
     if merged:
         result["merged"] = str(save_merged(model, tok, out, tdtype, cfg))
     if gguf:
@@ -374,7 +394,7 @@ def cmd_export(args) -> int:
     import json
 
     result = export_run(args.run_dir, out=args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
-                        gguf_type=args.gguf_type)
+                        gguf_type=args.gguf_type, imatrix=args.imatrix)
     print(json.dumps(result))
     return 0
 
@@ -391,4 +411,7 @@ def register(subparsers) -> None:
     p.add_argument("--gguf-type", default="auto", choices=GGUF_TYPES + QUANT_TYPES,
                    help="GGUF tensor type; auto follows --dtype (f16, bf16 or f32). f32/f16/bf16/q8_0 are written by "
                         f"reasontune; {'/'.join(QUANT_TYPES)} by llama.cpp's quantizer (needs {LLAMA_CPP_PIN})")
+    p.add_argument("--imatrix", action="store_true",
+                   help=f"quantize {'/'.join(QUANT_TYPES)} with an importance matrix measured on the run's first training "
+                        "rows (prompt + worked solution), as llama-quantize --imatrix")
     p.set_defaults(func=cmd_export)

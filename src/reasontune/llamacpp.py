@@ -2,8 +2,9 @@
 GGUF section (what llama.cpp, Ollama and LM Studio need to prompt the file as it was trained).
 
 Our converter (export.write_gguf) writes f32, f16, bf16 and q8_0. The k-quants (q4_k_m, q5_k_m, q6_k, ...)
-need llama.cpp's quantizer, its importance-free mixes of tensor types: export writes f16 with our
-converter, then `llama_cpp.llama_model_quantize` turns it into the asked type. llama-cpp-python is an
+need llama.cpp's quantizer and its mixes of tensor types: export writes f16 with our converter, then
+`llama_cpp.llama_model_quantize` turns it into the asked type, with `--imatrix` weighing rounding errors by an
+importance matrix measured on the run's training rows (imatrix.py). llama-cpp-python is an
 optional dependency (`pip install llama-cpp-python==0.3.36` builds llama.cpp from source).
 """
 
@@ -35,14 +36,23 @@ def require_llama_cpp(kind: str):
     return llama_cpp
 
 
-def quantize(src: str | Path, dst: str | Path, kind: str) -> Path:
-    """llama.cpp's quantizer on an f16/f32 GGUF, with its default parameters (as `llama-quantize SRC DST TYPE`)."""
+def quantize(src: str | Path, dst: str | Path, kind: str, imatrix: dict | None = None) -> Path:
+    """llama.cpp's quantizer on an f16/f32 GGUF, with its default parameters (as `llama-quantize SRC DST TYPE`);
+    `imatrix` ({GGUF tensor name: per-column weights}) as `llama-quantize --imatrix FILE`."""
     if kind not in QUANT_TYPES:
         raise ConfigError(f"--gguf-type={kind!r} is not a llama.cpp quantization reasontune runs "
                           f"(use one of {', '.join(QUANT_TYPES)})")
     llama_cpp = require_llama_cpp(kind)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{QUANT_TYPES[kind]}")
+    keep = None
+    if imatrix:
+        import ctypes
+
+        from .imatrix import ctypes_imatrix
+
+        keep = ctypes_imatrix(llama_cpp, imatrix)  # the buffers live until the quantizer has returned
+        params.imatrix = ctypes.cast(keep[0], ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
@@ -50,8 +60,10 @@ def quantize(src: str | Path, dst: str | Path, kind: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {kind} (return code {rc}); "
                            "its log above says why")
+    del keep
     tmp.replace(dst)
-    logger.info("GGUF quantized by llama.cpp to %s: %s (%.1f MB)", kind, dst, dst.stat().st_size / 1e6)
+    logger.info("GGUF quantized by llama.cpp to %s%s: %s (%.1f MB)", kind, " with an importance matrix" if imatrix
+                else "", dst, dst.stat().st_size / 1e6)
     return dst
 
 
@@ -128,9 +140,9 @@ def parse_modelfile(text: str) -> dict:
 GGUF_MARK = "## GGUF (llama.cpp, Ollama, LM Studio)"
 
 
-def gguf_card(files: list[str], fmt: FormatConfig, eos: str | None) -> str:
+def gguf_card(files: list[str], fmt: FormatConfig, eos: str | None, notes: dict | None = None) -> str:
     start = f"`{fmt.reasoning_start}`" if fmt.prefill_reasoning else "nothing"
-    rows = "\n".join(f"- `{f}`" for f in files)
+    rows = "\n".join(f"- `{f}`" + (f": {notes[f]}" if (notes or {}).get(f) else "") for f in files)
     first = files[-1]
     return f"""
 {GGUF_MARK}
@@ -161,5 +173,18 @@ def write_gguf_card(folder: str | Path, files: list[str], fmt: FormatConfig, eos
     p = Path(folder) / "README.md"
     text = p.read_text() if p.is_file() else "---\nlibrary_name: gguf\n---\n"
     text = text.split("\n" + GGUF_MARK)[0].rstrip("\n") + "\n"
-    p.write_text(text + gguf_card(files, fmt, eos))
+    p.write_text(text + gguf_card(files, fmt, eos, {f: imatrix_note(Path(folder) / f) for f in files}))
     return p
+
+
+def imatrix_note(path: Path) -> str:
+    """What the card says about a file quantized with an importance matrix (its quantize.imatrix.* keys)."""
+    import gguf
+
+    from .imatrix import KV_CHUNKS, KV_DATASET
+
+    fields = gguf.GGUFReader(path).fields
+    if KV_CHUNKS not in fields:
+        return ""
+    return (f"quantized by llama.cpp with an importance matrix from {fields[KV_CHUNKS].contents()} training rows "
+            f"in the training format (`{fields[KV_DATASET].contents()}`)")
