@@ -313,7 +313,7 @@ def _run_config_near(adapter: str | None, run: str | None):
     The format comes from the run's reasontune_config.json, or from the adapter folder's own
     reasontune_adapter.json (the demo's adapter/ and warmup/adapter/ have no run config beside them);
     never silently from the recipe's defaults when the folder says otherwise."""
-    from .portable import read_format
+    from .portable import has_run_config, read_format
     from .runfolder import CONFIG_FILE, load_run_config
 
     if run:
@@ -322,7 +322,7 @@ def _run_config_near(adapter: str | None, run: str | None):
             raise ConfigError(f"--run {run!r}: no adapter/ folder inside; is the run finished?")
         # the adapter's own record first: it has the completion budget GRPO resolved
         own = read_format(run_dir / "adapter")
-        if own is not None and (_has_run_config(run_dir / "adapter") or not (run_dir / CONFIG_FILE).is_file()):
+        if own is not None and (has_run_config(run_dir / "adapter") or not (run_dir / CONFIG_FILE).is_file()):
             return own, str(run_dir / "adapter")
         return load_run_config(run_dir), str(run_dir / "adapter")
     if adapter:
@@ -340,15 +340,6 @@ def _run_config_near(adapter: str | None, run: str | None):
                        "is the config's (pass --config with the format it was trained with)", adapter)
         return None, str(a)
     return None, None
-
-
-def _has_run_config(folder: Path) -> bool:
-    from .portable import ADAPTER_FILE
-
-    try:
-        return "run_config" in json.loads((folder / ADAPTER_FILE).read_text())
-    except (OSError, ValueError):
-        return False
 
 
 def config_for_eval(args) -> tuple[RunConfig, str | None]:

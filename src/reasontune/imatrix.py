@@ -11,7 +11,6 @@ on its own task.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -28,21 +27,18 @@ KV_DATASET, KV_ENTRIES, KV_CHUNKS = ("quantize.imatrix.dataset", "quantize.imatr
                                      "quantize.imatrix.chunks_count")
 
 
-def trained_data(run_dir: str | Path) -> tuple[DataConfig | None, str]:
-    """(the data config the run trained on, '') or (None, why it is not recorded)."""
-    from .portable import ADAPTER_FILE
-    from .runfolder import CONFIG_FILE, load_run_config
+def trained_data(run_dir: str | Path, cfg) -> tuple[DataConfig | None, str]:
+    """(the data config the run trained on, '') or (None, why it is not recorded). `cfg` is the run config
+    export.load_merged read from the same folder; an older adapter folder records only the format, and its
+    cfg.data would be the defaults, not what it trained on."""
+    from .portable import ADAPTER_FILE, has_run_config
+    from .runfolder import CONFIG_FILE
 
     run_dir = Path(run_dir)
-    if (run_dir / CONFIG_FILE).is_file():
-        return load_run_config(run_dir).data, ""
-    p = run_dir / "adapter" / ADAPTER_FILE
-    d = json.loads(p.read_text()) if p.is_file() else {}
-    if isinstance(d.get("run_config"), dict) and isinstance(d["run_config"].get("data"), dict):
-        from .config import from_dict
-
-        return from_dict(d["run_config"]).data, ""
-    return None, f"{run_dir} records no training data (no {CONFIG_FILE}, and {p} has no run_config)"
+    if (run_dir / CONFIG_FILE).is_file() or has_run_config(run_dir / "adapter"):
+        return cfg.data, ""
+    return None, (f"{run_dir} records no training data (no {CONFIG_FILE}, and {run_dir / 'adapter' / ADAPTER_FILE} "
+                  "has no run_config)")
 
 
 def calibration_texts(data: DataConfig, tok, cfg, n: int = CALIBRATION_ROWS) -> tuple[list[str], str]:
@@ -124,7 +120,7 @@ def importance_matrix(model, tok, texts: list[str], max_len: int = 512) -> tuple
 def calibrate(run_dir: str | Path, model, tok, cfg, n: int = CALIBRATION_ROWS) -> tuple[dict | None, dict]:
     """(imatrix, {'rows', 'tokens', 'dataset'}) on the run's training data, or (None, {'reason': ...}) when that
     data cannot be had: the file is then quantized without one, as before."""
-    data, why = trained_data(run_dir)
+    data, why = trained_data(run_dir, cfg)
     if data is None:
         logger.warning("imatrix: quantizing without an importance matrix: %s", why)
         return None, {"reason": why}

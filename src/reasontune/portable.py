@@ -123,6 +123,14 @@ def save_adapter(model, tokenizer, folder: str | Path, cfg: RunConfig, stage: st
     return folder
 
 
+def has_run_config(folder: str | Path) -> bool:
+    """Whether a saved folder's ADAPTER_FILE records the whole run config (older folders: only the format)."""
+    try:
+        return "run_config" in json.loads((Path(folder) / ADAPTER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def read_format(folder: str | Path) -> RunConfig | None:
     """The RunConfig a saved folder was trained with (older folders: defaults + their format and base model)."""
     p = Path(folder) / ADAPTER_FILE
