@@ -214,9 +214,11 @@ def step_check(ctx: RewardContext):
         if source is None or len(source) != len(texts):
             raise ValueError("step_check needs the questions: a 'question' column, or the prompts TRL passes")
         steps = [reference_steps(w) for w in worked] if worked is not None else [None] * len(texts)
-        # whether each answer block states the reference answer (None: no answer column, nothing to cap)
-        answered = ([check_answer(extract_answer(t, ctx.fmt), a) if a is not None else None
-                     for t, a in zip(texts, answer)] if answer is not None else [None] * len(texts))
+        # whether each answer block states the reference answer, checked only where a reference working can be
+        # capped (None: no steps or no answer column): a row without steps never pays for the answer check
+        answers = answer if answer is not None else [None] * len(texts)
+        answered = [check_answer(extract_answer(t, ctx.fmt), a) if p is not None and a is not None else None
+                    for t, a, p in zip(texts, answers, steps)]
         end = ctx.fmt.reasoning_end
         return [step_score(t.split(end)[0] if end else t, question_of(q), p, ok)
                 for t, q, p, ok in zip(texts, source, steps, answered)]
