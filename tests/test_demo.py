@@ -49,6 +49,22 @@ def test_demo_writes_metrics_for_each_stage(quick_demo):
                                 "sampled_problems", "lost"}
 
 
+def test_the_demo_is_the_compare_arm_it_calibrates(quick_demo):
+    """`demo --compare` reads the demo's metrics as its SFT-then-GRPO arm and base row: the figures are the
+    demo's own stages, and the budget the other arms get is the demo's SFT plus GRPO seconds."""
+    from reasontune.compare_demo import rows_from_demo
+
+    out, _ = quick_demo
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["warmup_sft"]["steps"] >= 1 and m["warmup_sft"]["seconds"] > 0
+    rows = rows_from_demo(m)
+    first = rows["sft_then_grpo"]
+    assert first["heldout_accuracy"] == m["after"]["accuracy"] and rows["base"]["heldout_accuracy"] == m["before"]["accuracy"]
+    assert first["ood_accuracy"] == m["ood"]["after"]
+    assert first["wall_seconds"] == pytest.approx(m["warmup_sft"]["seconds"] + m["timings"]["grpo"])
+    assert first["stages"]["grpo"]["steps"] == 2 and set(first["heldout_working_lines_by_level"]) == set(m["after"]["by_level"])
+
+
 def test_demo_report_and_adapter(quick_demo):
     import torch
     from peft import PeftModel

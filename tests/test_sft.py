@@ -196,3 +196,38 @@ def test_release_memory_callback_hands_freed_heap_back(tmp_path):
     held = rss_mb()
     T.ReleaseMemory().on_step_end(None, None, None)
     assert held - rss_mb() > 150, (held, rss_mb())
+
+
+def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp_path, monkeypatch):
+    """With a finished demo's summary the SFT-then-GRPO arm is not trained again: its row is the demo's, and the
+    other arms are sized from the demo's timings (budget = its SFT + GRPO seconds)."""
+    import reasontune.demo as demo
+    from reasontune.compare_demo import run_compare
+    from reasontune.config import override
+
+    real = demo.demo_config
+
+    def tiny(out_dir, quick=False, updates=None):
+        return override(real(out_dir, quick=False), {
+            "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
+            "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
+            "grpo.max_steps": 10_000, "grpo.per_device_train_batch_size": 2, "grpo.num_generations": 2,
+            "grpo.max_completion_length": 4, "grpo.logging_steps": 1, "model.max_seq_length": 256})
+
+    monkeypatch.setattr(demo, "demo_config", tiny)
+    stage = {"accuracy": 0.5, "format_rate": 1.0, "stop_rate": 1.0, "mean_working_lines": 1.5, "n": 2,
+             "by_level": {"1": {"working_lines": 1.0}, "2": {"working_lines": 2.0}}}
+    summary = {"before": {**stage, "accuracy": 0.0}, "after": stage, "ood": {"before": 0.0, "after": 0.25, "n": 2},
+               "warmup_sft": {"steps": 4, "seconds": 0.5, "examples": 2}, "grpo_steps": 3, "timings": {"grpo": 1.5},
+               "settings": {"grpo": {"max_steps": 10}}}
+    s = run_compare(str(tmp_path), demo_summary=summary)
+    root = tmp_path / "compare"
+    assert not (root / "sft_then_grpo").exists() and not (root / "base").exists()  # read, not trained again
+    assert s["arms"]["sft_then_grpo"]["heldout_accuracy"] == 0.5 and s["arms"]["base"]["heldout_accuracy"] == 0.0
+    assert s["arms"]["sft_then_grpo"]["ood_accuracy"] == 0.25 and s["arms"]["sft_then_grpo"]["stopped_by_budget"]
+    assert s["budget_s"] == pytest.approx(2.0) and s["plan"]["grpo_steps"] == 4  # 2.0 s / (1.5 s / 3 steps)
+    for arm in ("grpo_only", "sft_only"):
+        assert (root / arm / "adapter" / "adapter_config.json").is_file()
+        assert s["arms"][arm]["heldout_working_lines_by_level"] is not None
+    table = (root / "table.md").read_text()
+    assert "sft_then_grpo (the demo's run)" in table and "L1 1.000 / L2 2.000" in table

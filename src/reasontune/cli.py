@@ -67,11 +67,12 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     updates = parse_set(args.set)
-    run_demo(out_dir=args.out, quick=args.quick, updates=updates)
+    summary = run_demo(out_dir=args.out, quick=args.quick, updates=updates)
     if getattr(args, "compare", False):  # SFT only / GRPO only / SFT then GRPO under one budget: OUT/compare/
         from .compare_demo import run_compare  # it builds on demo.py, so demo.py does not call it
 
-        run_compare(args.out, args.quick, updates=updates)
+        # the demo just ran SFT then GRPO from a fresh model: it is that arm (and the base row), not run twice
+        run_compare(args.out, args.quick, updates=updates, demo_summary=summary)
     return 0
 
 

@@ -1,7 +1,8 @@
 """`reasontune demo --compare`: SFT only, GRPO only, and SFT then GRPO under one wall-clock budget.
 
 Each arm starts from a fresh copy of the base model with a fresh LoRA. The SFT-then-GRPO arm runs
-the demo recipe as written and calibrates the others: its wall time is the budget (unless one is
+the demo recipe as written and calibrates the others (after `reasontune demo` it is that demo's own run,
+read from its metrics.json, so `demo --compare` trains it once, not twice): its wall time is the budget (unless one is
 given), its GRPO step time sizes the GRPO-only arm (max_steps = budget / step time, so the LR
 schedule fits the run), and its SFT time per example sizes the SFT-only arm (more distinct worked
 solutions first, then more epochs). A `TimeBudget` callback stops any arm whose budget is spent, so
@@ -18,10 +19,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .config import RunConfig, override
-from .demo import ood_data_config  # noqa: F401  (the held-out harder level, shared with the demo)
+from .demo import OOD_PROBLEMS, ood_data_config  # the held-out harder level, the demo's own
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +109,38 @@ def _evaluate(cfg: RunConfig, model, tok, evals: dict, out: Path) -> dict:
 
     res = {}
     for name, ds in evals.items():
-        m = evaluate(cfg, model=model, tokenizer=tok, dataset=ds, out_dir=out / name, progress=False)
-        res.update({f"{name}_accuracy": m["accuracy"], f"{name}_format_rate": m["format_rate"], f"{name}_n": m["n"]})
+        limit = {"eval.limit": len(ds)}  # the OOD set is the demo's OOD_PROBLEMS, all of it
+        m = evaluate(override(cfg, limit), model=model, tokenizer=tok, dataset=ds, out_dir=out / name, progress=False)
+        res.update(figures(name, m))
     return res
+
+
+def figures(name: str, m: dict) -> dict:
+    """One eval's row figures from its metrics (evaluate's, or the demo's stage_summary): accuracy, format,
+    stops on its own, working lines per answer overall and by level (fewer on multi-step problems is collapse)."""
+    levels = m.get("by_difficulty") or m.get("by_level") or {}
+    return {f"{name}_accuracy": m["accuracy"], f"{name}_format_rate": m.get("format_rate"), f"{name}_n": m.get("n"),
+            f"{name}_stop_rate": m.get("stop_rate"), f"{name}_working_lines": m.get("mean_working_lines"),
+            f"{name}_working_lines_by_level": {str(k): v.get("working_lines") for k, v in sorted(levels.items())}}
+
+
+def rows_from_demo(s: dict) -> dict:
+    """The base row and the SFT-then-GRPO arm from a finished demo's metrics.json summary (`run_demo`'s return):
+    same recipe, fresh model, SFT then GRPO; only its training seconds count, as in `run_arm`."""
+    sft = {"steps": s["warmup_sft"]["steps"], "seconds": s["warmup_sft"]["seconds"]}
+    grpo = {"steps": s["grpo_steps"], "seconds": s["timings"]["grpo"],
+            "max_steps": s["settings"]["grpo"]["max_steps"]}
+    ood = s.get("ood") or {}
+
+    def row(arm, stage, wall, stages):
+        r = {"arm": arm, "wall_seconds": wall, **figures("heldout", s[stage]), "from_demo": True}
+        if stage in ood:
+            r.update({"ood_accuracy": ood[stage], "ood_n": ood.get("n")})
+        return {**r, "stages": stages} if stages else r
+
+    first = row("sft_then_grpo", "after", sft["seconds"] + grpo["seconds"], {"sft": sft, "grpo": grpo})
+    first["stopped_by_budget"] = (grpo["steps"] or 0) < (grpo["max_steps"] or 0)  # the demo's GRPO time budget
+    return {"base": row("base", "before", 0.0, None), "sft_then_grpo": first}
 
 
 def plan_from(first: dict, cfg: RunConfig, budget_s: float | None, worked_rows: int) -> dict:
@@ -129,10 +160,12 @@ def plan_from(first: dict, cfg: RunConfig, budget_s: float | None, worked_rows: 
 
 
 def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float | None = None,
-                include_base: bool = True, updates: dict | None = None) -> dict:
+                include_base: bool = True, updates: dict | None = None, demo_summary: dict | None = None) -> dict:
     """Run the three arms (and a base-model row); write OUT/compare/metrics.json and table.md.
 
     budget_s None: the budget is the SFT-then-GRPO arm's training time (with --quick, the quick recipe's).
+    demo_summary: a finished demo of the same recipe (its metrics.json); it is the base row and the
+    SFT-then-GRPO arm, and only the other two arms train.
     """
     from . import demo
     from .data import build_datasets
@@ -149,13 +182,17 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
     evals = {"heldout": data["test"]}
     ood_cfg = ood_data_config(cfg.data)
     if ood_cfg is not None:
+        ood_cfg = replace(ood_cfg, test_size=min(OOD_PROBLEMS, cfg.data.test_size))  # the demo's OOD set
         evals["ood"] = build_datasets(ood_cfg, cfg.format, tokenizer=tok)["test"]
     rows = {}
-    if include_base:
-        model, tok = _fresh(cfg)
-        rows["base"] = {"arm": "base", "wall_seconds": 0.0, **_evaluate(cfg, model, tok, evals, root / "base")}
-        del model
-    rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root)
+    if demo_summary is not None:
+        rows.update(rows_from_demo(demo_summary))
+    else:
+        if include_base:
+            model, tok = _fresh(cfg)
+            rows["base"] = {"arm": "base", "wall_seconds": 0.0, **_evaluate(cfg, model, tok, evals, root / "base")}
+            del model
+        rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root)
     plan = plan_from(rows["sft_then_grpo"], cfg, budget_s, count_worked(data["train"]))
     logger.info("compare plan: %s", plan)
     for arm in ("grpo_only", "sft_only"):
@@ -178,11 +215,15 @@ def write_table(root: Path, s: dict) -> None:
     lines = ["# SFT vs GRPO vs SFT then GRPO", "",
              f"Budget: {s['budget_s']:.0f} s of training per arm (training only). Held-out: training "
              f"distribution (difficulty {s['train_difficulty']}); OOD: {ood}.", "",
-             "| arm | wall s | held-out accuracy | OOD accuracy | format rate | stopped by budget |",
-             "|---|---|---|---|---|---|"]
+             "| arm | wall s | held-out accuracy | OOD accuracy | format rate | stops on its own | "
+             "working lines | working lines by level | stopped by budget |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, r in s["arms"].items():
-        lines.append(f"| {arm} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | "
+        by = " / ".join(f"L{k} {f(v)}" for k, v in (r.get("heldout_working_lines_by_level") or {}).items())
+        name = f"{arm} (the demo's run)" if r.get("from_demo") and arm != "base" else arm
+        lines.append(f"| {name} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | "
                      f"{f(r.get('ood_accuracy'))} | {f(r.get('heldout_format_rate'))} | "
+                     f"{f(r.get('heldout_stop_rate'))} | {f(r.get('heldout_working_lines'))} | {by or 'n/a'} | "
                      f"{'yes' if r.get('stopped_by_budget') else 'no'} |")
     p = s["plan"]
     lines += ["", f"GRPO-only: {p['grpo_steps']} steps; SFT-only: {p['sft_examples']} worked solutions x "

@@ -107,6 +107,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         ood_cfg = replace(ood_cfg, test_size=min(OOD_PROBLEMS, cfg.data.test_size))
         ood = build_datasets(ood_cfg, cfg.format, tokenizer=tok)["test"]
     stages, timings, peaks, ood_stages = {}, {}, {}, {}  # peak RSS (MB) of each stage
+    sft_out = {}
 
     def end_stage(name):
         peaks[name] = peak_rss_mb()
@@ -131,7 +132,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     measure("before")
     if cfg.warmup.kind == "sft":
         t = time.perf_counter()
-        warmup_sft(cfg, model, tok, data["train"], out_dir=str(out))
+        sft_out = warmup_sft(cfg, model, tok, data["train"], out_dir=str(out))
         timings["warmup"] = time.perf_counter() - t
         # Kept so the warm-up alone can be measured again, e.g. its pass@k: how far GRPO can sharpen it.
         save_adapter(model, tok, out / "warmup" / "adapter", cfg, "the demo's SFT format warm-up")
@@ -166,6 +167,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     logger.info("peak RSS by stage (MB): %s", ", ".join(f"{k} {v:.0f}" for k, v in peaks.items() if v))
     summary.update(wall_seconds=time.perf_counter() - t0, timings=timings, peak_rss_mb=peaks, backend=backend,
                    quick=quick, grpo=result["summary"], grpo_steps=result["summary"].get("global_step"),
+                   # what `demo --compare` sizes its other arms from (this run is its SFT-then-GRPO arm)
+                   warmup_sft={k: sft_out[k] for k in ("steps", "seconds", "examples") if k in sft_out},
                    load_average={"start": load_start, "end": machine_load(), "shared_at_start": shared},
                    settings=cfg.to_dict())
     atomic_write_json(out / "metrics.json", summary)
