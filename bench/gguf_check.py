@@ -32,16 +32,19 @@ def llama_check(path: Path, recs: list[dict], fmt, max_new: int) -> dict:
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, verbose=False, seed=0)
     right = stopped = 0
+    texts = []  # the completions, for comparing two files answer by answer (gguf_mix.py)
     t0 = time.perf_counter()
     for r in recs:
         out = llm.create_chat_completion(messages=[{"role": "user", "content": r["question"]}], temperature=0.0,
                                          max_tokens=max_new)
         choice = out["choices"][0]
-        right += bool(grade(choice["message"]["content"] or "", r["answer"], fmt)[1])
+        texts.append(choice["message"]["content"] or "")
+        right += bool(grade(texts[-1], r["answer"], fmt)[1])
         stopped += choice["finish_reason"] == "stop" and out["usage"]["completion_tokens"] < max_new
     n = len(recs)
     return {"model": path.name, "n": n, "accuracy": right / n, "stopped": stopped / n,
-            "size_mb": round(path.stat().st_size / 1e6, 1), "seconds": round(time.perf_counter() - t0, 1)}
+            "size_mb": round(path.stat().st_size / 1e6, 1), "seconds": round(time.perf_counter() - t0, 1),
+            "texts": texts}
 
 
 def main(argv=None) -> int:
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
     del model
     rows += [llama_check(p, recs, fmt, max_new) for p in files]
     for r in rows:
-        print(json.dumps(r))
+        print(json.dumps({k: v for k, v in r.items() if k != "texts"}))
     print(f"\n| model | accuracy | stopped with EOS | size (MB) |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['accuracy']:.3f} | {r['stopped']:.2f} | {r['size_mb']} |")

@@ -113,3 +113,26 @@ def test_the_demo_seed_also_draws_the_data():
     assert demo_config("o").seed == demo_config("o").data.seed == 0
     assert demo_config("o", updates={"seed": 2}).data.seed == 2
     assert demo_config("o", updates={"seed": 2, "data.seed": 7}).data.seed == 7
+
+
+def test_compare_only_reads_the_finished_demo_and_refuses_other_settings(quick_demo, tmp_path, capsys):
+    """`demo --compare-only` takes the demo in --out as its SFT-then-GRPO arm: the same settings pass the check,
+    another --set is refused naming the key, and a folder without a finished demo names the command to run,
+    each before any model loads or the compare folder is made."""
+    from reasontune import cli
+    from reasontune.compare_demo import check_same_settings, finished_demo
+    from reasontune.demo import demo_config
+
+    out, _ = quick_demo
+    m = finished_demo(out)
+    check_same_settings(m["settings"], demo_config(str(out), quick=True))  # the demo's own recipe: no error
+    assert cli.main(["demo", "--quick", "--compare-only", "--out", str(out), "--set", "grpo.learning_rate=1e-5"]) == 2
+    err = capsys.readouterr().err
+    assert "grpo.learning_rate" in err and "same --set" in err, err
+    assert cli.main(["demo", "--compare-only", "--out", str(out)]) == 2  # the demo ran --quick: other settings
+    assert "ran other settings" in capsys.readouterr().err
+    assert not (out / "compare").exists()
+    assert cli.main(["demo", "--compare-only", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "reasontune demo --out" in err and "metrics.json" in err, err
+    assert not (tmp_path / "none").exists()

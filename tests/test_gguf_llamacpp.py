@@ -280,3 +280,25 @@ def test_imatrix_without_the_training_data_quantizes_without_one(wide_run, tmp_p
     assert "without an importance matrix" in caplog.text
     matrix, info = calibrate(tmp_path / "nothing", None, None, moved)  # no config: the data is not recorded
     assert matrix is None and "records no training data" in info["reason"]
+
+
+def test_tensor_types_override_llama_cpps_choice_for_the_matching_tensors(exports, tmp_path):
+    """quantize(tensor_types=...) is `llama-quantize --tensor-type`: the matching tensors take the asked type,
+    the rest keep the mix's own; a name ggml does not know is refused before the quantizer runs."""
+    import gguf
+
+    from reasontune.config import ConfigError
+    from reasontune.llamacpp import quantize
+
+    _, paths = exports
+    dst = quantize(paths["f16"], tmp_path / "mix.gguf", "q4_k_m", tensor_types={"ffn_down": "q8_0"})
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(dst).tensors}
+    down = {n: t for n, t in types.items() if "ffn_down" in n}
+    assert down and set(down.values()) == {"Q8_0"}, down
+    plain = {t.name: t.tensor_type.name for t in gguf.GGUFReader(paths["q4_k_m"]).tensors}
+    assert {plain[n] for n in down} != {"Q8_0"}  # llama.cpp's own mix would not have
+    assert all(types[n] == plain[n] for n in types if "ffn_down" not in n)
+    assert _llama(dst).tokenize(b"What is 7 + 8?")  # it loads
+    with pytest.raises(ConfigError, match="not a ggml type"):
+        quantize(paths["f16"], tmp_path / "bad.gguf", "q4_k_m", tensor_types={"ffn_down": "q9_z"})
+    assert not (tmp_path / "bad.gguf").exists()

@@ -77,3 +77,42 @@ def test_quantizing_without_llama_cpp_names_the_install_before_loading(capsys, r
     assert "pip install llama-cpp-python==0.3.36" in err, err
     assert cli.main(["export", str(run_dir), "--merged", "--gguf-type", "q8_0"]) == 2
     assert "without --gguf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("specs, expected", [
+    (["ffn_down=q6_k"], {"ffn_down": "q6_k"}),
+    ([r"attn_(q|k)\.=Q8_0", "ffn_down=q6_k"], {r"attn_(q|k)\.": "q8_0", "ffn_down": "q6_k"}),
+    (["blk\\.0\\..*=f16"], {"blk\\.0\\..*": "f16"}),
+    ([], {}),
+    (None, {}),
+])
+def test_tensor_type_specs_parse_as_llama_quantize_reads_them(specs, expected):
+    from reasontune.llamacpp import parse_tensor_types
+
+    got = parse_tensor_types(specs)
+    assert got == expected and list(got) == list(expected)  # order kept: llama.cpp takes the first match
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ffn_down", "write PATTERN=TYPE"),
+    ("=q6_k", "write PATTERN=TYPE"),
+    ("ffn_down=q9_z", "not a ggml type"),
+    ("ffn_(down=q6_k", "not a regex"),
+])
+def test_a_bad_tensor_type_spec_names_the_problem(spec, message):
+    from reasontune.config import ConfigError
+    from reasontune.llamacpp import parse_tensor_types
+
+    with pytest.raises(ConfigError, match=message):
+        parse_tensor_types([spec])
+
+
+def test_tensor_types_are_refused_before_loading_where_llama_cpp_does_not_quantize(capsys, run_dir, monkeypatch):
+    from reasontune import export
+
+    monkeypatch.setattr(export, "load_merged", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "f16", "--gguf-tensor-type", "ffn_down=q6_k"]) == 2
+    assert "add --gguf-type with one of" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "llama_cpp", type(sys)("llama_cpp"))  # installed, as far as the check goes
+    assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "q4_k_m", "--gguf-tensor-type", "ffn_down"]) == 2
+    assert "write PATTERN=TYPE" in capsys.readouterr().err

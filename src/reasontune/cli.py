@@ -67,6 +67,11 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     updates = parse_set(args.set)
+    if getattr(args, "compare_only", False):  # the demo in --out already ran: only the other two arms train
+        from .compare_demo import finished_demo, run_compare
+
+        run_compare(args.out, args.quick, updates=updates, demo_summary=finished_demo(args.out))
+        return 0
     summary = run_demo(out_dir=args.out, quick=args.quick, updates=updates)
     if getattr(args, "compare", False):  # SFT only / GRPO only / SFT then GRPO under one budget: OUT/compare/
         from .compare_demo import run_compare  # it builds on demo.py, so demo.py does not call it
@@ -95,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of recipes/demo.yaml, e.g. --set grpo.max_steps=10 (repeatable)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke-test run (minutes, not a result)")
     p.add_argument("--compare", action="store_true", help="also run SFT-only / GRPO-only / SFT+GRPO")
+    p.add_argument("--compare-only", action="store_true",
+                   help="run only the compare's SFT-only and GRPO-only arms against the demo already finished in "
+                        "--out (its metrics.json is the SFT-then-GRPO arm); give the --set it ran with")
     p.set_defaults(func=cmd_demo)
 
     # Subcommands owned by other modules register themselves; a missing one is skipped.

@@ -143,6 +143,43 @@ def rows_from_demo(s: dict) -> dict:
     return {"base": row("base", "before", 0.0, None), "sft_then_grpo": first}
 
 
+def finished_demo(out_dir: str | Path) -> dict:
+    """The metrics.json of a demo that finished in OUT (`demo --compare-only` reads it as its SFT-then-GRPO arm),
+    or a ConfigError naming the fix; read before any model loads."""
+    import json
+
+    from .config import ConfigError
+
+    path = Path(out_dir) / "metrics.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--compare-only needs a finished demo in {out_dir} and {path} cannot be read ({e}): run "
+                          f"`reasontune demo --out {out_dir}` first, or `reasontune demo --compare` for both") from e
+    missing = [k for k in ("warmup_sft", "timings", "settings", "after") if k not in summary]
+    if missing:
+        raise ConfigError(f"{path} lacks {missing}: it is not a finished demo of this version; run "
+                          f"`reasontune demo --out {out_dir}` again")
+    return summary
+
+
+def check_same_settings(demo_settings: dict, cfg: RunConfig) -> None:
+    """The demo read as the SFT-then-GRPO arm must have run the recipe the other arms run: a different --set
+    would compare two recipes, not three arms of one."""
+    import json
+
+    from .config import ConfigError
+
+    ours = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as metrics.json holds them
+    diff = sorted(f"{sec}.{k}" for sec, v in ours.items() if isinstance(v, dict)
+                  for k in v if (demo_settings.get(sec) or {}).get(k) != v[k])
+    diff += sorted(k for k, v in ours.items() if not isinstance(v, dict) and k != "output_dir"
+                   and demo_settings.get(k) != v)
+    if diff:
+        raise ConfigError(f"the finished demo ran other settings than this compare would ({', '.join(diff)}): pass "
+                          "the same --set the demo ran with, or run `reasontune demo --compare` afresh")
+
+
 def plan_from(first: dict, cfg: RunConfig, budget_s: float | None, worked_rows: int) -> dict:
     """Sizes for the GRPO-only and SFT-only arms from the SFT-then-GRPO arm's timings."""
     budget = budget_s or first["wall_seconds"]
@@ -172,9 +209,11 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
     from .runfolder import atomic_write_json
     from .sft import count_worked
 
+    cfg = demo.demo_config(out_dir, quick, updates)
+    if demo_summary is not None:
+        check_same_settings(demo_summary["settings"], cfg)
     root = Path(out_dir) / "compare"
     root.mkdir(parents=True, exist_ok=True)
-    cfg = demo.demo_config(out_dir, quick, updates)
     from .models import load_tokenizer, resolve_model_path
 
     tok = load_tokenizer(resolve_model_path(cfg.model), cfg.model, cfg.format)

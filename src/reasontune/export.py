@@ -309,8 +309,9 @@ def write_gguf(model, tok, tok_dir: str | Path, path: str | Path, kind: str = "f
     return path
 
 
-def check_export_args(merged: bool, gguf: bool, gguf_type: str) -> None:
-    """Everything the flags alone decide, before any model loads."""
+def check_export_args(merged: bool, gguf: bool, gguf_type: str,
+                      tensor_types: list[str] | None = None) -> dict:
+    """Everything the flags alone decide, before any model loads; returns the parsed --gguf-tensor-type overrides."""
     if not (merged or gguf):
         raise ConfigError("export: nothing to do; pass --merged and/or --gguf")
     if gguf_type != "auto" and not gguf:
@@ -321,9 +322,16 @@ def check_export_args(merged: bool, gguf: bool, gguf_type: str) -> None:
         from .llamacpp import require_llama_cpp
 
         require_llama_cpp(gguf_type)
+    if tensor_types and gguf_type not in QUANT_TYPES:
+        raise ConfigError(f"--gguf-tensor-type sets llama.cpp's quantizer's per-tensor types; --gguf-type={gguf_type} "
+                          f"is not quantized by it: add --gguf-type with one of {', '.join(QUANT_TYPES)}")
+    from .llamacpp import parse_tensor_types
+
+    return parse_tensor_types(tensor_types)
 
 
-def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = None) -> Path:
+def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = None,
+                 tensor_types: dict | None = None) -> Path:
     """OUT.model-KIND.gguf beside OUT (OUT may not exist yet): our converter, then llama.cpp's quantizer for
     the k-quants (from an f16 file it deletes after), with `imatrix` = (matrix, info) from imatrix.calibrate
     when given."""
@@ -347,7 +355,7 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
             f16 = write_gguf(model, tok, tok_dir, path.with_name(path.name + ".f16"), "f16", chat_template=template,
                              extra_kv=imatrix_kv(matrix, info))  # the quantizer copies these keys
             try:
-                quantize(f16, path, kind, imatrix=matrix)
+                quantize(f16, path, kind, imatrix=matrix, tensor_types=tensor_types)
             finally:
                 f16.unlink(missing_ok=True)
         else:
@@ -358,13 +366,14 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool = True, gguf: bool = False,
-               dtype: str = "auto", gguf_type: str = "auto", imatrix: bool = False) -> dict:
+               dtype: str = "auto", gguf_type: str = "auto", imatrix: bool = False,
+               tensor_types: list[str] | None = None) -> dict:
     """Merge RUN/adapter into the base model; write the merged folder and/or a GGUF (with its Ollama Modelfile
     and the card's GGUF section). `imatrix`: quantize llama.cpp's types with an importance matrix from the
     run's training rows (imatrix.py; off by default: on the demo's 576-wide model it measured no better, docs/export.md). Returns paths (and what the imatrix calibrated on)."""
     import torch
 
-    check_export_args(merged, gguf, gguf_type)
+    types = check_export_args(merged, gguf, gguf_type, tensor_types)
     tdtype = export_dtype(dtype)
     model, tok, cfg = load_merged(run_dir)
     out = Path(out) if out else Path(run_dir) / "merged"
@@ -375,7 +384,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
 
         calib = for_export(run_dir, model, tok, cfg, kind, imatrix)
         result.update({"imatrix": calib[1]} if calib else {})
-        gguf_path = _export_gguf(model, tok, cfg, out, kind, calib)
+        gguf_path = _export_gguf(model, tok, cfg, out, kind, calib, types)
     if merged:
         result["merged"] = str(save_merged(model, tok, out, tdtype, cfg))
     if gguf:
@@ -394,7 +403,8 @@ def cmd_export(args) -> int:
     import json
 
     result = export_run(args.run_dir, out=args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
-                        gguf_type=args.gguf_type, imatrix=args.imatrix)
+                        gguf_type=args.gguf_type, imatrix=args.imatrix,
+                        tensor_types=args.gguf_tensor_type)
     print(json.dumps(result))
     return 0
 
@@ -414,4 +424,7 @@ def register(subparsers) -> None:
     p.add_argument("--imatrix", action="store_true",
                    help=f"quantize {'/'.join(QUANT_TYPES)} with an importance matrix measured on the run's first training "
                         "rows (prompt + worked solution), as llama-quantize --imatrix")
+    p.add_argument("--gguf-tensor-type", action="append", metavar="PATTERN=TYPE",
+                   help="repeatable, as llama-quantize --tensor-type: tensors whose GGUF name matches the regex PATTERN "
+                        "take ggml TYPE (e.g. ffn_down=q6_k) instead of the mix's own choice")
     p.set_defaults(func=cmd_export)

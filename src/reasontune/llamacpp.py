@@ -21,6 +21,10 @@ LLAMA_CPP_PIN = "llama-cpp-python==0.3.36"
 # --gguf-type -> llama.cpp's LLAMA_FTYPE_MOSTLY_* name (llama_cpp/llama_cpp.py of 0.3.36)
 QUANT_TYPES = {"q4_0": "Q4_0", "q4_k_s": "Q4_K_S", "q4_k_m": "Q4_K_M", "q5_0": "Q5_0", "q5_k_s": "Q5_K_S",
                "q5_k_m": "Q5_K_M", "q6_k": "Q6_K"}
+# The ggml types `--gguf-tensor-type PATTERN=TYPE` takes (llama-quantize --tensor-type's), checked before any
+# model loads; a build of llama.cpp that lacks one still refuses it in tensor_overrides.
+TENSOR_TYPES = ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k",
+                "q6_k", "iq4_nl", "iq4_xs")
 # Sentinels rendered through the chat template, then replaced by Ollama's variables.
 _SYS, _USER = "\x00REASONTUNE_SYSTEM\x00", "\x00REASONTUNE_PROMPT\x00"
 
@@ -36,9 +40,12 @@ def require_llama_cpp(kind: str):
     return llama_cpp
 
 
-def quantize(src: str | Path, dst: str | Path, kind: str, imatrix: dict | None = None) -> Path:
+def quantize(src: str | Path, dst: str | Path, kind: str, imatrix: dict | None = None,
+             tensor_types: dict[str, str] | None = None) -> Path:
     """llama.cpp's quantizer on an f16/f32 GGUF, with its default parameters (as `llama-quantize SRC DST TYPE`);
-    `imatrix` ({GGUF tensor name: per-column weights}) as `llama-quantize --imatrix FILE`."""
+    `imatrix` ({GGUF tensor name: per-column weights}) as `llama-quantize --imatrix FILE`; `tensor_types`
+    ({regex on GGUF tensor names: ggml type, e.g. "ffn_down": "q6_k"}) as `llama-quantize --tensor-type`
+    (the first pattern that matches wins; a type the tensor's width cannot take falls back as llama.cpp does)."""
     if kind not in QUANT_TYPES:
         raise ConfigError(f"--gguf-type={kind!r} is not a llama.cpp quantization reasontune runs "
                           f"(use one of {', '.join(QUANT_TYPES)})")
@@ -53,6 +60,11 @@ def quantize(src: str | Path, dst: str | Path, kind: str, imatrix: dict | None =
 
         keep = ctypes_imatrix(llama_cpp, imatrix)  # the buffers live until the quantizer has returned
         params.imatrix = ctypes.cast(keep[0], ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+    overrides = tensor_overrides(llama_cpp, tensor_types) if tensor_types else None
+    if overrides is not None:
+        import ctypes
+
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
@@ -60,11 +72,48 @@ def quantize(src: str | Path, dst: str | Path, kind: str, imatrix: dict | None =
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {kind} (return code {rc}); "
                            "its log above says why")
-    del keep
+    del keep, overrides
     tmp.replace(dst)
-    logger.info("GGUF quantized by llama.cpp to %s%s: %s (%.1f MB)", kind, " with an importance matrix" if imatrix
-                else "", dst, dst.stat().st_size / 1e6)
+    logger.info("GGUF quantized by llama.cpp to %s%s%s: %s (%.1f MB)", kind, " with an importance matrix" if imatrix
+                else "", f", tensor types {tensor_types}" if tensor_types else "", dst, dst.stat().st_size / 1e6)
     return dst
+
+
+def parse_tensor_types(specs: list[str] | None) -> dict[str, str]:
+    """`--gguf-tensor-type PATTERN=TYPE` (repeatable, as llama-quantize --tensor-type) -> {PATTERN: TYPE}, in order
+    (llama.cpp takes the first pattern that matches a tensor name); a ConfigError names a bad one."""
+    import re
+
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        pattern, sep, name = spec.rpartition("=")
+        name = name.strip().lower()
+        if not sep or not pattern:
+            raise ConfigError(f"--gguf-tensor-type {spec!r}: write PATTERN=TYPE, e.g. ffn_down=q6_k "
+                              "(PATTERN is a regex searched in GGUF tensor names such as blk.3.ffn_down.weight)")
+        if name not in TENSOR_TYPES:
+            raise ConfigError(f"--gguf-tensor-type {spec!r}: {name!r} is not a ggml type llama.cpp quantizes to "
+                              f"(use one of {', '.join(TENSOR_TYPES)})")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"--gguf-tensor-type {spec!r}: {pattern!r} is not a regex ({e})") from e
+        out[pattern] = name
+    return out
+
+
+def tensor_overrides(llama_cpp, tensor_types: dict[str, str]):
+    """{pattern: type name} as llama.cpp's NULL-terminated llama_model_tensor_override array (keep it alive until
+    the quantizer returns)."""
+    arr = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+    for slot, (pattern, name) in zip(arr, tensor_types.items()):
+        ggml = getattr(llama_cpp, f"GGML_TYPE_{name.upper()}", None)
+        if ggml is None:
+            raise ConfigError(f"tensor type {name!r} for {pattern!r} is not a ggml type this llama.cpp knows "
+                              "(e.g. q4_k, q5_k, q6_k, q8_0, f16)")
+        slot.pattern, slot.type = pattern.encode(), ggml
+    arr[len(tensor_types)].pattern = None  # the terminator llama.cpp stops at
+    return arr
 
 
 # ---- Ollama ----------------------------------------------------------------------------------------
