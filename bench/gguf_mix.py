@@ -44,7 +44,9 @@ def one_run(run: Path, kind: str, limit: int, mixes: list[str]) -> list[dict]:
     from reasontune.llamacpp import quantize
     from reasontune.portable import read_format
 
-    ev = next(p for p in (run / "evals" / "after", run.parent / "evals" / "after") if p.is_dir())
+    # a demo's train/ folder (its evals sit one up), or a `demo --compare` arm (evals/heldout)
+    ev = next(p for p in (run / "evals" / "after", run.parent / "evals" / "after", run / "evals" / "heldout")
+              if p.is_dir())
     recs, metrics = load_records(ev.parent.parent, limit, ev.name)
     max_new = int(metrics.get("max_new_tokens") or 64)
     out = run / "gguf-mix"

@@ -39,6 +39,16 @@ CASES = [  # (id, changes, recommendation, words the rule must contain)
     ("zero-var at threshold", dict(zero_variance_fraction=A.ZERO_VARIANCE_MAX), "rft", "-> rft"),
     ("precedence: no verifier beats pass@k", dict(has_verifier=False, pass_at_k=0.0), "sft", "no verifier"),
     ("precedence: pass@k beats format", dict(pass_at_k=0.0, format_rate=0.0), "sft_then_rft", "pass@k"),
+    # plenty of worked solutions and pass@1 under half: SFT on them first (measured by demo --compare)
+    ("plenty worked, pass@1 low", dict(worked_rows=A.WORKED_ROWS_PLENTY, pass_at_1=A.SFT_FIRST_PASS_AT_1 - 1e-9),
+     "sft_then_rft", "worked_rows >= 1000"),
+    ("plenty worked, pass@1 at the cut", dict(worked_rows=A.WORKED_ROWS_PLENTY, pass_at_1=A.SFT_FIRST_PASS_AT_1),
+     "rft", "-> rft"),
+    ("just under plenty", dict(worked_rows=A.WORKED_ROWS_PLENTY - 1, pass_at_1=0.1), "rft", "-> rft"),
+    ("plenty rows but no usable solutions", dict(worked_rows=5000, pass_at_1=0.1, has_worked_solutions=False), "rft",
+     "-> rft"),
+    ("precedence: format beats plenty", dict(worked_rows=5000, pass_at_1=0.1, format_rate=0.0), "sft_then_rft",
+     "format_rate"),
     ("precedence: headroom beats zero-var", dict(pass_at_1=0.95, pass_at_k=1.0, zero_variance_fraction=1.0),
      "neither", "pass@1"),
 ]

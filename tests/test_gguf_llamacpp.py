@@ -26,16 +26,19 @@ QUESTIONS = ["What is 12 + 30?", "Ava has 9 coins and loses 4. How many are left
 @pytest.fixture(scope="module")
 def wide_run(tiny_model_dir, tmp_path_factory):
     """A run folder (config + adapter with a non-zero LoRA) on a random Llama of hidden 256."""
+    return _tiny_run(tiny_model_dir, tmp_path_factory.mktemp("gguf-llamacpp"), hidden=256)
+
+
+def _tiny_run(tiny_model_dir, root, hidden: int):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from reasontune.config import from_dict
     from reasontune.models import load_model_and_tokenizer
     from reasontune.runfolder import RunFolder
 
-    root = tmp_path_factory.mktemp("gguf-llamacpp")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
-    mcfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+    mcfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=512, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                        pad_token_id=tok.pad_token_id, tie_word_embeddings=True, initializer_range=0.2)
@@ -302,3 +305,32 @@ def test_tensor_types_override_llama_cpps_choice_for_the_matching_tensors(export
     with pytest.raises(ConfigError, match="not a ggml type"):
         quantize(paths["f16"], tmp_path / "bad.gguf", "q4_k_m", tensor_types={"ffn_down": "q9_z"})
     assert not (tmp_path / "bad.gguf").exists()
+
+
+def test_narrow_rows_stay_at_q8_0_by_default_and_llama_cpps_mix_on_request(tiny_model_dir, tmp_path):
+    """Hidden 160 (not a multiple of 256, as SmolLM2's 576): llama.cpp's q4_k_m quantizes those matrices to legacy
+    5-bit types; reasontune's default keeps them at q8_0 and says so in the file and the card, while ffn_down
+    (512-wide rows) keeps the k-quant; --gguf-fallback llama.cpp is llama.cpp's own mix. Both load and answer."""
+    import gguf
+
+    from reasontune.llamacpp import KV_FALLBACK
+
+    run, _ = _tiny_run(tiny_model_dir, tmp_path, hidden=160)
+    files = {}
+    for fallback in ("q8_0", "llama.cpp"):
+        out = tmp_path / fallback
+        assert cli.main(["export", str(run), "--gguf", "--gguf-type", "q4_k_m", "--gguf-fallback", fallback,
+                         "--out", str(out)]) == 0
+        files[fallback] = out / "model-q4_k_m.gguf"
+    ours, theirs = (gguf.GGUFReader(files[k]) for k in ("q8_0", "llama.cpp"))
+    narrow = {t.name for t in ours.tensors if len(t.shape) == 2 and int(t.shape[0]) == 160}
+    assert len(narrow) == 1 + 2 * 6, narrow  # token_embd + per layer attn_q/k/v/output, ffn_gate/up
+    ours_t, theirs_t = ({t.name: t.tensor_type.name for t in r.tensors} for r in (ours, theirs))
+    assert {ours_t[n] for n in narrow} == {"Q8_0"}
+    assert {theirs_t[n] for n in narrow} - {"Q8_0"}, theirs_t  # llama.cpp's legacy fallback (Q5_0) for some
+    assert {ours_t[n] for n in ours_t if "ffn_down" in n} <= {"Q4_K", "Q6_K"}
+    assert all(ours_t[n] == theirs_t[n] for n in ours_t if n not in narrow)
+    assert KV_FALLBACK in ours.fields and KV_FALLBACK not in theirs.fields
+    assert "13 of 15 matrices have rows 160 wide" in (tmp_path / "q8_0" / "README.md").read_text()
+    for path in files.values():
+        assert _llama(path).create_completion("What is 7 + 8?", max_tokens=4)["choices"][0]["text"] is not None

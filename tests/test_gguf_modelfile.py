@@ -116,3 +116,40 @@ def test_tensor_types_are_refused_before_loading_where_llama_cpp_does_not_quanti
     monkeypatch.setitem(sys.modules, "llama_cpp", type(sys)("llama_cpp"))  # installed, as far as the check goes
     assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "q4_k_m", "--gguf-tensor-type", "ffn_down"]) == 2
     assert "write PATTERN=TYPE" in capsys.readouterr().err
+
+
+SMOL = {"token_embd.weight": 576, "blk.0.attn_q.weight": 576, "blk.0.ffn_down.weight": 1536,
+        "blk.1.attn_q.weight": 576, "blk.1.ffn_down.weight": 1536}
+
+
+@pytest.mark.parametrize("widths, kind, fallback, expected", [
+    # SmolLM2's shapes: the 576-wide kinds take q8_0, one pattern per kind; ffn_down (1536) keeps the k-quant
+    (SMOL, "q4_k_m", "q8_0", {r"^token_embd\.weight$": "q8_0", r"^blk\.\d+\.attn_q\.weight$": "q8_0"}),
+    (SMOL, "q5_k_s", "q8_0", {r"^token_embd\.weight$": "q8_0", r"^blk\.\d+\.attn_q\.weight$": "q8_0"}),
+    (SMOL, "q4_k_m", "llama.cpp", {}),  # llama.cpp's own mix
+    (SMOL, "q4_0", "q8_0", {}),  # a legacy type takes any multiple of 32: nothing falls back
+    ({"blk.0.attn_q.weight": 512, "blk.0.ffn_down.weight": 1536}, "q4_k_m", "q8_0", {}),  # every row fits
+    # a kind narrow in one layer only: that tensor by name
+    ({"blk.0.x.weight": 576, "blk.1.x.weight": 512}, "q4_k_m", "q8_0", {r"^blk\.0\.x\.weight$": "q8_0"}),
+    ({"blk.0.x.weight": 100}, "q4_k_m", "q8_0", {}),  # not a multiple of 32: q8_0 cannot take it either
+])
+def test_fallback_overrides_type_the_tensors_the_k_quants_cannot_take(widths, kind, fallback, expected):
+    import re
+
+    from reasontune.llamacpp import KV_FALLBACK, fallback_overrides
+
+    patterns, kv = fallback_overrides(widths, kind, fallback)
+    assert patterns == expected
+    matched = {n for n in widths if any(re.search(p, n) for p in patterns)}  # llama.cpp searches each name
+    assert matched == {n for n, w in widths.items() if expected and w % 256 and not w % 32}
+    assert bool(kv) == bool(expected)
+    if expected:
+        assert f"{len(matched)} of {len(widths)} matrices" in kv[KV_FALLBACK] and "not a multiple of 256" in kv[KV_FALLBACK]
+
+
+def test_an_unknown_fallback_is_refused():
+    from reasontune.config import ConfigError
+    from reasontune.llamacpp import fallback_overrides
+
+    with pytest.raises(ConfigError, match="use one of q8_0, llama.cpp"):
+        fallback_overrides(SMOL, "q4_k_m", "q5_0")

@@ -106,7 +106,7 @@ def test_the_rows_rebuilt_are_the_rows_the_demo_trains_and_evaluates_on(smol_dir
     rows = run_rows(cfg, tokenizer=tok)
     graded = [json.loads(x) for x in (tmp_path / "evals" / "before" / "completions.jsonl").read_text().splitlines()]
     assert [(r["index"], r["question"]) for r in graded] == [(i, r["question"]) for i, r in enumerate(rows["heldout"])]
-    assert len(rows["heldout"]) == 200 and len(rows["warmup"]) == 128
+    assert len(rows["heldout"]) == 200 and len(rows["warmup"]) == cfg.warmup.examples == 1000
     assert (len(rows["grpo"]) == 2000) == (max_prompt_length is None)
     assert seen["grpo"]["question"] == [r["question"] for r in rows["grpo"]]
     assert seen["grpo"]["worked"] == [r["worked"] for r in rows["grpo"]]

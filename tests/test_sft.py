@@ -149,8 +149,10 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     m = json.loads((root / "metrics.json").read_text())
     assert set(m["arms"]) == {"sft_then_grpo", "grpo_only", "sft_only"} and m["ood_difficulty"] == [5]
     for arm, r in m["arms"].items():
-        for key in ("wall_seconds", "heldout_accuracy", "ood_accuracy", "heldout_format_rate", "stopped_by_budget"):
+        for key in ("wall_seconds", "heldout_accuracy", "ood_accuracy", "heldout_format_rate", "stopped_by_budget",
+                    "heldout_novel_accuracy"):
             assert key in r, (arm, key)
+        assert r["heldout_novel_n"] is not None, arm  # the demo's near-duplicate split, per arm
         assert (root / arm / "adapter" / "adapter_config.json").is_file()
         assert (root / arm / "evals" / "ood" / "metrics.json").is_file()
     assert s["arms"]["sft_then_grpo"]["stopped_by_budget"]  # in its SFT or its GRPO stage
@@ -161,7 +163,8 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     assert grpo["stopped_by_budget"] or grpo["steps"] == grpo["max_steps"], grpo
     assert s["plan"]["budget_s"] == 2.0 and s["plan"]["sft_examples"] >= 1
     table = (root / "table.md").read_text()
-    assert "| arm | wall s | held-out accuracy | OOD accuracy | format rate |" in table
+    assert "| arm | wall s | held-out accuracy | no near-duplicate in training | OOD accuracy | format rate |" in table
+    assert f"GRPO-only: {grpo['steps']} steps run of {grpo['max_steps']} planned" in table
     assert all(f"| {arm} |" in table for arm in m["arms"])
 
 

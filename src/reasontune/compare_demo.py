@@ -77,7 +77,8 @@ def _arm_config(cfg: RunConfig, arm: str, plan: dict, root: Path) -> RunConfig:
     return override(cfg, updates)
 
 
-def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None, plan: dict, root: Path) -> dict:
+def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None, plan: dict, root: Path,
+            marks: list | None = None) -> dict:
     """Train one arm from a fresh model within the budget, save its adapter, evaluate it."""
     from .portable import save_adapter
     from .runfolder import RunFolder
@@ -97,29 +98,44 @@ def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None,
     save_adapter(model, tok, run.path / "adapter", acfg, f"reasontune compare, arm {arm}")
     result = {"arm": arm, "wall_seconds": wall, "stages": stages,
               "stopped_by_budget": any(s.get("stopped_by_budget") for s in stages.values()),
-              **_evaluate(acfg, model, tok, evals, run.path / "evals")}
+              **_evaluate(acfg, model, tok, evals, run.path / "evals", marks)}
     run.set_status("done", wall_seconds=wall, stopped_by_budget=result["stopped_by_budget"])
     logger.info("compare %s: %.0f s, held-out %.3f, OOD %s", arm, wall, result["heldout_accuracy"],
                 result.get("ood_accuracy"))
     return result
 
 
-def _evaluate(cfg: RunConfig, model, tok, evals: dict, out: Path) -> dict:
-    from .evaluate import evaluate
+def _evaluate(cfg: RunConfig, model, tok, evals: dict, out: Path, marks: list | None = None) -> dict:
+    from .evaluate import evaluate, read_jsonl
+    from .overlap import novelty
 
     res = {}
     for name, ds in evals.items():
         limit = {"eval.limit": len(ds)}  # the OOD set is the demo's OOD_PROBLEMS, all of it
         m = evaluate(override(cfg, limit), model=model, tokenizer=tok, dataset=ds, out_dir=out / name, progress=False)
+        if name == "heldout" and marks:  # the demo's split: problems no training row has the working of
+            m = {**m, **novelty(read_jsonl(out / name / "completions.jsonl"), marks)}
         res.update(figures(name, m))
     return res
+
+
+def _marks(cfg: RunConfig, data, tok) -> list | None:
+    """The held-out rows' near-duplicate marks (overlap.py), as the demo computes them; None if they fail."""
+    from .overlap import heldout_marks
+
+    try:
+        return heldout_marks(cfg, datasets=data, tokenizer=tok)
+    except Exception as e:  # the arms are measured without it; a failed split must not lose them
+        logger.warning("near-duplicate split failed; the compare reports no novel accuracy: %s", e)
+        return None
 
 
 def figures(name: str, m: dict) -> dict:
     """One eval's row figures from its metrics (evaluate's, or the demo's stage_summary): accuracy, format,
     stops on its own, working lines per answer overall and by level (fewer on multi-step problems is collapse)."""
     levels = m.get("by_difficulty") or m.get("by_level") or {}
-    return {f"{name}_accuracy": m["accuracy"], f"{name}_format_rate": m.get("format_rate"), f"{name}_n": m.get("n"),
+    return {f"{name}_accuracy": m["accuracy"], f"{name}_novel_accuracy": m.get("novel_accuracy"),
+            f"{name}_novel_n": m.get("novel_n"), f"{name}_format_rate": m.get("format_rate"), f"{name}_n": m.get("n"),
             f"{name}_stop_rate": m.get("stop_rate"), f"{name}_working_lines": m.get("mean_working_lines"),
             f"{name}_working_lines_by_level": {str(k): v.get("working_lines") for k, v in sorted(levels.items())}}
 
@@ -231,11 +247,12 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
             model, tok = _fresh(cfg)
             rows["base"] = {"arm": "base", "wall_seconds": 0.0, **_evaluate(cfg, model, tok, evals, root / "base")}
             del model
-        rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root)
+        rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root, _marks(cfg, data, tok))
     plan = plan_from(rows["sft_then_grpo"], cfg, budget_s, count_worked(data["train"]))
     logger.info("compare plan: %s", plan)
+    marks = _marks(cfg, data, tok)
     for arm in ("grpo_only", "sft_only"):
-        rows[arm] = run_arm(cfg, arm, data, evals, plan["budget_s"], plan, root)
+        rows[arm] = run_arm(cfg, arm, data, evals, plan["budget_s"], plan, root, marks)
     ood_levels = ood_cfg.difficulty if ood_cfg else None
     summary = {"arms": rows, "plan": plan, "budget_s": plan["budget_s"], "quick": quick,
                "train_difficulty": cfg.data.difficulty, "ood_difficulty": ood_levels, "settings": cfg.to_dict()}
@@ -254,17 +271,20 @@ def write_table(root: Path, s: dict) -> None:
     lines = ["# SFT vs GRPO vs SFT then GRPO", "",
              f"Budget: {s['budget_s']:.0f} s of training per arm (training only). Held-out: training "
              f"distribution (difficulty {s['train_difficulty']}); OOD: {ood}.", "",
-             "| arm | wall s | held-out accuracy | OOD accuracy | format rate | stops on its own | "
-             "working lines | working lines by level | stopped by budget |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | wall s | held-out accuracy | no near-duplicate in training | OOD accuracy | format rate | "
+             "stops on its own | working lines | working lines by level | stopped by budget |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in s["arms"].items():
         by = " / ".join(f"L{k} {f(v)}" for k, v in (r.get("heldout_working_lines_by_level") or {}).items())
         name = f"{arm} (the demo's run)" if r.get("from_demo") and arm != "base" else arm
-        lines.append(f"| {name} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | "
+        novel = f(r.get("heldout_novel_accuracy")) + (f" ({r['heldout_novel_n']})" if r.get("heldout_novel_n") else "")
+        lines.append(f"| {name} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | {novel} | "
                      f"{f(r.get('ood_accuracy'))} | {f(r.get('heldout_format_rate'))} | "
                      f"{f(r.get('heldout_stop_rate'))} | {f(r.get('heldout_working_lines'))} | {by or 'n/a'} | "
                      f"{'yes' if r.get('stopped_by_budget') else 'no'} |")
-    p = s["plan"]
-    lines += ["", f"GRPO-only: {p['grpo_steps']} steps; SFT-only: {p['sft_examples']} worked solutions x "
-              f"{p['sft_epochs']} epochs (sized from the SFT-then-GRPO arm's timings)."]
+    p, stage = s["plan"], lambda arm, st: ((s["arms"].get(arm) or {}).get("stages") or {}).get(st) or {}
+    lines += ["", f"GRPO-only: {stage('grpo_only', 'grpo').get('steps', 'n/a')} steps run of {p['grpo_steps']} "
+              "planned; "
+              f"SFT-only: {stage('sft_only', 'sft').get('steps', 'n/a')} steps run of {p['sft_examples']} worked "
+              f"solutions x {p['sft_epochs']} epochs planned (sized from the SFT-then-GRPO arm's timings)."]
     atomic_write_text(root / "table.md", "\n".join(lines) + "\n")

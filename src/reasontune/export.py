@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from .config import ConfigError
-from .llamacpp import LLAMA_CPP_PIN, QUANT_TYPES
+from .llamacpp import DEFAULT_FALLBACK, FALLBACKS, LLAMA_CPP_PIN, QUANT_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -243,13 +243,10 @@ def _write_vocab(w, tok, tok_dir: Path, n_vocab: int, chat_template: str | None 
     special.add_to_gguf(w)
 
 
-def _write_tensors(w, model, permute: bool, ggml_type) -> None:
-    import gguf
-    import torch
-
+def _gguf_tensors(model):
+    """(HF name, GGUF name, tensor) for every tensor the GGUF file holds, named as write_gguf names them."""
     cfg = model.config
     names = gguf_tensor_names(cfg)
-    n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     for hf_name, t in model.state_dict().items():
         if (tied and hf_name == "lm_head.weight") or hf_name.endswith("rotary_emb.inv_freq"):
@@ -257,6 +254,22 @@ def _write_tensors(w, model, permute: bool, ggml_type) -> None:
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise ConfigError(f"--gguf: no GGUF name for tensor {hf_name!r}; convert with llama.cpp instead")
+        yield hf_name, name, t
+
+
+def gguf_row_widths(model) -> dict[str, int]:
+    """{GGUF name: row width} of the file's matrices (ggml's ne[0], the input width of a linear layer): what
+    decides whether llama.cpp's k-quants can take a tensor (llamacpp.fallback_overrides)."""
+    return {name: int(t.shape[-1]) for _, name, t in _gguf_tensors(model) if t.dim() == 2}
+
+
+def _write_tensors(w, model, permute: bool, ggml_type) -> None:
+    import gguf
+    import torch
+
+    cfg = model.config
+    n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    for hf_name, name, t in _gguf_tensors(model):
         data = t.detach().to(torch.float32).cpu().numpy()
         if permute and hf_name.endswith("q_proj.weight"):
             data = _permute_qk(data, n_head)
@@ -331,10 +344,11 @@ def check_export_args(merged: bool, gguf: bool, gguf_type: str,
 
 
 def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = None,
-                 tensor_types: dict | None = None) -> Path:
+                 tensor_types: dict | None = None, fallback: str = DEFAULT_FALLBACK) -> Path:
     """OUT.model-KIND.gguf beside OUT (OUT may not exist yet): our converter, then llama.cpp's quantizer for
     the k-quants (from an f16 file it deletes after), with `imatrix` = (matrix, info) from imatrix.calibrate
-    when given."""
+    when given, the user's `tensor_types` first, then the `fallback` type for the tensors whose rows the
+    k-quants cannot take (llamacpp.fallback_overrides)."""
     import shutil
 
     from .prompting import training_chat_template
@@ -347,15 +361,15 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
     template = training_chat_template(tok, cfg.format)
     try:
         if kind in QUANT_TYPES:
-            from .llamacpp import quantize
-
             from .imatrix import imatrix_kv
+            from .llamacpp import fallback_overrides, quantize
 
             matrix, info = imatrix or (None, {})
+            ours, kv = fallback_overrides(gguf_row_widths(model), kind, fallback)
             f16 = write_gguf(model, tok, tok_dir, path.with_name(path.name + ".f16"), "f16", chat_template=template,
-                             extra_kv=imatrix_kv(matrix, info))  # the quantizer copies these keys
-            try:
-                quantize(f16, path, kind, imatrix=matrix, tensor_types=tensor_types)
+                             extra_kv={**imatrix_kv(matrix, info), **kv})  # the quantizer copies these keys
+            try:  # llama.cpp takes the first pattern that matches: the user's before ours
+                quantize(f16, path, kind, imatrix=matrix, tensor_types={**(tensor_types or {}), **ours})
             finally:
                 f16.unlink(missing_ok=True)
         else:
@@ -367,7 +381,7 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool = True, gguf: bool = False,
                dtype: str = "auto", gguf_type: str = "auto", imatrix: bool = False,
-               tensor_types: list[str] | None = None) -> dict:
+               tensor_types: list[str] | None = None, fallback: str = DEFAULT_FALLBACK) -> dict:
     """Merge RUN/adapter into the base model; write the merged folder and/or a GGUF (with its Ollama Modelfile
     and the card's GGUF section). `imatrix`: quantize llama.cpp's types with an importance matrix from the
     run's training rows (imatrix.py; off by default: on the demo's 576-wide model it measured no better, docs/export.md). Returns paths (and what the imatrix calibrated on)."""
@@ -384,7 +398,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
 
         calib = for_export(run_dir, model, tok, cfg, kind, imatrix)
         result.update({"imatrix": calib[1]} if calib else {})
-        gguf_path = _export_gguf(model, tok, cfg, out, kind, calib, types)
+        gguf_path = _export_gguf(model, tok, cfg, out, kind, calib, types, fallback)
     if merged:
         result["merged"] = str(save_merged(model, tok, out, tdtype, cfg))
     if gguf:
@@ -404,7 +418,7 @@ def cmd_export(args) -> int:
 
     result = export_run(args.run_dir, out=args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
                         gguf_type=args.gguf_type, imatrix=args.imatrix,
-                        tensor_types=args.gguf_tensor_type)
+                        tensor_types=args.gguf_tensor_type, fallback=args.gguf_fallback)
     print(json.dumps(result))
     return 0
 
@@ -427,4 +441,9 @@ def register(subparsers) -> None:
     p.add_argument("--gguf-tensor-type", action="append", metavar="PATTERN=TYPE",
                    help="repeatable, as llama-quantize --tensor-type: tensors whose GGUF name matches the regex PATTERN "
                         "take ggml TYPE (e.g. ffn_down=q6_k) instead of the mix's own choice")
+    p.add_argument("--gguf-fallback", default=DEFAULT_FALLBACK, choices=FALLBACKS,
+                   help="k-quants only: the type of the tensors whose rows are not a multiple of 256 wide, which the "
+                        "k-quants cannot take (most of SmolLM2-135M's). q8_0: keep them at 8 bits (on the demo, q4_k_m "
+                        "within 2 points of f16, 135 MB); llama.cpp: its own legacy 5-bit fallback (105 MB, measured "
+                        "3.5-9.5 points below f16)")
     p.set_defaults(func=cmd_export)

@@ -25,6 +25,15 @@ QUANT_TYPES = {"q4_0": "Q4_0", "q4_k_s": "Q4_K_S", "q4_k_m": "Q4_K_M", "q5_0": "
 # model loads; a build of llama.cpp that lacks one still refuses it in tensor_overrides.
 TENSOR_TYPES = ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k",
                 "q6_k", "iq4_nl", "iq4_xs")
+# The k-quant mixes, whose types need rows a multiple of QK_K wide; llama.cpp quantizes a narrower tensor to a
+# legacy type instead (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; llama-quant.cpp). On the demo's 576-wide SmolLM2
+# that is 180 of 272 tensors, and q4_k_m answered 3.5-9.5 points below f16 (docs/export.md). reasontune keeps
+# those tensors at q8_0 by default (2 points below, 135 MB against 105); "llama.cpp" leaves its mix as it is.
+K_QUANTS = ("q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
+QK_K, QK8_0 = 256, 32  # ggml's k-quant super-block and q8_0's block, in columns
+FALLBACKS = ("q8_0", "llama.cpp")
+DEFAULT_FALLBACK = FALLBACKS[0]
+KV_FALLBACK = "reasontune.quantize.fallback"  # what the card says of a file whose fallback tensors we typed
 # Sentinels rendered through the chat template, then replaced by Ollama's variables.
 _SYS, _USER = "\x00REASONTUNE_SYSTEM\x00", "\x00REASONTUNE_PROMPT\x00"
 
@@ -100,6 +109,37 @@ def parse_tensor_types(specs: list[str] | None) -> dict[str, str]:
             raise ConfigError(f"--gguf-tensor-type {spec!r}: {pattern!r} is not a regex ({e})") from e
         out[pattern] = name
     return out
+
+
+def fallback_overrides(widths: dict[str, int], kind: str, fallback: str = DEFAULT_FALLBACK) -> tuple[dict, dict]:
+    """({regex: type} for the matrices a k-quant mix cannot take (rows not a multiple of QK_K; {GGUF name: row
+    width} from export.gguf_row_widths), the metadata that records it) for `kind`; nothing for the legacy types,
+    for fallback="llama.cpp", and for a model whose rows all fit. One pattern per tensor kind (blk.N. dropped)
+    when every layer's tensor of that kind is narrow, else one per tensor."""
+    import re
+
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"--gguf-fallback={fallback!r}: use one of {', '.join(FALLBACKS)}")
+    if kind not in K_QUANTS or fallback == "llama.cpp":
+        return {}, {}
+    narrow = {n for n, w in widths.items() if w % QK_K and not w % QK8_0}  # q8_0 needs 32-column blocks
+    if not narrow:
+        return {}, {}
+    by_kind: dict[str, list[str]] = {}
+    for name in widths:
+        by_kind.setdefault(re.sub(r"^blk\.\d+\.", "", name), []).append(name)
+    patterns = {}
+    for suffix, names in sorted(by_kind.items()):
+        if all(n in narrow for n in names):
+            prefix = r"blk\.\d+\." if names[0].startswith("blk.") else ""
+            patterns[f"^{prefix}{re.escape(suffix)}$"] = fallback
+        else:
+            patterns.update({f"^{re.escape(n)}$": fallback for n in sorted(narrow & set(names))})
+    cols = ", ".join(str(w) for w in sorted({widths[n] for n in narrow}))
+    note = (f"{len(narrow)} of {len(widths)} matrices have rows {cols} wide, not a multiple of {QK_K}: kept at "
+            f"{fallback} instead of llama.cpp's legacy fallback types (`--gguf-fallback llama.cpp` for those)")
+    logger.info("GGUF %s: %s", kind, note)
+    return patterns, {KV_FALLBACK: note}
 
 
 def tensor_overrides(llama_cpp, tensor_types: dict[str, str]):
@@ -222,18 +262,22 @@ def write_gguf_card(folder: str | Path, files: list[str], fmt: FormatConfig, eos
     p = Path(folder) / "README.md"
     text = p.read_text() if p.is_file() else "---\nlibrary_name: gguf\n---\n"
     text = text.split("\n" + GGUF_MARK)[0].rstrip("\n") + "\n"
-    p.write_text(text + gguf_card(files, fmt, eos, {f: imatrix_note(Path(folder) / f) for f in files}))
+    p.write_text(text + gguf_card(files, fmt, eos, {f: quantize_note(Path(folder) / f) for f in files}))
     return p
 
 
-def imatrix_note(path: Path) -> str:
-    """What the card says about a file quantized with an importance matrix (its quantize.imatrix.* keys)."""
+def quantize_note(path: Path) -> str:
+    """What the card says about how a file was quantized: with an importance matrix (its quantize.imatrix.* keys),
+    and which tensors were kept at the fallback type (its reasontune.quantize.fallback key)."""
     import gguf
 
     from .imatrix import KV_CHUNKS, KV_DATASET
 
     fields = gguf.GGUFReader(path).fields
-    if KV_CHUNKS not in fields:
-        return ""
-    return (f"quantized by llama.cpp with an importance matrix from {fields[KV_CHUNKS].contents()} training rows "
-            f"in the training format (`{fields[KV_DATASET].contents()}`)")
+    notes = []
+    if KV_CHUNKS in fields:
+        notes.append(f"quantized by llama.cpp with an importance matrix from {fields[KV_CHUNKS].contents()} training "
+                     f"rows in the training format (`{fields[KV_DATASET].contents()}`)")
+    if KV_FALLBACK in fields:
+        notes.append(fields[KV_FALLBACK].contents())
+    return "; ".join(notes)
