@@ -222,7 +222,7 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
              "by_level": {"1": {"working_lines": 1.0}, "2": {"working_lines": 2.0}}}
     summary = {"before": {**stage, "accuracy": 0.0}, "after": stage, "ood": {"before": 0.0, "after": 0.25, "n": 2},
                "warmup_sft": {"steps": 4, "seconds": 0.5, "examples": 2}, "grpo_steps": 3, "timings": {"grpo": 1.5},
-               "settings": {"grpo": {"max_steps": 10}}}
+               "settings": json.loads(json.dumps(tiny(str(tmp_path)).to_dict()))}  # the demo ran this recipe
     s = run_compare(str(tmp_path), demo_summary=summary)
     root = tmp_path / "compare"
     assert not (root / "sft_then_grpo").exists() and not (root / "base").exists()  # read, not trained again
