@@ -51,7 +51,7 @@ class Facts:
     has_worked_solutions: bool
     has_verifier: bool
     worked_rows: int = 0  # non-empty worked solutions in the training split
-    extra: dict = field(default_factory=dict)  # n, worked_rows, checkable_fraction, ... (reported, not decided on)
+    extra: dict = field(default_factory=dict)  # n, checkable_fraction, ... (reported, not decided on)
 
 
 def _pct(x: float) -> str:

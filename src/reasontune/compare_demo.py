@@ -239,18 +239,19 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
     if ood_cfg is not None:
         ood_cfg = replace(ood_cfg, test_size=min(OOD_PROBLEMS, cfg.data.test_size))  # the demo's OOD set
         evals["ood"] = build_datasets(ood_cfg, cfg.format, tokenizer=tok)["test"]
+    marks = _marks(cfg, data, tok)  # one near-duplicate split for every arm
     rows = {}
     if demo_summary is not None:
         rows.update(rows_from_demo(demo_summary))
     else:
         if include_base:
             model, tok = _fresh(cfg)
-            rows["base"] = {"arm": "base", "wall_seconds": 0.0, **_evaluate(cfg, model, tok, evals, root / "base")}
+            base = _evaluate(cfg, model, tok, evals, root / "base", marks)
+            rows["base"] = {"arm": "base", "wall_seconds": 0.0, **base}
             del model
-        rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root, _marks(cfg, data, tok))
+        rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root, marks)
     plan = plan_from(rows["sft_then_grpo"], cfg, budget_s, count_worked(data["train"]))
     logger.info("compare plan: %s", plan)
-    marks = _marks(cfg, data, tok)
     for arm in ("grpo_only", "sft_only"):
         rows[arm] = run_arm(cfg, arm, data, evals, plan["budget_s"], plan, root, marks)
     ood_levels = ood_cfg.difficulty if ood_cfg else None
