@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reasontune.export import QUANT_TYPES, export_run
-    from reasontune.portable import read_format
+    from reasontune.stages.export import QUANT_TYPES, export_run
+    from reasontune.export.portable import read_format
 
     run = Path(args.run)
     ev = Path(args.evals) if args.evals else next(

@@ -39,10 +39,10 @@ MIXES = {
 
 
 def one_run(run: Path, kind: str, limit: int, mixes: list[str]) -> list[dict]:
-    from reasontune.export import export_run, load_merged
-    from reasontune.imatrix import calibrate
-    from reasontune.llamacpp import quantize
-    from reasontune.portable import read_format
+    from reasontune.stages.export import export_run, load_merged
+    from reasontune.export.imatrix import calibrate
+    from reasontune.export.llamacpp import quantize
+    from reasontune.export.portable import read_format
 
     # a demo's train/ folder (its evals sit one up), or a `demo --compare` arm (evals/heldout)
     ev = next(p for p in (run / "evals" / "after", run.parent / "evals" / "after", run / "evals" / "heldout")

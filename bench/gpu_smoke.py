@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from reasontune import cli
     from reasontune.config import from_dict
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     work = a.out or Path(tempfile.mkdtemp(prefix="gpu-smoke-"))
     model_dir = tiny_qwen3(work / "tiny-qwen3")

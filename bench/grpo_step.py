@@ -56,7 +56,7 @@ def warm_adapter() -> dict:
 
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.sft import warmup_sft
+    from reasontune.stages.sft import warmup_sft
 
     cfg = _config("warm", 0)
     set_seed(cfg.seed)
@@ -90,7 +90,7 @@ def _setup(side: str, steps: int, warm: bool):
     from transformers import TrainerCallback, set_seed
 
     from reasontune.data import build_datasets
-    from reasontune.train import prepare_prompts
+    from reasontune.stages.train import prepare_prompts
 
     cfg = _config(side, steps)
     set_seed(cfg.seed)
@@ -122,7 +122,7 @@ def run_side(side: str, steps: int, warm: bool) -> dict:
         from trl import GRPOConfig, GRPOTrainer
 
         from reasontune.rewards import build_reward_funcs
-        from reasontune.speed import cpu_bf16_is_faster
+        from reasontune.models.speed import cpu_bf16_is_faster
 
         funcs, weights = build_reward_funcs(cfg.rewards, cfg.format, eos_token=tok.eos_token)
         g = cfg.grpo
@@ -137,7 +137,7 @@ def run_side(side: str, steps: int, warm: bool) -> dict:
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
                               callbacks=[timer])
     else:
-        from reasontune.train import build_grpo_trainer
+        from reasontune.stages.train import build_grpo_trainer
 
         trainer = build_grpo_trainer(cfg, model, tok, ds, callbacks=[timer])
         trainer.args.disable_tqdm = True

@@ -1,6 +1,6 @@
 """Issue 24 item 5 on an existing demo folder: held-out accuracy on the problems whose worked solution no
 training problem has (novel), and on the near-duplicates, by stage and level. No model, no rerun: the rows
-are rebuilt from the folder's saved config (src/reasontune/overlap.py) and its evals are read back.
+are rebuilt from the folder's saved config (src/reasontune/stages/overlap.py) and its evals are read back.
 
     python bench/near_duplicates.py runs/demo [--json]
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def table(run_dir: Path) -> dict:
-    from reasontune.overlap import demo_run_config, heldout_marks, marks_summary, stage_novelty
+    from reasontune.stages.overlap import demo_run_config, heldout_marks, marks_summary, stage_novelty
 
     marks = heldout_marks(demo_run_config(run_dir))
     stages = stage_novelty(run_dir, marks)

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reasontune.portable import read_format
+    from reasontune.export.portable import read_format
 
     demo = Path(args.demo)
     recs, metrics = load_records(demo, args.limit, args.stage)

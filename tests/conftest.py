@@ -36,7 +36,7 @@ def tiny_model_dir(smol_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one torch thread is much faster than two fighting over a busy 2-core CPU."""
-    from reasontune.speed import threads
+    from reasontune.models.speed import threads
 
     with threads(1):
         yield

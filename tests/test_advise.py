@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from reasontune import advise as A
+from reasontune.stages import advise as A
 from reasontune.config import from_dict, override
 
 
@@ -114,9 +114,9 @@ def test_advise_on_scripted_completions(tiny_model_dir, tmp_path, monkeypatch):
     """Problem 0: all 4 right; problem 1: 1 of 4 right; problem 2: all wrong -> known pass@, variance."""
     from transformers import AutoTokenizer
 
-    import reasontune.generation as gen
+    import reasontune.engines.generation as gen
     from reasontune.data import build_datasets
-    from reasontune.generation import Generation
+    from reasontune.engines.generation import Generation
 
     cfg = _cfg(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -195,6 +195,6 @@ def test_answer_checkable_says_when_the_parser_failed(monkeypatch, caplog, failu
             pass
 
     monkeypatch.setattr(check, "_math_verify", lambda: types.SimpleNamespace(parse=parse))
-    with caplog.at_level(logging.WARNING, logger="reasontune.advise"):
+    with caplog.at_level(logging.WARNING, logger="reasontune.stages.advise"):
         assert A.answer_checkable("x^2 + 1") is False
     assert ("RuntimeError: sympy bug" if failure == "error" else "within 1 s") in caplog.text

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reasontune import cli
-from reasontune.ask import Answer, plain_columns, read_questions
+from reasontune.stages.ask import Answer, plain_columns, read_questions
 from reasontune.config import ConfigError, from_dict
 
 QUESTION = "Tom has 12 apples and buys 30 more. How many apples does he have?"
@@ -17,7 +17,7 @@ QUESTION = "Tom has 12 apples and buys 30 more. How many apples does he have?"
 @pytest.fixture(scope="module")
 def adapter(tiny_model_dir, tmp_path_factory):
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.portable import save_adapter
+    from reasontune.export.portable import save_adapter
 
     out = tmp_path_factory.mktemp("ask") / "adapter"
     cfg = from_dict({"model": {"name": str(tiny_model_dir), "dtype": "float32"}, "lora": {"r": 4, "alpha": 8},
@@ -67,10 +67,10 @@ def test_ask_scores_an_answer_as_eval_and_grpo_do(adapter):
     characters), and the same stop rule ends it."""
     from transformers import AutoTokenizer
 
-    from reasontune.ask import score
+    from reasontune.stages.ask import score
     from reasontune.config import override
-    from reasontune.evaluate import _records
-    from reasontune.generation import to_generation
+    from reasontune.stages.evaluate import _records
+    from reasontune.engines.generation import to_generation
     from reasontune.rewards import run_reward_funcs
 
     folder, cfg = adapter

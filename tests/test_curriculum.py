@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from reasontune.config import ConfigError, FormatConfig, from_dict
-from reasontune.curriculum import CurriculumSampler, LevelStats, answer_checker, observe_groups
+from reasontune.engines.curriculum import CurriculumSampler, LevelStats, answer_checker, observe_groups
 
 
 @pytest.mark.parametrize("answers, mixed", [
@@ -100,7 +100,7 @@ def test_bad_curriculum_settings_are_config_errors(grpo, match):
 
 def test_missing_level_column_fails_before_a_model_loads(tmp_path):
     """validate_run (train, --dry-run, demo) builds generator data without a model and checks the column."""
-    from reasontune.validate import validate_run
+    from reasontune.runs.validate import validate_run
 
     cfg = from_dict({"grpo": {"curriculum": "adaptive", "curriculum_column": "level"},
                      "data": {"train_size": 8, "test_size": 2}, "output_dir": str(tmp_path / "run")})
@@ -112,7 +112,7 @@ def test_missing_level_column_fails_before_a_model_loads(tmp_path):
 
 def test_grpo_with_adaptive_curriculum_trains_and_logs_level_weights(tmp_path, tiny_model_dir):
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     cfg = from_dict({"model": {"name": str(tiny_model_dir)}, "lora": {"r": 4, "alpha": 8},
                      "data": {"train_size": 16, "test_size": 4, "difficulty": [1, 2]},

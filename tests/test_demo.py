@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # the real SmolLM2, converted and run for minutes
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory, smol_dir):
-    from reasontune.demo import run_demo
+    from reasontune.stages.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     summary = run_demo(out_dir=str(out), quick=True)
@@ -52,7 +52,7 @@ def test_demo_writes_metrics_for_each_stage(quick_demo):
 def test_the_demo_is_the_compare_arm_it_calibrates(quick_demo):
     """`demo --compare` reads the demo's metrics as its SFT-then-GRPO arm and base row: the figures are the
     demo's own stages, and the budget the other arms get is the demo's SFT plus GRPO seconds."""
-    from reasontune.compare_demo import rows_from_demo
+    from reasontune.stages.compare_demo import rows_from_demo
 
     out, _ = quick_demo
     m = json.loads((out / "metrics.json").read_text())
@@ -91,7 +91,7 @@ def test_demo_report_and_adapter(quick_demo):
 
 def test_turned_into_greedy_counts_problems_fixed_within_the_warmups_samples(tmp_path):
     """Fixed: wrong greedily after the warm-up, right after GRPO; within the samples: some warm-up sample was right."""
-    from reasontune.demo import turned_into_greedy
+    from reasontune.stages.demo import turned_into_greedy
 
     def write(stage, recs):
         (tmp_path / "evals" / stage).mkdir(parents=True)
@@ -108,7 +108,7 @@ def test_turned_into_greedy_counts_problems_fixed_within_the_warmups_samples(tmp
 
 def test_the_demo_seed_also_draws_the_data():
     """--set seed=N repeats the demo on other problems, not only with another LoRA init and other samples."""
-    from reasontune.demo import demo_config
+    from reasontune.stages.demo import demo_config
 
     assert demo_config("o").seed == demo_config("o").data.seed == 0
     assert demo_config("o", updates={"seed": 2}).data.seed == 2
@@ -120,8 +120,8 @@ def test_compare_only_reads_the_finished_demo_and_refuses_other_settings(quick_d
     another --set is refused naming the key, and a folder without a finished demo names the command to run,
     each before any model loads or the compare folder is made."""
     from reasontune import cli
-    from reasontune.compare_demo import check_same_settings, finished_demo
-    from reasontune.demo import demo_config
+    from reasontune.stages.compare_demo import check_same_settings, finished_demo
+    from reasontune.stages.demo import demo_config
 
     out, _ = quick_demo
     m = finished_demo(out)

@@ -23,7 +23,7 @@ WORKER = textwrap.dedent('''
     import torch
     from reasontune.config import from_dict
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     model_dir, out_dir = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
@@ -102,7 +102,7 @@ PROMPT_LOG = textwrap.dedent('''
 SLOW_RANK1 = textwrap.dedent('''
     import os, time
     if os.environ.get("RANK") == "1":
-        import reasontune.runfolder as rf
+        import reasontune.runs.folder as rf
         _check = rf.check_output_dir
 
         def check_output_dir(cfg):

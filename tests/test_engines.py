@@ -29,7 +29,7 @@ def test_stop_rule_after_the_fact_cuts_where_our_decode_stops(smol_dir):
     the grace tokens after the marker, or the model's own EOS within them, or the budget."""
     from transformers import AutoTokenizer
 
-    from reasontune.generation import StopRule, apply_stop_rule
+    from reasontune.engines.generation import StopRule, apply_stop_rule
 
     tok = AutoTokenizer.from_pretrained(smol_dir)
     eos = {tok.eos_token_id}

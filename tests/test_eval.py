@@ -37,7 +37,7 @@ def assert_metrics_match_records(m: dict, greedy: list[dict], fmt) -> None:
 
 
 def test_evaluate_tiny_model_writes_everything(tiny_model_dir, tmp_path):
-    from reasontune.evaluate import evaluate
+    from reasontune.stages.evaluate import evaluate
 
     m = evaluate(_cfg(tiny_model_dir), out_dir=tmp_path, progress=False)
     assert KEYS <= set(m)
@@ -59,7 +59,7 @@ def test_evaluate_tiny_model_writes_everything(tiny_model_dir, tmp_path):
 
 def test_sample_limit_samples_only_the_first_problems(tiny_model_dir, tmp_path):
     """eval.sample_limit: greedy on every problem, the samples (and pass@k) on the first N only."""
-    from reasontune.evaluate import evaluate
+    from reasontune.stages.evaluate import evaluate
 
     m = evaluate(_cfg(tiny_model_dir, **{"eval.sample_limit": 2}), out_dir=tmp_path, progress=False)
     recs = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
@@ -70,13 +70,13 @@ def test_sample_limit_samples_only_the_first_problems(tiny_model_dir, tmp_path):
 
 def test_evaluate_grades_given_model_and_rows(tiny_model_dir):
     """A stub model that always answers correctly: accuracy, format and maj@k must all be 1."""
-    from reasontune.evaluate import evaluate
-    from reasontune.generation import Generation
+    from reasontune.stages.evaluate import evaluate
+    from reasontune.engines.generation import Generation
 
     rows = [{"question": f"{i} + 1?", "answer": str(i + 1), "difficulty": 1 + i % 2} for i in range(3)]
     cfg = _cfg(tiny_model_dir)
 
-    import reasontune.generation as gen
+    import reasontune.engines.generation as gen
 
     def fake(model, tok, prompts, *, num_return_sequences=1, **kw):
         out = []
@@ -101,7 +101,7 @@ def test_evaluate_grades_given_model_and_rows(tiny_model_dir):
 
 def test_pass_at_k_by_level_counts_problems_not_samples():
     """Level 1: one problem solved by 1 of 2 samples, one never -> pass@2 0.5; level 2: solved by both -> 1.0."""
-    from reasontune.evaluate import summarize
+    from reasontune.stages.evaluate import summarize
 
     def rec(index, level, correct):
         return {"index": index, "difficulty": level, "correct": correct, "format_ok": True, "num_tokens": 4,
@@ -118,7 +118,7 @@ def test_pass_at_k_by_level_counts_problems_not_samples():
 def test_working_lines_per_answer_by_level():
     """Equation lines of the working, counted per answer and averaged by level (the answer block is not working)."""
     from reasontune.config import FormatConfig
-    from reasontune.evaluate import summarize
+    from reasontune.stages.evaluate import summarize
     from reasontune.rewards.steps import working_lines
 
     end = FormatConfig().reasoning_end
@@ -166,7 +166,7 @@ def test_eval_of_a_demo_folder_grades_its_task_at_its_budget(tiny_model_dir, tmp
     from reasontune.cli import main
     from reasontune.config import from_dict
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.portable import save_adapter
+    from reasontune.export.portable import save_adapter
 
     cfg = from_dict({"model": {"name": str(tiny_model_dir), "dtype": "float32"}, "lora": {"r": 2, "alpha": 4},
                      "data": {"dataset": "procedural:small_arithmetic", "difficulty": [2], "train_size": 20,
@@ -191,7 +191,7 @@ def test_a_reward_builder_type_error_is_raised_not_retried_without_the_length():
     builder silently became another reward set (overlong_soft left out). Now it surfaces."""
     import types
 
-    from reasontune.evaluate import _build_rewards
+    from reasontune.stages.evaluate import _build_rewards
     from reasontune.rewards import REGISTRY, register_builder
 
     def builder(ctx):
@@ -236,9 +236,9 @@ def test_accuracy_and_format_rate_are_the_graded_records(tiny_model_dir, tmp_pat
     each from the records' own grades."""
     from transformers import AutoTokenizer
 
-    import reasontune.generation as gen
-    from reasontune.evaluate import evaluate
-    from reasontune.generation import Generation
+    import reasontune.engines.generation as gen
+    from reasontune.stages.evaluate import evaluate
+    from reasontune.engines.generation import Generation
 
     rows = [{"question": f"{i} + 1?", "answer": str(i + 1)} for i in range(3)]
     texts = [" 0 + 1 = 1\n<end_working_out>\n<SOLUTION>1</SOLUTION>", " no idea", " it is <SOLUTION>3</SOLUTION>"]

@@ -17,7 +17,7 @@ TEXT = "Solve: 12 + 30 = ? <start_working_out> 12 plus 30 is 42 <end_working_out
 def run_dir(tiny_model_dir, tmp_path_factory):
     """A finished-looking run: config + an adapter whose LoRA B is non-zero (so merging matters)."""
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.runfolder import RunFolder
+    from reasontune.runs.folder import RunFolder
 
     run = tmp_path_factory.mktemp("export") / "run"
     cfg = from_dict({"model": {"name": str(tiny_model_dir)}, "lora": {"r": 4, "alpha": 8}, "output_dir": str(run)})
@@ -106,7 +106,7 @@ def test_gguf_qwen3_round_trips(tmp_path, tiny_model_dir, kind="q8_0", tol=1e-1)
     head_dim is Qwen3's 128: transformers' GGUF reader assumes the default head_dim."""
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-    from reasontune.export import write_gguf
+    from reasontune.stages.export import write_gguf
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
@@ -127,7 +127,7 @@ def test_gguf_qwen3_round_trips(tmp_path, tiny_model_dir, kind="q8_0", tol=1e-1)
 
 
 def test_export_errors(capsys, tmp_path, run_dir):
-    from reasontune.export import write_gguf
+    from reasontune.stages.export import write_gguf
 
     assert cli.main(["export", str(tmp_path), "--merged"]) == 2
     assert "not a reasontune run folder" in capsys.readouterr().err

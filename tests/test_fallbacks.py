@@ -17,7 +17,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 def test_use_vllm_without_vllm_trains_with_one_warning(monkeypatch, tmp_path, tiny_model_dir, caplog, capsys,
                                                        one_thread):
-    from reasontune import unsloth_backend
+    from reasontune.models import unsloth as unsloth_backend
 
     monkeypatch.setattr(unsloth_backend, "vllm_available", lambda: False)  # as on a machine without vllm
     run = tmp_path / "run"

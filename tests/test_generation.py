@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasontune.generation import Generation, StopRule, apply_stop_rule, generate
+from reasontune.engines.generation import Generation, StopRule, apply_stop_rule, generate
 
 QUESTIONS = ["What is 2 + 2?", "Tom has 39 coins and loses 38 of them. How many coins does Tom have now?",
              "Hi", "Compute 17 * 23 step by step, showing every intermediate product.", "Name a prime."]
@@ -158,7 +158,7 @@ def test_shared_prefix_prefill_matches_separate_prompts(tiny):
     """The system prompt runs once at batch 1; each row's last logits still equal its own forward."""
     import torch
 
-    from reasontune.generation import MIN_SHARED_PREFIX, _cache_kw, _prefill, _shared_prefix
+    from reasontune.engines.generation import MIN_SHARED_PREFIX, _cache_kw, _prefill, _shared_prefix
 
     model, tok = tiny
     rows = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
@@ -178,7 +178,7 @@ def test_merged_lora_decodes_like_the_adapter_and_restores_the_base(tiny):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from reasontune.generation import _merge_plan, merged_lora
+    from reasontune.engines.generation import _merge_plan, merged_lora
 
     base, tok = tiny
     torch.manual_seed(1)
@@ -218,7 +218,7 @@ def copy_model(m):
 def test_sample_index_draws_in_proportion_and_never_a_zero(probs):
     import torch
 
-    from reasontune.generation import sample_index
+    from reasontune.engines.generation import sample_index
 
     torch.manual_seed(0)
     p = torch.tensor([probs]).repeat(20000, 1)  # unnormalised rows are fine

@@ -34,7 +34,7 @@ def _tiny_run(tiny_model_dir, root, hidden: int):
 
     from reasontune.config import from_dict
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.runfolder import RunFolder
+    from reasontune.runs.folder import RunFolder
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def test_q4_k_m_comes_from_llama_cpps_quantizer_and_loads(exports):
 def test_the_files_chat_template_renders_the_training_prompt(exports, wide_run):
     from transformers import AutoTokenizer
 
-    from reasontune.prompting import render_prompt
+    from reasontune.models.prompting import render_prompt
 
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -193,7 +193,7 @@ def test_without_jinja_llama_cpp_drops_the_training_prompt_and_the_card_says_so(
     and the <think> prefill. If llama.cpp ever reproduced the training prompt, this fails and the note can go."""
     from transformers import AutoTokenizer
 
-    from reasontune.prompting import render_prompt
+    from reasontune.models.prompting import render_prompt
 
     out, paths = exports
     _, cfg = wide_run
@@ -216,8 +216,8 @@ def test_imatrix_has_one_entry_per_linear_weight_named_as_the_file(exports, wide
     import gguf
     import numpy as np
 
-    from reasontune.export import load_merged
-    from reasontune.imatrix import CALIBRATION_ROWS, calibrate
+    from reasontune.stages.export import load_merged
+    from reasontune.export.imatrix import CALIBRATION_ROWS, calibrate
 
     run, _ = wide_run
     _, paths = exports
@@ -238,7 +238,7 @@ def test_imatrix_flag_changes_the_quantized_bytes_the_file_still_generates_and_d
     import gguf
     import numpy as np
 
-    from reasontune.imatrix import KV_CHUNKS
+    from reasontune.export.imatrix import KV_CHUNKS
 
     run, _ = wide_run
     out, paths = exports
@@ -271,13 +271,13 @@ def test_imatrix_without_the_training_data_quantizes_without_one(wide_run, tmp_p
     import dataclasses
     import logging
 
-    from reasontune.imatrix import calibrate
-    from reasontune.runfolder import RunFolder
+    from reasontune.export.imatrix import calibrate
+    from reasontune.runs.folder import RunFolder
 
     _, cfg = wide_run
     moved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=str(tmp_path / "gone.jsonl")))
     RunFolder(tmp_path / "run").start(moved)
-    with caplog.at_level(logging.WARNING, logger="reasontune.imatrix"):
+    with caplog.at_level(logging.WARNING, logger="reasontune.export.imatrix"):
         matrix, info = calibrate(tmp_path / "run", None, None, moved)
     assert matrix is None and "could not be loaded" in info["reason"] and "gone.jsonl" in info["reason"]
     assert "without an importance matrix" in caplog.text
@@ -291,7 +291,7 @@ def test_tensor_types_override_llama_cpps_choice_for_the_matching_tensors(export
     import gguf
 
     from reasontune.config import ConfigError
-    from reasontune.llamacpp import quantize
+    from reasontune.export.llamacpp import quantize
 
     _, paths = exports
     dst = quantize(paths["f16"], tmp_path / "mix.gguf", "q4_k_m", tensor_types={"ffn_down": "q8_0"})
@@ -313,7 +313,7 @@ def test_narrow_rows_stay_at_q8_0_by_default_and_llama_cpps_mix_on_request(tiny_
     (512-wide rows) keeps the k-quant; --gguf-fallback llama.cpp is llama.cpp's own mix. Both load and answer."""
     import gguf
 
-    from reasontune.llamacpp import KV_FALLBACK
+    from reasontune.export.llamacpp import KV_FALLBACK
 
     run, _ = _tiny_run(tiny_model_dir, tmp_path, hidden=160)
     files = {}

@@ -36,7 +36,7 @@ def _tiny_gguf(tiny_model_dir, tmp_path, **config):
     """The tiny Llama (SmolLM2's real tokenizer) through our GGUF writer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reasontune.export import write_gguf
+    from reasontune.stages.export import write_gguf
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -53,7 +53,7 @@ def test_smollm2_tokenizer_metadata_matches_llama_cpps_conversion(tiny_model_dir
 
 
 def test_unknown_pre_tokenizer_is_refused():
-    from reasontune.export import gguf_pre_tokenizer
+    from reasontune.stages.export import gguf_pre_tokenizer
 
     class Tok:
         def encode(self, text):
@@ -64,7 +64,7 @@ def test_unknown_pre_tokenizer_is_refused():
 
 
 def test_rope_scaling_is_written_or_refused(tiny_model_dir, tmp_path):
-    from reasontune.export import _gguf_arch
+    from reasontune.stages.export import _gguf_arch
 
     got = _fields(_tiny_gguf(tiny_model_dir, tmp_path, rope_scaling={"rope_type": "linear", "factor": 4.0}))
     assert got["llama.rope.scaling.type"] == "linear" and got["llama.rope.scaling.factor"] == 4.0

@@ -18,7 +18,7 @@ FORMAT = {"reasoning_start": "<think>", "reasoning_end": "</think>", "solution_s
 def run_dir(tiny_model_dir, tmp_path_factory):
     from reasontune.config import from_dict
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.runfolder import RunFolder
+    from reasontune.runs.folder import RunFolder
 
     run = tmp_path_factory.mktemp("modelfile") / "run"
     cfg = from_dict({"model": {"name": str(tiny_model_dir)}, "format": FORMAT, "lora": {"r": 4, "alpha": 8},
@@ -34,8 +34,8 @@ def test_modelfile_renders_the_training_prompt(capsys, run_dir, tmp_path):
     from transformers import AutoTokenizer
 
     from reasontune.config import from_dict
-    from reasontune.llamacpp import parse_modelfile, render_go
-    from reasontune.prompting import render_prompt
+    from reasontune.export.llamacpp import parse_modelfile, render_go
+    from reasontune.models.prompting import render_prompt
 
     assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "f16", "--out", str(tmp_path / "g")]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -56,7 +56,7 @@ def test_modelfile_renders_the_training_prompt(capsys, run_dir, tmp_path):
 
 
 def test_render_go_refuses_what_it_cannot_render():
-    from reasontune.llamacpp import render_go
+    from reasontune.export.llamacpp import render_go
 
     assert render_go('a{{ "{{" }}b {{ .System }}|{{ .Prompt }}', "S", "P") == "a{{b S|P"
     with pytest.raises(ValueError, match="unsupported action"):
@@ -64,7 +64,7 @@ def test_render_go_refuses_what_it_cannot_render():
 
 
 def test_quantizing_without_llama_cpp_names_the_install_before_loading(capsys, run_dir, monkeypatch):
-    from reasontune import export
+    from reasontune.stages import export
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp raises ImportError
 
@@ -87,7 +87,7 @@ def test_quantizing_without_llama_cpp_names_the_install_before_loading(capsys, r
     (None, {}),
 ])
 def test_tensor_type_specs_parse_as_llama_quantize_reads_them(specs, expected):
-    from reasontune.llamacpp import parse_tensor_types
+    from reasontune.export.llamacpp import parse_tensor_types
 
     got = parse_tensor_types(specs)
     assert got == expected and list(got) == list(expected)  # order kept: llama.cpp takes the first match
@@ -101,14 +101,14 @@ def test_tensor_type_specs_parse_as_llama_quantize_reads_them(specs, expected):
 ])
 def test_a_bad_tensor_type_spec_names_the_problem(spec, message):
     from reasontune.config import ConfigError
-    from reasontune.llamacpp import parse_tensor_types
+    from reasontune.export.llamacpp import parse_tensor_types
 
     with pytest.raises(ConfigError, match=message):
         parse_tensor_types([spec])
 
 
 def test_tensor_types_are_refused_before_loading_where_llama_cpp_does_not_quantize(capsys, run_dir, monkeypatch):
-    from reasontune import export
+    from reasontune.stages import export
 
     monkeypatch.setattr(export, "load_merged", lambda *a, **k: pytest.fail("the model loaded before the check"))
     assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "f16", "--gguf-tensor-type", "ffn_down=q6_k"]) == 2
@@ -136,7 +136,7 @@ SMOL = {"token_embd.weight": 576, "blk.0.attn_q.weight": 576, "blk.0.ffn_down.we
 def test_fallback_overrides_type_the_tensors_the_k_quants_cannot_take(widths, kind, fallback, expected):
     import re
 
-    from reasontune.llamacpp import KV_FALLBACK, fallback_overrides
+    from reasontune.export.llamacpp import KV_FALLBACK, fallback_overrides
 
     patterns, kv = fallback_overrides(widths, kind, fallback)
     assert patterns == expected
@@ -149,7 +149,7 @@ def test_fallback_overrides_type_the_tensors_the_k_quants_cannot_take(widths, ki
 
 def test_an_unknown_fallback_is_refused():
     from reasontune.config import ConfigError
-    from reasontune.llamacpp import fallback_overrides
+    from reasontune.export.llamacpp import fallback_overrides
 
     with pytest.raises(ConfigError, match="use one of q8_0, llama.cpp"):
         fallback_overrides(SMOL, "q4_k_m", "q5_0")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from reasontune.kvcache import PreallocatedLayer, preallocated_cache
+from reasontune.engines.kvcache import PreallocatedLayer, preallocated_cache
 
 # (op, argument): the sequence our decoder performs (shared prefix at batch 1, repeat to the batch,
 # the suffix, tokens, rows finishing), then past the reserved room so the buffer must grow.

@@ -118,7 +118,7 @@ def test_eval_grades_logic_answers(rows, tiny_model_dir):
     the rewards it logs see the same entry (answer_equiv 5.0 / -1.5, number_strict None)."""
     from types import SimpleNamespace
 
-    from reasontune.evaluate import _build_rewards, _records
+    from reasontune.stages.evaluate import _build_rewards, _records
 
     cfg = from_dict({"rewards": {"names": ["verified"]}, "data": {"dataset": "rg:knights_knaves"}})
     row = rows["knights_knaves"][0]
@@ -171,7 +171,7 @@ def test_advise_counts_logic_answers_as_checkable(rows):
     though "Yes" or a sentence is not something math-verify parses."""
     import datasets
 
-    from reasontune import advise
+    from reasontune.stages import advise
 
     ds = datasets.Dataset.from_list(rows["knights_knaves"])
     facts = advise.data_facts(ds, 4)

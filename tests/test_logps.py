@@ -6,7 +6,7 @@ import pytest
 import torch
 import trl.trainer.utils as trl_utils
 
-from reasontune import logps as L
+from reasontune.engines import logps as L
 
 # TRL's fused LM head is the reference here. trl 1.16 runs it on a CPU; trl 1.15 (the GPU stack,
 # make test-gpustack) imports it from Triton only, which CPU torch lacks: no reference to compare with.
@@ -90,8 +90,8 @@ def test_lean_sft_loss_matches_trls_fused_head(tmp_path, tiny_model_dir):
     from reasontune.config import from_dict
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.sft import sft_rows
-    from reasontune.sft_trainer import LeanSFTTrainer
+    from reasontune.data.worked import sft_rows
+    from reasontune.engines.sft_trainer import LeanSFTTrainer
 
     cfg = from_dict({"model": {"name": str(tiny_model_dir), "dtype": "float32"}, "lora": {"r": 4, "alpha": 8},
                      "data": {"train_size": 8, "test_size": 2}, "output_dir": str(tmp_path / "run")})
@@ -126,7 +126,7 @@ def test_lora_inputs_uncast_changes_no_number_under_autocast(tiny_model_dir):
 
     from reasontune.config import LoraConfig
     from reasontune.models import add_lora
-    from reasontune.speed import lora_inputs_uncast
+    from reasontune.models.speed import lora_inputs_uncast
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -209,7 +209,7 @@ def _trainer(tmp_path, model_dir, lora_targets=("q_proj", "v_proj")):
     from reasontune.config import from_dict
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
 
     cfg = from_dict({"model": {"name": str(model_dir), "dtype": "float32"},
                      "lora": {"r": 4, "alpha": 8, "target_modules": list(lora_targets)},
@@ -243,7 +243,7 @@ def test_own_cpu_logps_apply_the_models_logit_post_processing(tmp_path, smol_dir
     assert L.frozen_head(model, any_post=True) is not None and not L.logit_post(model).identity
     ids, mask = _batch()
     c = 6
-    with caplog.at_level("WARNING", logger="reasontune.trainer"):
+    with caplog.at_level("WARNING", logger="reasontune.engines.trainer"):
         logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, c)
     assert trainer._own_head_refused is None and "own CPU log-probs off" not in caplog.text
     with torch.no_grad():
@@ -264,7 +264,7 @@ def test_logits_our_head_cannot_reproduce_go_to_trls_path_with_the_reason(tmp_pa
     monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies",
                         lambda self, *a, **k: calls.append(1) or ("trl", None, None))
     ids, mask = _batch()
-    with caplog.at_level("WARNING", logger="reasontune.trainer"):
+    with caplog.at_level("WARNING", logger="reasontune.engines.trainer"):
         assert trainer._get_per_token_logps_and_entropies(model, ids, mask, 6)[0] == "trl"
         trainer._get_per_token_logps_and_entropies(model, ids, mask, 6)
     assert calls == [1, 1] and "off the model's logits" in trainer._own_head_refused
@@ -285,7 +285,7 @@ def test_row_skipping_is_off_when_a_router_aux_loss_is_on(tmp_path, smol_dir, ca
     torch.manual_seed(0)
     Qwen3MoeForCausalLM(cfg).save_pretrained(tmp_path / "moe")
     tok.save_pretrained(tmp_path / "moe")
-    with caplog.at_level("INFO", logger="reasontune.trainer"):
+    with caplog.at_level("INFO", logger="reasontune.engines.trainer"):
         trainer, _ = _trainer(tmp_path, tmp_path / "moe")
     assert trainer.aux_loss_enabled and trainer.skip_zero_variance is False
     assert "router's auxiliary loss" in caplog.text

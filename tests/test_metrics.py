@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasontune.metrics import breakdown, majority_vote, mean, paired_bootstrap, pass_at_k, percentile
+from reasontune.runs.metrics import breakdown, majority_vote, mean, paired_bootstrap, pass_at_k, percentile
 
 
 @pytest.mark.parametrize("n,c,k,expected", [

@@ -13,7 +13,7 @@ from reasontune.config import ConfigError, FormatConfig, ModelConfig
 def tiny_gguf(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reasontune.export import write_gguf
+    from reasontune.stages.export import write_gguf
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -42,7 +42,7 @@ def test_gguf_file_loads_through_the_cache(tiny_gguf, tmp_path, monkeypatch):
 @pytest.mark.parametrize("bf16_faster,expected", [(True, "bfloat16"), (False, "float32")])
 def test_cpu_auto_dtype_follows_the_bf16_measurement(monkeypatch, bf16_faster, expected):
     """model.dtype auto on a CPU: a bf16 frozen base only where bf16 measured faster (AMX/AVX512-BF16)."""
-    import reasontune.speed as speed
+    import reasontune.models.speed as speed
     from reasontune.models import torch_dtype
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from reasontune.overlap import add_novelty, mark_near_duplicates, novelty, worked_steps
+from reasontune.stages.overlap import add_novelty, mark_near_duplicates, novelty, worked_steps
 
 SAME = [  # the same steps in other words, spacing or operator spelling
     ("12 + 3 = 15\n15 - 4 = 11", "Start: 12+3=15. Then 15 − 4 = 11 left."),
@@ -63,15 +63,15 @@ def test_the_rows_rebuilt_are_the_rows_the_demo_trains_and_evaluates_on(smol_dir
     """run_demo on its own config with the model, decoding and trainers faked: the warm-up's examples reach
     SFT, GRPO gets its training rows, the evals grade the held-out rows; overlap.run_rows rebuilds all three
     from the config (and the tokenizer, when grpo.max_prompt_length drops the longer prompts)."""
-    import reasontune.generation as gen
+    import reasontune.engines.generation as gen
     import reasontune.models as models
-    import reasontune.portable as portable
-    import reasontune.sft as sft
-    import reasontune.sft_trainer as sft_trainer
-    import reasontune.trainer as trainer
-    from reasontune.demo import demo_config, run_demo
-    from reasontune.generation import Generation
-    from reasontune.overlap import run_rows
+    import reasontune.export.portable as portable
+    import reasontune.stages.sft as sft
+    import reasontune.engines.sft_trainer as sft_trainer
+    import reasontune.engines.trainer as trainer
+    from reasontune.stages.demo import demo_config, run_demo
+    from reasontune.engines.generation import Generation
+    from reasontune.stages.overlap import run_rows
 
     seen = {}
 
@@ -118,8 +118,8 @@ def test_the_rows_rebuilt_are_the_rows_the_demo_trains_and_evaluates_on(smol_dir
 def test_the_demos_seed0_marks_are_a_pure_function_of_its_config():
     """The warm-up's targets are training rows too, so its near-duplicates are among all near-duplicates; level 1
     (one +/- step on small numbers) is nearly all near-duplicates, which is why the split is reported."""
-    from reasontune.demo import demo_config
-    from reasontune.overlap import heldout_marks, marks_summary
+    from reasontune.stages.demo import demo_config
+    from reasontune.stages.overlap import heldout_marks, marks_summary
 
     marks = heldout_marks(demo_config("o"))
     assert marks == heldout_marks(demo_config("o"))
@@ -168,7 +168,7 @@ def test_records_from_another_config_are_refused():
 
 
 def test_report_md_shows_the_novel_row(tmp_path):
-    from reasontune.demo import write_markdown
+    from reasontune.stages.demo import write_markdown
 
     _write(tmp_path, "before", [False] * 4)
     _write(tmp_path, "after", [True, False, True, True])
@@ -189,8 +189,8 @@ def test_bench_prints_the_table_for_a_saved_folder(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    from reasontune.demo import demo_config
-    from reasontune.overlap import heldout_marks
+    from reasontune.stages.demo import demo_config
+    from reasontune.stages.overlap import heldout_marks
 
     cfg = demo_config(str(tmp_path), quick=True)
     marks = heldout_marks(cfg)

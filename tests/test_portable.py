@@ -11,7 +11,7 @@ import torch
 
 from reasontune import cli
 from reasontune.config import from_dict
-from reasontune.prompting import render_prompt
+from reasontune.models.prompting import render_prompt
 
 QUESTION = "Tom has 12 apples and buys 30 more. How many apples does he have?"
 FORMAT = {"reasoning_start": "<think>", "reasoning_end": "</think>", "solution_start": "<answer>",
@@ -33,8 +33,8 @@ def _training_prompt(tok, cfg, question=QUESTION):
 def saved(tiny_model_dir, tmp_path_factory):
     """An adapter (non-zero LoRA B) written the way train/sft/demo write theirs, with a non-default format."""
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.portable import save_adapter
-    from reasontune.runfolder import RunFolder
+    from reasontune.export.portable import save_adapter
+    from reasontune.runs.folder import RunFolder
 
     run = tmp_path_factory.mktemp("portable") / "run"
     cfg = _cfg(tiny_model_dir, run)
@@ -76,7 +76,7 @@ def _saved_tokenizer(tiny_model_dir, tmp_path, template, prefill):
     """(training tokenizer, the folder's tokenizer as a client loads it, cfg) for a base template."""
     from transformers import AutoTokenizer
 
-    from reasontune.portable import finish_folder
+    from reasontune.export.portable import finish_folder
 
     cfg = _cfg(tiny_model_dir, tmp_path, prefill_reasoning=prefill)
     if template == "reasoning":
@@ -92,7 +92,7 @@ def _conversations(train_tok, cfg, template, system=None):
     """(messages, add_generation_prompt, the text training renders for it), one to two turns: each assistant
     turn is the training prompt of the history before it, what the model generated after that prompt, and the
     template's end of turn; the next user turn is the base template's, up to its generation prompt."""
-    from reasontune.prompting import completion_prefix
+    from reasontune.models.prompting import completion_prefix
 
     turn, eot = TEMPLATES[template]
     eot = train_tok.eos_token if eot == "EOS" else eot
@@ -133,7 +133,7 @@ def test_eval_takes_the_format_from_the_adapter_folder(saved, tmp_path):
     """The demo's adapter/ has no run config beside it: eval/advise must read the folder's own format."""
     import shutil
 
-    from reasontune.evaluate import _run_config_near
+    from reasontune.stages.evaluate import _run_config_near
 
     run, cfg, _, _ = saved
     alone = tmp_path / "adapter"  # as runs/demo/adapter: no reasontune_config.json here or in the parent
@@ -146,7 +146,7 @@ def test_eval_takes_the_format_from_the_adapter_folder(saved, tmp_path):
 def test_checkpoints_get_the_template(saved, tmp_path):
     from transformers import AutoTokenizer, TrainerControl, TrainerState
 
-    from reasontune.portable import PortableCheckpoints
+    from reasontune.export.portable import PortableCheckpoints
 
     _, cfg, model, tok = saved
     (tmp_path / "checkpoint-3").mkdir()
@@ -214,7 +214,7 @@ def test_a_template_that_folds_the_system_prompt_keeps_its_history_and_marks_ass
     """A base that writes the system prompt into the first user turn (Llama-2 style) cannot be cut into
     per-turn pieces: the saved template keeps the base's history, with the marker opening each assistant
     turn, and the training prompt; wrapping a wrapped template changes nothing (export loads saved folders)."""
-    from reasontune.prompting import training_chat_template
+    from reasontune.models.prompting import training_chat_template
 
     cfg = _cfg(tiny_model_dir, "unused")
     tok = _base_tokenizer(tiny_model_dir, cfg, "chatml")

@@ -83,14 +83,14 @@ def test_reference_recipe_rehearsal(tmp_path, tiny_qwen3, caplog, capsys, one_th
         {"max_seq_length": 2048, "chat_template": "reasoning", "load_in_4bit": False}
 
     # The GRPOConfig built from it, as on a GPU less the CUDA-only switches.
-    args = importlib.import_module("reasontune.train").grpo_args(recipe, 100)
+    args = importlib.import_module("reasontune.stages.train").grpo_args(recipe, 100)
     assert (args.learning_rate, args.weight_decay, args.lr_scheduler_type, args.per_device_train_batch_size,
             args.num_generations, args.temperature, args.min_p, args.loss_type, args.beta) == \
         (5e-6, 0.01, "linear", 4, 4, 1.0, 0.1, "dapo", 0.0)
     assert args.max_completion_length == 2048 - 100 and args.gradient_checkpointing
 
     # the adapter records the budget GRPO resolved from the recipe's null (max_seq_length - the longest prompt)
-    from reasontune.portable import read_format
+    from reasontune.export.portable import read_format
 
     budget = read_format(run / "adapter").grpo.max_completion_length
     assert budget is not None and 1800 < budget < 2048

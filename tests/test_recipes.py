@@ -196,7 +196,7 @@ def _fake_unsloth(monkeypatch, tok):
 def test_load_unsloth_passes_the_recipe_kwargs(monkeypatch, tiny_model_dir, has_vllm):
     from transformers import AutoTokenizer
 
-    from reasontune import unsloth_backend
+    from reasontune.models import unsloth as unsloth_backend
 
     cfg = load_yaml(RECIPES / "qwen3-4b-base-grpo.yaml")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -218,14 +218,16 @@ def test_load_unsloth_passes_the_recipe_kwargs(monkeypatch, tiny_model_dir, has_
 
 def test_peft_kwargs_top_layers():
     from reasontune.config import LoraConfig
-    from reasontune.unsloth_backend import get_peft_kwargs
+    from reasontune.models.unsloth import get_peft_kwargs
 
     assert "layers_to_transform" not in get_peft_kwargs(LoraConfig(), 36)
     assert get_peft_kwargs(LoraConfig(top_layers=2), 36)["layers_to_transform"] == [34, 35]
 
 
 def test_grpo_overrides_and_grpo_args(monkeypatch):
-    from reasontune import models, train, unsloth_backend
+    from reasontune import models
+    from reasontune.stages import train
+    from reasontune.models import unsloth as unsloth_backend
 
     cfg = from_dict({"model": {"fast_inference": True, "gpu_memory_utilization": 0.5}})
     trl_values = {"mask_truncated_completions": False, "epsilon_high": 0.2}  # what Unsloth would change
@@ -246,7 +248,8 @@ def test_grpo_overrides_and_grpo_args(monkeypatch):
 def test_load_model_routes_to_unsloth_on_cuda(monkeypatch, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from reasontune import models, unsloth_backend
+    from reasontune import models
+    from reasontune.models import unsloth as unsloth_backend
 
     calls = _fake_unsloth(monkeypatch, AutoTokenizer.from_pretrained(tiny_model_dir))
     monkeypatch.setattr(models, "pick_backend", lambda m: ("unsloth", "test"))

@@ -43,7 +43,7 @@ def launch(argv, tmp, log_name):
 
 
 def grpo_steps(run: Path) -> list[int]:
-    from reasontune.runfolder import RunFolder
+    from reasontune.runs.folder import RunFolder
 
     return [r["step"] for r in RunFolder(run).metrics() if r.get("stage") == "grpo"]
 
@@ -110,8 +110,8 @@ def assert_same_adapter_as_uninterrupted(model_dir, resumed: Path, straight: Pat
     from safetensors.torch import load_file
 
     from reasontune.cli import build_parser
-    from reasontune.cliargs import config_from_args
-    from reasontune.train import train
+    from reasontune.config.args import config_from_args
+    from reasontune.stages.train import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the subprocesses ran with one thread too (same float summation order)
@@ -132,7 +132,7 @@ WARMUP = ["--warmup", "sft", "--set", "warmup.examples=16", "--set", "warmup.bat
 
 
 def steps_of(run: Path, stage: str) -> list[int]:
-    from reasontune.runfolder import RunFolder
+    from reasontune.runs.folder import RunFolder
 
     return [r["step"] for r in RunFolder(run).metrics() if r.get("stage") == stage]
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from reasontune.guards import NONFINITE_FILE, NonFiniteError, NonFiniteGuard
+from reasontune.engines.guards import NONFINITE_FILE, NonFiniteError, NonFiniteGuard
 
 REWARDS = '''
 from reasontune.rewards.extract import completion_text
@@ -47,7 +47,7 @@ def tiny_cfg(model_dir, out, reward: str, **grpo):
 
 def nan_loss_on(monkeypatch, calls):
     """Make the loss NaN on the given compute_loss calls (1-based): NaN gradients follow."""
-    from reasontune.trainer import ReasonTuneGRPOTrainer
+    from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
     orig, seen = ReasonTuneGRPOTrainer.compute_loss, {"n": 0}
 
@@ -65,8 +65,8 @@ def events(out) -> list[dict]:
 
 def test_nan_loss_step_is_skipped_and_the_run_goes_on(tiny_model_dir, tmp_path, reward_module, monkeypatch,
                                                       one_thread):
-    from reasontune.runfolder import RunFolder
-    from reasontune.train import train
+    from reasontune.runs.folder import RunFolder
+    from reasontune.stages.train import train
 
     nan_loss_on(monkeypatch, {2})
     out = tmp_path / "run"
@@ -87,8 +87,8 @@ def test_nan_loss_step_is_skipped_and_the_run_goes_on(tiny_model_dir, tmp_path, 
 
 def test_too_many_nan_steps_stop_the_run(tiny_model_dir, tmp_path, reward_module, monkeypatch, one_thread):
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.runfolder import RunFolder
-    from reasontune.train import train
+    from reasontune.runs.folder import RunFolder
+    from reasontune.stages.train import train
 
     nan_loss_on(monkeypatch, set(range(1, 100)))
     out = tmp_path / "run"

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from reasontune import runfolder
+from reasontune.runs import folder as runfolder
 from reasontune.config import from_dict
-from reasontune.runfolder import RunFolder, atomic_write_json, atomic_write_text, load_run_config
+from reasontune.runs.folder import RunFolder, atomic_write_json, atomic_write_text, load_run_config
 
 
 def test_atomic_write_replaces_whole_file_or_nothing(tmp_path, monkeypatch):

@@ -138,7 +138,7 @@ def api_config(name, model_dir, tmp):
 
 @pytest.mark.parametrize("name", sorted(FAULTS))
 def test_validate_run_names_field_value_and_fix(name, tiny_model_dir, fault_dir, no_model_loads):
-    from reasontune.validate import validate_run
+    from reasontune.runs.validate import validate_run
 
     with pytest.raises(ConfigError) as err:
         validate_run(api_config(name, tiny_model_dir, fault_dir))
@@ -150,7 +150,7 @@ def test_validate_run_names_field_value_and_fix(name, tiny_model_dir, fault_dir,
                                   "output_holds_a_run", "output_under_a_file"])
 def test_train_api_fails_before_loading(name, tiny_model_dir, fault_dir, no_model_loads):
     """train() runs the same checks first: no model load, no run folder written."""
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     cfg = api_config(name, tiny_model_dir, fault_dir)
     with pytest.raises(ConfigError):
@@ -161,14 +161,14 @@ def test_train_api_fails_before_loading(name, tiny_model_dir, fault_dir, no_mode
 
 
 def test_valid_config_passes(tiny_model_dir, fault_dir, no_model_loads):
-    from reasontune.validate import validate_run
+    from reasontune.runs.validate import validate_run
 
     validate_run(from_dict(base_dict(tiny_model_dir, fault_dir)))
     assert not (fault_dir / "run").exists()  # validation writes nothing
 
 
 def test_resume_and_overwrite_of_an_existing_run_pass(tiny_model_dir, fault_dir, no_model_loads):
-    from reasontune.validate import validate_run
+    from reasontune.runs.validate import validate_run
 
     for flag in ("resume", "overwrite"):
         validate_run(from_dict({**base_dict(tiny_model_dir, fault_dir), "output_dir": str(fault_dir / "oldrun"),

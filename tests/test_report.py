@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reasontune.report import build_report, compare, compare_markdown, highlight
+from reasontune.stages.report import build_report, compare, compare_markdown, highlight
 
 FMT = {"reasoning_start": "<start_working_out>", "reasoning_end": "<end_working_out>",
        "solution_start": "<SOLUTION>", "solution_end": "</SOLUTION>"}
@@ -104,7 +104,7 @@ def test_report_on_demo_folder(tmp_path):
 def test_report_headline_names_every_stage_and_the_stop_rate():
     """base -> warm-up -> GRPO with each step's gain, not base -> GRPO only (the warm-up's share was hidden),
     and how often each stage's model stops on its own."""
-    from reasontune.report import headline
+    from reasontune.stages.report import headline
 
     stages = {"before": {"accuracy": 0.0, "stop_rate": 0.0}, "warmup": {"accuracy": 0.345, "stop_rate": 1.0},
               "after": {"accuracy": 0.47, "stop_rate": 0.96}}

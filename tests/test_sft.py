@@ -52,7 +52,7 @@ def test_cli_sft_without_worked_solutions_fails_clearly(worked, tiny_model_dir, 
 def test_budget_callback_stops_at_the_deadline():
     from transformers import TrainerControl, TrainerState
 
-    from reasontune.train import TimeBudget
+    from reasontune.stages.train import TimeBudget
 
     control, state = TrainerControl(), TrainerState()
     cb = TimeBudget(deadline=time.perf_counter() + 3600)
@@ -68,7 +68,7 @@ def test_budget_stops_when_another_step_would_overrun(step_s, left_s, stops):
     """The last step's time predicts the next: stop before a step that would end past the deadline."""
     from transformers import TrainerControl, TrainerState
 
-    from reasontune.train import TimeBudget
+    from reasontune.stages.train import TimeBudget
 
     control, state = TrainerControl(), TrainerState()
     cb = TimeBudget(seconds=left_s)
@@ -86,7 +86,7 @@ def test_budget_counts_the_generating_step_after_a_reuse_step(iters, stops, monk
 
     from transformers import TrainerControl, TrainerState
 
-    from reasontune import train as train_mod
+    from reasontune.stages import train as train_mod
 
     clock = [0.0]
     monkeypatch.setattr(train_mod.time, "perf_counter", lambda: clock[0])
@@ -106,7 +106,7 @@ def test_time_budget_counts_from_train_begin(seconds, stops):
     """grpo.max_seconds: the clock starts when training begins, not when the callback is built."""
     from transformers import TrainerControl, TrainerState
 
-    from reasontune.train import TimeBudget
+    from reasontune.stages.train import TimeBudget
 
     control, state = TrainerControl(), TrainerState()
     cb = TimeBudget(seconds=seconds)
@@ -117,7 +117,7 @@ def test_time_budget_counts_from_train_begin(seconds, stops):
 
 
 def test_ood_config_is_the_harder_level():
-    from reasontune.compare_demo import ood_data_config
+    from reasontune.stages.compare_demo import ood_data_config
     from reasontune.config import DataConfig
 
     assert ood_data_config(DataConfig(difficulty=[1, 2, 3, 4])).difficulty == [5]
@@ -129,8 +129,8 @@ def test_ood_config_is_the_harder_level():
 def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     """Three arms on the tiny model; GRPO has a huge step cap (and the SFT stage alone may spend the 2 s budget,
     so the GRPO-only arm falls back to that cap): only the budget can stop it."""
-    import reasontune.demo as demo
-    from reasontune.compare_demo import run_compare
+    import reasontune.stages.demo as demo
+    from reasontune.stages.compare_demo import run_compare
     from reasontune.config import override
 
     real = demo.demo_config
@@ -172,7 +172,7 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
 def test_demo_grpo_budget_fits_the_demo_budget(eval_s):
     """The promise: what is used, plus the GRPO budget, plus the final eval (estimated 1.2x the last) and a margin,
     stays within DEMO_BUDGET_S; the budget shrinks as time is used; it is never under the 60 s floor."""
-    from reasontune.demo import DEMO_BUDGET_S, grpo_seconds_left
+    from reasontune.stages.demo import DEMO_BUDGET_S, grpo_seconds_left
 
     budgets = [grpo_seconds_left(elapsed, eval_s) for elapsed in range(0, DEMO_BUDGET_S + 1, 30)]
     for elapsed, left in zip(range(0, DEMO_BUDGET_S + 1, 30), budgets):
@@ -187,8 +187,8 @@ def test_release_memory_callback_hands_freed_heap_back(tmp_path):
     block kept above them so the heap top cannot shrink by itself), the callback returns it to the OS."""
     import gc
 
-    from reasontune import train as T
-    from reasontune.speed import rss_mb
+    from reasontune.stages import train as T
+    from reasontune.models.speed import rss_mb
 
     if rss_mb() is None or not T.release_freed_memory():
         pytest.skip("no /proc RSS or no glibc malloc_trim here")
@@ -204,8 +204,8 @@ def test_release_memory_callback_hands_freed_heap_back(tmp_path):
 def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp_path, monkeypatch):
     """With a finished demo's summary the SFT-then-GRPO arm is not trained again: its row is the demo's, and the
     other arms are sized from the demo's timings (budget = its SFT + GRPO seconds)."""
-    import reasontune.demo as demo
-    from reasontune.compare_demo import run_compare
+    import reasontune.stages.demo as demo
+    from reasontune.stages.compare_demo import run_compare
     from reasontune.config import override
 
     real = demo.demo_config

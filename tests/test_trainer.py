@@ -31,7 +31,7 @@ def lora_state(model):
 
 def test_grpo_two_steps_loss_finite_and_lora_changes(tmp_path, tiny_model_dir):
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     cfg = tiny_cfg(tmp_path, tiny_model_dir, skip_zero_variance=False)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
@@ -65,7 +65,7 @@ def _inputs_with_zero_rows():
 
 
 def test_select_rows_drops_zero_advantage_rows_and_padding():
-    from reasontune.trainer import _select_rows
+    from reasontune.engines.trainer import _select_rows
 
     inputs = _inputs_with_zero_rows()
     keep = inputs["advantages"] != 0
@@ -79,7 +79,7 @@ def test_select_rows_drops_zero_advantage_rows_and_padding():
 def test_zero_advantage_skipping_gives_the_same_gradient(tmp_path, tiny_model_dir):
     """DAPO loss, beta 0: dropping zero-advantage rows leaves the LoRA gradient unchanged."""
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
     from reasontune.data import build_datasets
 
     cfg = tiny_cfg(tmp_path, tiny_model_dir)
@@ -112,7 +112,7 @@ def test_zero_advantage_skipping_gives_the_same_gradient(tmp_path, tiny_model_di
 def test_all_zero_advantages_give_zero_gradients(tmp_path, tiny_model_dir):
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
 
     cfg = tiny_cfg(tmp_path, tiny_model_dir)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
@@ -133,7 +133,7 @@ def test_all_zero_advantages_give_zero_gradients(tmp_path, tiny_model_dir):
 def test_skipping_only_when_exact(tmp_path, tiny_model_dir, beta, loss_type, expected):
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
 
     cfg = tiny_cfg(tmp_path, tiny_model_dir, beta=beta, loss_type=loss_type)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
@@ -197,10 +197,10 @@ def test_eval_ends_completions_where_grpo_does(tiny_model_dir, tmp_path, stop):
     import torch
 
     from reasontune.config import override
-    from reasontune.generation import generate
+    from reasontune.engines.generation import generate
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.prompting import render_prompt, stop_rule
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.models.prompting import render_prompt, stop_rule
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
     from reasontune.data import build_datasets
 
     cfg = override(tiny_cfg(tmp_path, tiny_model_dir, max_completion_length=16, temperature=0.7),
@@ -234,7 +234,7 @@ def test_cpu_logps_match_trls_fused_lm_head(tmp_path, tiny_model_dir, bonus):
     from trl import GRPOTrainer
 
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
     from reasontune.data import build_datasets
 
     cfg = tiny_cfg(tmp_path, tiny_model_dir, bf16="false", extra={"entropy_coef": 0.1} if bonus else {})
@@ -269,7 +269,7 @@ def test_cpu_logps_match_trls_fused_lm_head(tmp_path, tiny_model_dir, bonus):
 
 
 def test_token_logps_is_log_softmax_gather():
-    from reasontune.logps import token_logps
+    from reasontune.engines.logps import token_logps
 
     torch.manual_seed(0)
     logits = torch.randn(3, 5, 11).to(torch.bfloat16)
@@ -289,7 +289,7 @@ def test_a_preset_is_one_reward_set_in_the_run_folder_grpo_and_eval(tmp_path, ti
 
     from reasontune.cli import main
     from reasontune.rewards import PRESETS
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     cfg = tiny_cfg(tmp_path, tiny_model_dir, max_steps=1)
     cfg.rewards.names = ["verified"]
@@ -326,7 +326,7 @@ def test_max_prompt_length_drops_longer_prompts_and_sets_the_completion_budget(t
     from reasontune.config import ConfigError
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
 
     cfg = tiny_cfg(tmp_path, tiny_model_dir, max_completion_length=None)
     cfg.model.max_seq_length = 400
@@ -336,7 +336,7 @@ def test_max_prompt_length_drops_longer_prompts_and_sets_the_completion_budget(t
     limit = lengths[len(lengths) // 2]
     assert lengths[0] <= limit < lengths[-1]  # the data has prompts on both sides of the limit
     cfg.grpo.max_prompt_length = limit
-    with caplog.at_level(logging.WARNING, logger="reasontune.train"):
+    with caplog.at_level(logging.WARNING, logger="reasontune.stages.train"):
         trainer = build_grpo_trainer(cfg, model, tok, ds)
     kept = [len(tok(p)["input_ids"]) for p in trainer.train_dataset["prompt"]]
     longer = sum(n > limit for n in lengths)

@@ -28,7 +28,7 @@ def _scripted_decode(tok, kinds):
     """A stand-in for the decode loop: per row, one of the ways a completion ends, built from its prompt's own
     numbers (a line of right arithmetic on the question's first two numbers, which may or may not be the
     reference's step: step_check tells those apart only with the `worked` column)."""
-    from reasontune import generation
+    from reasontune.engines import generation
 
     eos_id = tok.eos_token_id
 
@@ -67,10 +67,10 @@ def test_grpo_returns_the_sampled_ids_and_clipped_counts_rows_without_eos(tmp_pa
     the ids as sampled (the EOS rows' length includes their EOS, nothing is added to the others) and counts
     the two rows without EOS as clipped."""
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     from reasontune.config import override
-    from reasontune.portable import read_format
+    from reasontune.export.portable import read_format
 
     # a null budget (the hub recipes'): GRPO samples up to max_seq_length - the longest prompt
     cfg = override(_cfg(tmp_path, tiny_model_dir, max_completion_length=None), {"model.max_seq_length": 160})
@@ -93,12 +93,12 @@ def test_eval_scores_what_grpo_scored(tmp_path, tiny_model_dir, monkeypatch):
     """The scores GRPO computed for a batch, and eval's scores for the same completions of the same rows, are
     the same values: step_check sees the `worked` column in both, the text after a `>.` marker token is
     scored in both, and the length reward counts the same ids."""
-    from reasontune.evaluate import _records
-    from reasontune.generation import to_generation
+    from reasontune.stages.evaluate import _records
+    from reasontune.engines.generation import to_generation
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
     from reasontune.data import build_datasets
-    from reasontune.trainer import ReasonTuneGRPOTrainer
+    from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
     cfg = _cfg(tmp_path, tiny_model_dir, per_device_train_batch_size=8, num_generations=2)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
@@ -150,8 +150,8 @@ def test_first_pass_ratio_is_exactly_one_with_num_iterations_2(tmp_path, tiny_mo
 
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import build_grpo_trainer, prepare_prompts
-    from reasontune.trainer import ReasonTuneGRPOTrainer
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
+    from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
     cfg = _cfg(tmp_path, tiny_model_dir, extra={"num_iterations": 2}, bf16="true", max_completion_length=8,
                per_device_train_batch_size=4, gradient_accumulation_steps=1)

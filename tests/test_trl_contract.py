@@ -10,8 +10,8 @@ import inspect
 import pytest
 from trl import GRPOConfig, GRPOTrainer, SFTTrainer
 
-from reasontune.sft_trainer import LeanSFTTrainer
-from reasontune.trainer import ReasonTuneGRPOTrainer
+from reasontune.engines.sft_trainer import LeanSFTTrainer
+from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
 # Methods our classes add (TRL must not have them: ours would silently replace TRL's).
 OWN = {ReasonTuneGRPOTrainer: {"__init__", "_skip_is_exact", "_entropy_needs_grad"},

@@ -69,7 +69,7 @@ def _strict_call(names):
 @pytest.mark.parametrize("overrides", [{}, {"model.load_in_4bit": True, "model.dtype": "bfloat16",
                                            "lora.top_layers": 4, "lora.gradient_checkpointing": False}])
 def test_recipe_kwargs_fit_unsloths_real_signatures(monkeypatch, vllm, overrides):
-    from reasontune import unsloth_backend
+    from reasontune.models import unsloth as unsloth_backend
     from reasontune.config import override
 
     cfg = override(load_yaml(RECIPES / "qwen3-4b-base-grpo.yaml"), overrides)
@@ -116,7 +116,7 @@ def test_grpo_settings_unsloth_would_change_are_passed(monkeypatch):
 
     from reasontune import models
 
-    train = importlib.import_module("reasontune.train")  # the module (reasontune.train is also a lazy function)
+    train = importlib.import_module("reasontune.stages.train")  # the module (reasontune.stages.train is also a lazy function)
 
     seen = {}
 
@@ -141,9 +141,9 @@ def test_cpu_levers_are_off_under_unsloths_trainer(monkeypatch, tmp_path, tiny_m
 
     import trl
 
-    import reasontune.trainer as real
+    import reasontune.engines.trainer as real
     from reasontune.models import load_model_and_tokenizer
-    from reasontune.train import train
+    from reasontune.stages.train import train
 
     calls = []
 
@@ -155,7 +155,7 @@ def test_cpu_levers_are_off_under_unsloths_trainer(monkeypatch, tmp_path, tiny_m
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, **kw):
             # Unsloth has its own; TRL's CPU path is not what runs under it (and trl 1.15's fails on a CPU)
-            from reasontune.logps import token_logps
+            from reasontune.engines.logps import token_logps
 
             calls.append("logps")
             c = logits_to_keep
@@ -188,7 +188,7 @@ def test_cpu_levers_are_off_under_unsloths_trainer(monkeypatch, tmp_path, tiny_m
 
 
 def test_under_unsloth_detection():
-    from reasontune.trainer import ReasonTuneGRPOTrainer, under_unsloth
+    from reasontune.engines.trainer import ReasonTuneGRPOTrainer, under_unsloth
 
     assert not under_unsloth(ReasonTuneGRPOTrainer)
     assert under_unsloth(types.new_class("UnslothGRPOTrainer", (object,)))

@@ -188,7 +188,7 @@ def merged_export(tiny_vllm_model, tiny_adapter, tmp_path_factory):
 
     from reasontune import cli
     from reasontune.config import from_dict
-    from reasontune.runfolder import RunFolder
+    from reasontune.runs.folder import RunFolder
 
     run = tmp_path_factory.mktemp("serve") / "run"
     RunFolder(run).start(from_dict({"model": {"name": str(tiny_vllm_model)}, "output_dir": str(run)}))

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from reasontune.config import WATCH_CONDITIONS, ConfigError, RunConfig, override, parse_set
-from reasontune.watch import CHECKS, RewardScale, Watch, check_learning_rate, reward_scales
+from reasontune.runs.watch import CHECKS, RewardScale, Watch, check_learning_rate, reward_scales
 
 W = 4  # window of the scripted streams
 STEPS = 12  # three windows
@@ -224,7 +224,7 @@ def test_stop_on_rejects_an_unknown_name_listing_the_valid_ones():
 
 
 def test_warnings_are_added_to_status_without_losing_its_fields(tmp_path):
-    from reasontune.runfolder import RunFolder
+    from reasontune.runs.folder import RunFolder
 
     run = RunFolder(tmp_path)
     run.set_status("running", stage="grpo", step=3)
@@ -238,8 +238,8 @@ def test_warnings_are_added_to_status_without_losing_its_fields(tmp_path):
 
 
 def test_the_report_shows_the_warnings_first(tmp_path):
-    from reasontune.report import build_report
-    from reasontune.runfolder import RunFolder
+    from reasontune.stages.report import build_report
+    from reasontune.runs.folder import RunFolder
 
     run = RunFolder(tmp_path)
     run.set_status("stopped", reason="grpo.stop_on: zero_variance at step 4")
@@ -270,7 +270,7 @@ def tiny_argv(model_dir, out, *extra):
 def test_e2e_constant_rewards_warn_about_zero_variance(tiny_model_dir, tmp_path, one_thread):
     """A random model cannot solve arithmetic: every completion scores the recipe's no-answer rewards."""
     from reasontune.cli import main
-    from reasontune.report import build_report
+    from reasontune.stages.report import build_report
 
     out = tmp_path / "run"
     assert main(tiny_argv(tiny_model_dir, out)) == 0
@@ -310,7 +310,7 @@ def test_e2e_stop_on_zero_variance_stops_with_a_checkpoint(tiny_model_dir, tmp_p
      "Warning at GRPO step 7 (entropy_collapse): the entropy fell", "fired no warning"),
 ])
 def test_the_demo_report_says_which_warnings_fired_or_that_none_did(tmp_path, warnings, expected, absent):
-    from reasontune.demo import write_markdown
+    from reasontune.stages.demo import write_markdown
 
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "status.json").write_text(json.dumps({"status": "done", "warnings": warnings}))

@@ -25,7 +25,7 @@ def _cfg(model: str, limit: int, engine: str, dtype: str = "auto", **eval_kw):
 
 def eval_job(model: str, adapter: str, limit: str, out: str, dtype: str = "auto") -> None:
     """Greedy eval with our decode (base and adapter) and with vLLM (adapter through LoRA)."""
-    from reasontune.evaluate import evaluate, read_jsonl
+    from reasontune.stages.evaluate import evaluate, read_jsonl
 
     adapter = None if adapter == "-" else adapter
     result = {}
@@ -48,7 +48,7 @@ def grpo_job(model: str, run_dir: str, out: str) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from reasontune import train as train_mod
+    from reasontune.stages import train as train_mod
     from reasontune.config import from_dict
 
     seen: list[list[float]] = []

@@ -6,12 +6,16 @@ Heavy modules (torch, transformers, trl) load lazily so `reasontune --help` stay
 
 __version__ = "0.1.0"
 
+from reasontune import _moved
+
+_moved.install()  # old flat module paths (reasontune.generation, ...) for one release
+
 _LAZY = {
     "RunConfig": "reasontune.config",
     "load_yaml": "reasontune.config",
-    "train": "reasontune.train",
-    "evaluate": "reasontune.evaluate",
-    "run_demo": "reasontune.demo",
+    "train": "reasontune.stages.train",
+    "evaluate": "reasontune.stages.evaluate",
+    "run_demo": "reasontune.stages.demo",
 }
 
 

@@ -11,14 +11,14 @@ import json
 import logging
 import sys
 
-from .cliargs import add_config_args, config_from_args
-from .config import ConfigError, RunConfig, override, parse_set
+from reasontune.config.args import add_config_args, config_from_args
+from reasontune.config import ConfigError, RunConfig, override, parse_set
 
 logger = logging.getLogger("reasontune")
 
 
 def _emit_config(cfg: RunConfig, as_json: bool) -> None:
-    from .rewards import resolved_rewards
+    from reasontune.rewards import resolved_rewards
 
     d = {**cfg.to_dict(), "resolved_rewards": resolved_rewards(cfg.rewards)}  # what the run will score with
     if as_json:
@@ -31,8 +31,8 @@ def _emit_config(cfg: RunConfig, as_json: bool) -> None:
 
 def cmd_train(args) -> int:
     cfg = config_from_args(args, base=_resume_base(args))
-    from .runfolder import is_main_rank
-    from .validate import validate_run
+    from reasontune.runs.folder import is_main_rank
+    from reasontune.runs.validate import validate_run
 
     # The same checks for --dry-run and a real run, before anything heavy loads. The run folder is rank 0's:
     # other ranks would find the folder rank 0 just created (train() makes them wait for it).
@@ -40,10 +40,10 @@ def cmd_train(args) -> int:
     if args.dry_run:
         _emit_config(cfg, args.json)
         return 0
-    from .models import pick_backend
+    from reasontune.models import pick_backend
 
     pick_backend(cfg.model)  # Unsloth, when chosen, must be imported before train.py imports transformers/trl
-    from .train import train
+    from reasontune.stages.train import train
 
     result = train(cfg)
     print(json.dumps(result.get("summary", {})) if args.json else f"run folder: {cfg.output_dir}")
@@ -56,7 +56,7 @@ def _resume_base(args) -> RunConfig | None:
         return None
     from pathlib import Path
 
-    from .runfolder import CONFIG_FILE, load_run_config
+    from reasontune.runs.folder import CONFIG_FILE, load_run_config
 
     if not (Path(args.output_dir) / CONFIG_FILE).is_file():
         return None  # validate_run says there is no run to resume
@@ -64,17 +64,17 @@ def _resume_base(args) -> RunConfig | None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from reasontune.stages.demo import run_demo
 
     updates = parse_set(args.set)
     if getattr(args, "compare_only", False):  # the demo in --out already ran: only the other two arms train
-        from .compare_demo import finished_demo, run_compare
+        from reasontune.stages.compare_demo import finished_demo, run_compare
 
         run_compare(args.out, args.quick, updates=updates, demo_summary=finished_demo(args.out))
         return 0
     summary = run_demo(out_dir=args.out, quick=args.quick, updates=updates)
     if getattr(args, "compare", False):  # SFT only / GRPO only / SFT then GRPO under one budget: OUT/compare/
-        from .compare_demo import run_compare  # it builds on demo.py, so demo.py does not call it
+        from reasontune.stages.compare_demo import run_compare  # it builds on demo.py, so demo.py does not call it
 
         # the demo just ran SFT then GRPO from a fresh model: it is that arm (and the base row), not run twice
         run_compare(args.out, args.quick, updates=updates, demo_summary=summary)
@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     # Subcommands owned by other modules register themselves; a missing one is skipped.
-    for mod in ("reasontune.evaluate", "reasontune.report", "reasontune.data.cli", "reasontune.rewards.cli",
-                "reasontune.advise", "reasontune.export", "reasontune.sft", "reasontune.ask"):
+    for mod in ("reasontune.stages.evaluate", "reasontune.stages.report", "reasontune.data.cli", "reasontune.rewards.cli",
+                "reasontune.stages.advise", "reasontune.stages.export", "reasontune.stages.sft", "reasontune.stages.ask"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reasontune: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        from .guards import NonFiniteError
+        from reasontune.engines.guards import NonFiniteError
 
         if not isinstance(e, NonFiniteError):
             raise

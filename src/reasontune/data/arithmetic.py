@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from reasontune.data.procedural import Problem, register
+from reasontune.data.registry import Problem, register
 
 NAMES = [
     ("Maya", "she"), ("Leo", "he"), ("Ava", "she"), ("Omar", "he"), ("Lena", "she"), ("Ben", "he"),

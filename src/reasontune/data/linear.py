@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from reasontune.data.procedural import Problem, register
+from reasontune.data.registry import Problem, register
 
 ASK = ["Solve for {v}: {eq}.", "Find {v} if {eq}.", "What value of {v} satisfies {eq}?"]
 WORDS_1 = ["I think of a number and {verb} {b}. The result is {c}. What is the number?"]

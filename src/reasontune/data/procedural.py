@@ -1,4 +1,4 @@
-"""Registry of procedural problem generators and the split-aware sampler that drives them.
+"""The split-aware sampler that drives the procedural generators (their registry is registry.py).
 
 A generator is `fn(rng: random.Random, level: int) -> Problem`. Item `index` of `split` under
 `seed` is drawn from `random.Random(f"{seed}-{split}-{index}")`, so every item is reproducible
@@ -11,60 +11,13 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from reasontune.data.answers import question_hash
 from reasontune.data.errors import DataError
+from reasontune.data.registry import _REGISTRY, Generator, Problem, register, unregister  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Problem:
-    question: str
-    answer: str
-    worked: str | None = None
-    difficulty: int | None = None
-
-
-@dataclass(frozen=True)
-class Generator:
-    name: str
-    fn: Callable[[random.Random, int], Problem]
-    levels: tuple[int, ...]
-    default_levels: tuple[int, ...]
-    description: str = ""
-
-    def check_levels(self, levels: Iterable[int] | None) -> tuple[int, ...]:
-        chosen = tuple(levels) if levels else self.default_levels
-        bad = [lv for lv in chosen if lv not in self.levels]
-        if bad:
-            raise DataError(
-                f"procedural:{self.name} has no difficulty level(s) {bad}: "
-                f"valid levels are {list(self.levels)} (set data.difficulty)")
-        return chosen
-
-
-_REGISTRY: dict[str, Generator] = {}
-
-
-def register(name: str, levels: Iterable[int], default_levels: Iterable[int] | None = None,
-             description: str = "") -> Callable:
-    """Decorator: add a generator under `name`; a second generator with the same name is an error."""
-    levels = tuple(levels)
-
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"procedural generator {name!r} is already registered")
-        _REGISTRY[name] = Generator(name, fn, levels, tuple(default_levels or levels), description)
-        return fn
-
-    return deco
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
 
 
 def names() -> list[str]:
@@ -80,8 +33,10 @@ def get(name: str) -> Generator:
     return _REGISTRY[name]
 
 
+# The built-in generators: importing a module registers its generators (once). They import the registry, not
+# this module, so the registry learns them without an import cycle; a third-party generator calls
+# `reasontune.data.registry.register` the same way.
 def _load_builtins() -> None:
-    # Importing the modules registers their generators (once).
     from reasontune.data import arithmetic, linear  # noqa: F401
 
 

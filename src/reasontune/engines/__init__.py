@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from ..config import ConfigError
+from reasontune.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class TransformersEngine:
         self.model, self.tokenizer = model, tokenizer
 
     def generate(self, prompts, **kw):
-        from ..generation import generate
+        from reasontune.engines.generation import generate
 
         return generate(self.model, self.tokenizer, prompts, **kw)
 
@@ -97,10 +97,10 @@ def open_engine(cfg, model=None, tokenizer=None, adapter: str | None = None, nam
     engine, why = pick_engine(name)
     logger.info("engine: %s (%s)", engine, why)
     if engine == "vllm":
-        from .vllm import VLLMEngine
+        from reasontune.engines.vllm import VLLMEngine
 
         return VLLMEngine(cfg, adapter=adapter)
-    from ..models import load_model_and_tokenizer
+    from reasontune.models import load_model_and_tokenizer
 
     model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, adapter=adapter, trainable=False)
     return TransformersEngine(model, tokenizer)

@@ -44,7 +44,7 @@ def lora_rank_bound(adapter: str) -> int:
 
 def _dtype_name(cfg) -> str:
     """The dtype our decode loads the base in (models.torch_dtype), so both engines run the same weights."""
-    from ..models import torch_dtype
+    from reasontune.models import torch_dtype
 
     return str(torch_dtype(cfg.model)).replace("torch.", "")
 
@@ -55,7 +55,7 @@ class VLLMEngine:
     def __init__(self, cfg, adapter: str | None = None, max_model_len: int | None = None):
         import torch
 
-        from ..models import load_tokenizer, resolve_model_path
+        from reasontune.models import load_tokenizer, resolve_model_path
 
         self.path = resolve_model_path(cfg.model)
         self.tokenizer = load_tokenizer(self.path, cfg.model, cfg.format)
@@ -91,8 +91,8 @@ class VLLMEngine:
         autocast_setting (our decode's) are accepted and unused: vLLM schedules its own batches."""
         from vllm import SamplingParams
 
-        from ..generation import apply_stop_rule, as_stop_rule
-        from ..prompting import render_chat
+        from reasontune.engines.generation import apply_stop_rule, as_stop_rule
+        from reasontune.models.prompting import render_chat
 
         if max_new_tokens <= 0 or num_return_sequences <= 0:
             raise ValueError("max_new_tokens and num_return_sequences must be positive")
@@ -116,7 +116,7 @@ class VLLMEngine:
                                     max_new_tokens) for o in out.outputs]
             result.append(gens * num_return_sequences if greedy else gens)
         if greedy:  # copies, as our decode returns them
-            from ..generation import _copy
+            from reasontune.engines.generation import _copy
 
             result = [[_copy(g) for g in r] for r in result]
         return result

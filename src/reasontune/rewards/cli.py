@@ -15,8 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from reasontune.config import ConfigError, FormatConfig, RewardsConfig
-from reasontune.evaluate import DEFAULT_MAX_NEW_TOKENS
+from reasontune.config import DEFAULT_MAX_NEW_TOKENS, ConfigError, FormatConfig, RewardsConfig
 
 
 def register(subparsers) -> argparse.ArgumentParser:
