@@ -136,6 +136,9 @@ def run_side(side: str, steps: int, warm: bool) -> dict:
                           bf16=cpu_bf16_is_faster())
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
                               callbacks=[timer])
+        from reasontune.engines.steptime import StepTimes
+
+        StepTimes().attach(trainer)  # the same breakdown our trainer logs (build_grpo_trainer attaches it)
     else:
         from reasontune.stages.train import build_grpo_trainer
 
@@ -148,8 +151,25 @@ def run_side(side: str, steps: int, warm: bool) -> dict:
     return {"side": side, "s_per_step": s, "tokens_per_s": sum(tokens) / sum(times), "step_times": times,
             "mean_completion_tokens": sum(tokens) / len(tokens) / (SHAPE["prompts"] * SHAPE["generations"]),
             "skipped_rows_frac": sum(skipped) / len(skipped) if skipped else None,
+            "breakdown": _breakdown(trainer.state.log_history[1:]),
             "weights_dtype": str(next(model.parameters()).dtype), "trl_bf16": bool(trainer.args.bf16),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _breakdown(rows: list[dict]) -> dict:
+    """Mean seconds (rows: mean count) per timed step of each time/... and rows/... key (engines/steptime.py)."""
+    keys = sorted({k for r in rows for k in r if k.startswith(("time/", "rows/"))})
+    return {k: sum(r[k] for r in rows if k in r) / max(1, sum(1 for r in rows if k in r)) for k in keys}
+
+
+def _print_breakdown(res: dict) -> None:
+    keys = sorted({k for side in ("trl", "reasontune") for k in res[side]["breakdown"]},
+                  key=lambda k: (k.startswith("rows/"), k))
+    print(f"{'per step':>24} {'plain TRL':>10} {'reasontune':>10}")
+    for k in keys:
+        a, b = (res[side]["breakdown"].get(k) for side in ("trl", "reasontune"))
+        unit = "" if k.startswith("rows/") else " s"
+        print(f"{k:>24} {'-' if a is None else f'{a:.2f}':>10} {'-' if b is None else f'{b:.2f}':>10}{unit}")
 
 
 def main() -> None:
@@ -183,6 +203,7 @@ def main() -> None:
               f"weights {r['weights_dtype']}, peak RSS {r['peak_rss_mb']:.0f} MB "
               f"(wall {time.perf_counter() - t:.0f} s)", flush=True)
     ratio = res["trl"]["s_per_step"] / res["reasontune"]["s_per_step"]
+    _print_breakdown(res)
     print(f"ratio (plain TRL s/step / reasontune s/step): {ratio:.2f}")
     if a.json:
         print(json.dumps({"ratio": ratio, "reasontune_s_per_step": res["reasontune"]["s_per_step"],

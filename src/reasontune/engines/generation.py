@@ -269,15 +269,21 @@ def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str, room: int
 
 
 def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: int, sampling: tuple,
-                  eos: set[int], stop: _StopCheck, bar=None) -> list[tuple[list[int], str]]:
+                  eos: set[int], stop: _StopCheck, bar=None, timings: dict | None = None) -> list[tuple[list[int], str]]:
     """Decode one left-padded batch; per row (completion ids, how it ended: "eos", "marker" or "limit").
-    `bar` ticks per finished row."""
+    `bar` ticks per finished row; `timings` (engines/steptime.py) gets the prefill and decode seconds added."""
     device = model.device
     cache_kw = _cache_kw(model)
+    t0 = time.perf_counter()
     cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw, room=max_new_tokens)
+    t1 = time.perf_counter()
     with threads(decode_threads() if device.type == "cpu" else None):
-        return _decode_loop(model, rows, cache, logits, mask, pos, max_new_tokens=max_new_tokens,
-                            sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)
+        out = _decode_loop(model, rows, cache, logits, mask, pos, max_new_tokens=max_new_tokens,
+                           sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)
+    if timings is not None:
+        timings["prefill"] += t1 - t0
+        timings["decode"] += time.perf_counter() - t1
+    return out
 
 
 def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampling, eos, stop, bar, cache_kw):

@@ -129,7 +129,8 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
                 outs = _decode_batch(model, [list(p) for p in prompt_ids], tok.pad_token_id,
                                      max_new_tokens=self.max_completion_length,
                                      sampling=(self.temperature, a.top_p, a.min_p),
-                                     eos=set(self.eos_token_ids), stop=_StopCheck(tok, self.stop_rule))
+                                     eos=set(self.eos_token_ids), stop=_StopCheck(tok, self.stop_rule),
+                                     timings=getattr(self, "step_timings", None))  # steptime.StepTimes
             finally:
                 model.train(was_training)
         if self.accelerator.device.type == "cpu":
@@ -188,6 +189,9 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         adv = inputs["advantages"]  # (B,) or (B, T)
         keep = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)  # (B,)
         self._metrics["train"]["skipped_rows_frac"].append(1.0 - keep.float().mean().item())
+        timings = getattr(self, "step_timings", None)  # steptime.StepTimes: rows/skipped
+        if timings is not None:
+            timings["rows_skipped"] += int((~keep).sum())
         if keep.all():
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not keep.any():

@@ -30,7 +30,8 @@ CURVE_PANELS = [("Reward (mean ± std)", ["reward"]), ("Reward components", ["re
                 ("Completion length (tokens)", ["completions/mean_length", "completions/min_length",
                                                 "completions/max_length"]),
                 ("KL", ["kl"]), ("Entropy", ["entropy"]), ("Loss", ["loss"]), ("Learning rate", ["learning_rate"]),
-                ("Clip ratio", ["clip_ratio/"]), ("Step time (s)", ["step_time"])]
+                ("Clip ratio", ["clip_ratio/"]), ("Step time (s)", ["step_time"]),
+                ("Step time by part (s)", ["time/"]), ("Rows trained and skipped", ["rows/"])]
 
 
 def _series(rows: list[dict], key: str) -> tuple[list, list]:

@@ -200,6 +200,7 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     from reasontune.engines.curriculum import curriculum_from_config
     from reasontune.models.prompting import stop_rule
     from reasontune.rewards import run_reward_funcs
+    from reasontune.engines.steptime import StepTimes
     from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
     train_ds, plen = fit_prompts(train_ds, tokenizer, cfg.grpo.max_prompt_length)
@@ -208,11 +209,13 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, args.max_completion_length)
     args.reward_weights = weights
     with _colocated_vllm_on_cpu(args):  # TRL builds its vLLM engine inside the trainer's __init__
-        return ReasonTuneGRPOTrainer(
+        trainer = ReasonTuneGRPOTrainer(
             model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
             callbacks=list(callbacks), stop_rule=stop_rule(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
             autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
         )
+    StepTimes().attach(trainer)  # time/... per step in metrics.jsonl: where the step's seconds go
+    return trainer
 
 
 def _colocated_vllm_on_cpu(args):
