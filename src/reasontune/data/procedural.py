@@ -9,6 +9,7 @@ splits never share a problem.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ class Problem:
     answer: str
     worked: str | None = None
     difficulty: int | None = None
+    tests: str | None = None  # a code problem's tests (data/code.py's JSON); its answer is then ""
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def get(name: str) -> Generator:
 
 def _load_builtins() -> None:
     # Importing the modules registers their generators (once).
-    from reasontune.data import arithmetic, linear  # noqa: F401
+    from reasontune.data import arithmetic, codegen, linear  # noqa: F401
 
 
 def make_item(name: str, seed: int, split: str, index: int, levels: Iterable[int] | None = None) -> Problem:
@@ -93,7 +95,7 @@ def make_item(name: str, seed: int, split: str, index: int, levels: Iterable[int
     level = rng.choice(chosen)
     problem = gen.fn(rng, level)
     if problem.difficulty is None:
-        problem = Problem(problem.question, problem.answer, problem.worked, level)
+        problem = dataclasses.replace(problem, difficulty=level)
     return problem
 
 
