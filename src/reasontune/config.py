@@ -34,6 +34,8 @@ def _check(cond: bool, name: str, value: Any, fix: str) -> None:
 
 
 DEFAULT_MODEL = "smollm2-135m"
+# Where code rewards run model-written programs (rewards/sandbox.py); the first is the default.
+CODE_SANDBOXES = ("auto", "bwrap", "unshare", "unsafe_local")
 # What the watcher (watch.py) checks while training runs; grpo.stop_on names some of them.
 WATCH_CONDITIONS = ("zero_variance", "truncation", "no_format", "no_right_answers", "entropy_collapse",
                     "entropy_rise", "length_shrink", "low_learning_rate", "nonfinite")
@@ -148,9 +150,15 @@ class RewardsConfig:
     weights: list[float] | None = _f(None, "One weight per reward (0 logs without training); None: all 1.0.")
     on_error: str = _f("none", "What a raising reward does: 'none' (skip that sample, count it) or 'raise'.")
     eos_token: str | None = _f(None, "EOS text allowed after the closing answer marker; None uses the tokenizer's.")
+    code_sandbox: str = _f(
+        CODE_SANDBOXES[0], "Where code rewards (code_tests) run model-written programs: auto (bubblewrap, else "
+        "unshare's namespaces, else refuse, naming the fix), bwrap, unshare, or unsafe_local (no isolation, "
+        "rlimits and seccomp only: opt in for trusted output only). See docs/security.md.")
 
     def __post_init__(self):
         _check(bool(self.names), "rewards.names", self.names, "name at least one reward or a preset")
+        _check(self.code_sandbox in CODE_SANDBOXES, "rewards.code_sandbox", self.code_sandbox,
+               f"use one of {', '.join(CODE_SANDBOXES)}")
         _check(self.on_error in ("none", "raise"), "rewards.on_error", self.on_error, "use 'none' or 'raise'")
         if self.weights is not None:
             _check(len(self.weights) == len(self.names), "rewards.weights", self.weights,
