@@ -236,9 +236,9 @@ def _serve(fn, req, rep):
 
 def role_run(req: int, rep: int) -> None:
     job = json.loads(read_line(req, bytearray(), time.monotonic() + 30))
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in ((0, 1, 2) if job["kind"] == "functional" else (2,)):
-        os.dup2(null, fd)
+    if job["kind"] == "functional":  # the judge gave us /dev/null as stderr (devices may be unusable here)
+        os.dup2(2, 0)
+        os.dup2(2, 1)
     try:
         lock_down(job["limits"])
     except BaseException as e:  # noqa: BLE001

@@ -32,6 +32,7 @@ else:  # a script in the sandbox: candidate.py lies next to it (-I keeps the scr
     from candidate import NotPlain, decode, encode, make_undumpable, read_line, send
 
 CANDIDATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "candidate.py")
+NULL = -1  # /dev/null, opened by role_judge: the candidates' stdin, stdout and stderr
 with open(CANDIDATE, encoding="utf-8") as _f:  # read now: in unshare mode a tmpfs may cover the folder later
     CANDIDATE_SRC = _f.read()
 
@@ -56,13 +57,13 @@ _RAISABLE = {n: c for n, c in vars(builtins).items() if isinstance(c, type) and 
 class Candidate:
     """One candidate process. Calling the object calls the candidate's entry point in that process."""
 
-    def __init__(self, job: dict, deadline: float, stdin=subprocess.DEVNULL, capture: bool = False):
+    def __init__(self, job: dict, deadline: float, stdin: int | None = None, capture: bool = False):
         req_r, self.req = os.pipe()
         self.rep, rep_w = os.pipe()
         self.deadline, self.buf, self.stopped = deadline, bytearray(), None
         self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CANDIDATE_SRC, "run", str(req_r),
-                                      str(rep_w)], pass_fds=(req_r, rep_w), stdin=stdin, stderr=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE if capture else subprocess.DEVNULL)
+                                      str(rep_w)], pass_fds=(req_r, rep_w), stdin=NULL if stdin is None else stdin,
+                                     stderr=NULL, stdout=subprocess.PIPE if capture else NULL)
         os.close(req_r)
         os.close(rep_w)
         send(self.req, job)
@@ -196,10 +197,12 @@ def judge_functional(job: dict, tests: dict, deadline: float) -> dict:
     cand = Candidate(dict(job, kind="functional", prompt=tests.get("prompt"), setup=tests.get("setup"),
                           entry_point=tests["entry_point"]), deadline)
     try:
-        first = cand.line() or {}
+        first = cand.line()
+        if first is None:
+            cand.died()  # exited while loading: a CPU kill is a timeout, anything else an error
         if first.get("status") != "loaded":
             kind = "syntax" if first.get("status") == "syntax" else "error"
-            return {"passed": 0, "total": total, "kind": kind, "detail": first.get("error", "no reply")}
+            return {"passed": 0, "total": total, "kind": kind, "detail": first.get("error", f"first reply {first}"[:300])}
         ns = {"__name__": "__tests__"}
         for src in (tests.get("prompt"), tests.get("setup")):
             exec(compile(src or "", "<prompt>", "exec"), ns)
@@ -287,12 +290,22 @@ def judge_io(job: dict, tests: dict, deadline: float, limit: int) -> dict:
     return {"passed": passed, "total": len(kinds), "kind": first}
 
 
-def private_tmp(size_mb: int) -> None:
-    """unshare mode: a size-limited tmpfs on /tmp, /var/tmp and /dev/shm of this (private) mount namespace,
-    /tmp as cwd and HOME; then this process drops its capabilities (the candidate drops its own)."""
+def private_fs(size_mb: int) -> None:
+    """unshare mode, in this process's private mount namespace: every mount read-only, nosuid and nodev
+    (mount_setattr, recursive: no writes to the user's files, /proc/sys or /sys, no raw devices), then
+    size-limited tmpfs on /tmp, /var/tmp and /dev/shm, /tmp as cwd and HOME; then no capabilities left."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                    ("userns_fd", ctypes.c_uint64)]
+
+    attr = MountAttr(0x1 | 0x2 | 0x4, 0, 0, 0)  # MOUNT_ATTR_RDONLY | NOSUID | NODEV
+    if libc.syscall(442, ctypes.c_long(-100), b"/", ctypes.c_long(0x8000), ctypes.byref(attr),  # mount_setattr,
+                    ctypes.c_long(ctypes.sizeof(attr))) != 0:  # AT_FDCWD, AT_RECURSIVE
+        raise SandboxBroken(f"mount_setattr(/, read-only): {os.strerror(ctypes.get_errno())}")
     for target in ("/tmp", "/var/tmp", "/dev/shm"):
         if os.path.isdir(target) and libc.mount(b"tmpfs", target.encode(), b"tmpfs", 2 | 4,  # NOSUID, NODEV
                                                 f"size={size_mb}m,mode=1777".encode()) != 0:
@@ -306,16 +319,18 @@ def private_tmp(size_mb: int) -> None:
 def role_judge() -> None:
     import resource
 
+    global NULL
     make_undumpable()
     job = json.loads(sys.stdin.buffer.read())
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    NULL = os.open(os.devnull, os.O_RDWR)  # opened now: unshare mode makes every device node unusable
+    os.dup2(NULL, 0)
     nonce, out, tests, limits = job.pop("nonce"), job.pop("verdict_fd"), job.pop("tests"), job["limits"]
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, ((2 * limits["memory_mb"] + 256) << 20,) * 2)
     deadline = time.monotonic() + limits["wall_s"]
     try:
         if job["isolation"] == "unshare":
-            private_tmp(limits["tmpfs_mb"])
+            private_fs(limits["tmpfs_mb"])
         if tests["kind"] == "functional":
             verdict = judge_functional(job, tests, deadline)
         else:

@@ -3,9 +3,9 @@
 Each program gets a judge process (harness.py) inside an isolation layer, and the judge runs the
 model's code in a second, locked-down process (candidate.py). Isolation, best first:
 
-* bwrap (bubblewrap): new user, pid, network, ipc, uts and cgroup namespaces, no capabilities; a root
-  that holds only read-only binds of the system libraries and the Python install, a size-limited tmpfs
-  /tmp (cwd and HOME), a minimal /dev, no /proc; `--die-with-parent`, `--new-session`.
+* bwrap (bubblewrap): new user, pid, network, ipc, uts and cgroup namespaces, no capabilities; a read-only
+  root that holds only read-only binds of the system libraries and the Python install, a size-limited tmpfs
+  /tmp (cwd and HOME) and /dev/shm, a minimal read-only /dev, no /proc; `--die-with-parent`, `--new-session`.
 * unshare: network, pid and mount namespaces (util-linux `unshare`; `--map-root-user` when not root); the
   judge mounts a size-limited tmpfs on /tmp (cwd and HOME). The user's files stay visible: see
   docs/security.md.
@@ -102,7 +102,9 @@ def _bwrap_command(limits: SandboxLimits) -> list[str]:
             cmd += ["--ro-bind", prefix, prefix]  # the Python install only (not the venv: -S skips it)
             bound.append(prefix)
     cmd += ["--ro-bind", str(HARNESS), f"{BOX_DIR}/harness.py", "--ro-bind", str(CANDIDATE), f"{BOX_DIR}/candidate.py",
-            "--dev", "/dev", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp", "--remount-ro", "/",
+            # bwrap's /dev is a tmpfs of half the RAM: read-only, with a size-limited /dev/shm on it
+            "--dev", "/dev", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp", "--remount-ro", "/",
             "--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8"]
     return cmd + [_python(), "-I", "-S", f"{BOX_DIR}/harness.py"]
@@ -238,8 +240,9 @@ def resolve(setting: str = "auto") -> str:
         logger.warning("code rewards run model-written programs WITHOUT isolation (rewards.code_sandbox="
                        "unsafe_local): rlimits and seccomp only; they can read and change your files")
     elif isolation == "unshare":
-        logger.warning("code sandbox: unshare (network, pid, mount namespaces + rlimits + seccomp); bubblewrap "
-                       "was not usable (%s), so programs can still see your files: %s", reasons.get("bwrap"), FIX)
+        why = f"bubblewrap was not usable ({reasons['bwrap']})" if "bwrap" in reasons else "as configured"
+        logger.warning("code sandbox: unshare (network, pid, mount namespaces, read-only files, rlimits, seccomp), "
+                       "%s: programs can still read your files. Fix: %s", why, FIX)
     else:
         logger.info("code sandbox: bubblewrap (namespaces, read-only system binds, rlimits, seccomp)")
     return isolation
