@@ -293,6 +293,11 @@ class HostProbe:
         return out
 
     def close(self) -> None:
+        for pid in self.leftovers():
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
         self.bystander.kill()
         self.bystander.wait()
         self.listener.close()

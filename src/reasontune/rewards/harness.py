@@ -21,7 +21,6 @@ import builtins
 import json
 import os
 import select
-import subprocess
 import sys
 import time
 
@@ -60,12 +59,20 @@ class Candidate:
     def __init__(self, job: dict, deadline: float, stdin: int | None = None, capture: bool = False):
         req_r, self.req = os.pipe()
         self.rep, rep_w = os.pipe()
-        self.deadline, self.buf, self.stopped = deadline, bytearray(), None
-        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", CANDIDATE_SRC, "run", str(req_r),
-                                      str(rep_w)], pass_fds=(req_r, rep_w), stdin=NULL if stdin is None else stdin,
-                                     stderr=NULL, stdout=subprocess.PIPE if capture else NULL)
-        os.close(req_r)
-        os.close(rep_w)
+        self.stdout, out_w = os.pipe() if capture else (-1, NULL)
+        self.deadline, self.buf, self.stopped, self.code = deadline, bytearray(), None, None
+        # posix_spawn, not subprocess (whose import is a third of this process's start-up): every fd here
+        # is close-on-exec (PEP 446) except the four dup2'ed onto 0-2 and the two pipes made inheritable
+        os.set_inheritable(req_r, True)
+        os.set_inheritable(rep_w, True)
+        try:
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", CANDIDATE_SRC, "run",
+                                                       str(req_r), str(rep_w)], os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, NULL if stdin is None else stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, NULL, 2)])
+        finally:
+            for fd in (req_r, rep_w) + ((out_w,) if capture else ()):
+                os.close(fd)
         send(self.req, job)
         first = self.line()
         if first is None or first.get("status") != "locked":
@@ -92,10 +99,22 @@ class Candidate:
         self.close()
         raise Stop(*self.stopped)
 
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit code (minus the signal number when killed), None if still running after `timeout`."""
+        if self.code is None:
+            if timeout is not None:
+                pidfd = os.pidfd_open(self.pid)
+                try:
+                    if not select.select([pidfd], [], [], max(timeout, 0))[0]:
+                        return None
+                finally:
+                    os.close(pidfd)
+            self.code = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.code
+
     def died(self):
-        try:  # rep hit EOF: the process is exiting, or closed its end and runs on
-            code = self.proc.wait(timeout=max(self.deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
+        code = self.wait(self.deadline - time.monotonic())  # rep hit EOF: exiting, or closed its end and runs on
+        if code is None:
             self.stop("timeout", "wall-clock limit")
         cpu = code in (-24, -9)  # SIGXCPU at the soft CPU limit, SIGKILL at the hard one
         self.stop("timeout" if cpu else "error", f"the candidate exited (code {code})")
@@ -127,15 +146,16 @@ class Candidate:
         raise CandidateError(f"returned non-plain data: {msg.get('bad', msg)}")
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for fd in (self.req, self.rep):
+        if self.code is None:
             try:
-                os.close(fd)
-            except OSError:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
                 pass
-        self.req = self.rep = -1
+            self.wait(None)
+        for fd in (self.req, self.rep, self.stdout):
+            if fd >= 0:
+                os.close(fd)
+        self.req = self.rep = self.stdout = -1
 
 
 class Tally:
@@ -194,8 +214,11 @@ def judge_functional(job: dict, tests: dict, deadline: float) -> dict:
     code, n, calls_check = instrument(tests["test"])
     total = max(1, n)
     tally = Tally(n)
-    cand = Candidate(dict(job, kind="functional", prompt=tests.get("prompt"), setup=tests.get("setup"),
-                          entry_point=tests["entry_point"]), deadline)
+    try:
+        cand = Candidate(dict(job, kind="functional", prompt=tests.get("prompt"), setup=tests.get("setup"),
+                              entry_point=tests["entry_point"]), deadline)
+    except Stop as stop:  # no time left to start it
+        return {"passed": 0, "total": total, "kind": stop.args[0], "detail": stop.args[1]}
     try:
         first = cand.line()
         if first is None:
@@ -237,15 +260,19 @@ def _same_output(got: bytes, want: str) -> bool:
 
 def judge_case(job: dict, case: dict, deadline: float, limit: int) -> str:
     """One stdin/stdout case in a fresh candidate: pass, syntax, timeout, error or wrong."""
+    if time.monotonic() >= deadline:
+        return "timeout"
     data, stdin = str(case["input"]).encode(), os.memfd_create("stdin")
     try:
         while data:
             data = data[os.write(stdin, data):]
         os.lseek(stdin, 0, os.SEEK_SET)
         cand = Candidate(dict(job, kind="io"), deadline, stdin=stdin, capture=True)
+    except Stop as stop:  # no time left to start it
+        return stop.args[0]
     finally:
         os.close(stdin)
-    out, fds = bytearray(), {cand.proc.stdout.fileno(), cand.rep}
+    out, fds = bytearray(), {cand.stdout, cand.rep}
     try:
         while fds:
             left = deadline - time.monotonic()
@@ -262,9 +289,9 @@ def judge_case(job: dict, case: dict, deadline: float, limit: int) -> str:
                     out += chunk
             if len(out) > limit:
                 cand.stop("wrong", "output over the limit")
-        code = cand.proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
-    except subprocess.TimeoutExpired:
-        return "timeout"
+        code = cand.wait(deadline - time.monotonic())
+        if code is None:
+            return "timeout"
     except Stop:
         return cand.stopped[0]
     finally:
@@ -324,6 +351,11 @@ def role_judge() -> None:
     job = json.loads(sys.stdin.buffer.read())
     NULL = os.open(os.devnull, os.O_RDWR)  # opened now: unshare mode makes every device node unusable
     os.dup2(NULL, 0)
+    for fd in range(3, 256):  # whatever the host or bwrap left open (the verdict pipe too) stays out of
+        try:  # the candidates
+            os.set_inheritable(fd, False)
+        except OSError:
+            pass
     nonce, out, tests, limits = job.pop("nonce"), job.pop("verdict_fd"), job.pop("tests"), job["limits"]
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, ((2 * limits["memory_mb"] + 256) << 20,) * 2)
