@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-gpustack test-gguf test-vllm setup bench clean
+.PHONY: demo test test-gpustack test-gguf test-vllm setup bench clean sandbox-tools
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/reasontune demo --out runs/demo
 
-test: $(STAMP)
+# The code sandbox (src/reasontune/rewards/sandbox.py) runs model-written programs in bubblewrap, and its
+# tests run them for real. CI is a fresh Debian machine, as root: install it there when it is missing.
+sandbox-tools:
+	@command -v bwrap >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && apt-get install -y -q bubblewrap; \
+	else echo "note: bubblewrap is missing (apt-get install -y bubblewrap): the code sandbox tests skip"; fi; }
+
+test: $(STAMP) sandbox-tools
 	$(BIN)/python -m pytest -q -x --durations=15
 
 # The suite again under the GPU stack's pure-Python pins (constraints/gpu.txt: transformers, trl,
@@ -33,7 +40,7 @@ $(GPUSTACK)/.installed: pyproject.toml constraints/gpu.txt
 	$(GPUSTACK)/bin/pip install -q -e ".[dev]" -c $(GPUSTACK)/pins.txt
 	touch $@
 
-test-gpustack: $(GPUSTACK)/.installed
+test-gpustack: $(GPUSTACK)/.installed sandbox-tools
 	$(GPUSTACK)/bin/python -c "import transformers, trl, datasets; print('gpu stack:', transformers.__version__, trl.__version__, datasets.__version__)"
 	# tests/test_demo.py (the quick SmolLM2 demo) runs on the default stack only: it was 960 of the 1450 s this
 	# suite took on the GPU stack (2-core CPU, shared), and its SFT -> GRPO -> eval path runs here on tiny models.

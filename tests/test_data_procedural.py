@@ -138,7 +138,7 @@ def test_registry_rejects_duplicates_and_unknown_names():
     procedural.names()
     with pytest.raises(ValueError, match="already registered"):
         procedural.register("arithmetic", levels=(1,))(lambda rng, level: None)
-    with pytest.raises(DataError, match="procedural:arithmetic, procedural:linear"):
+    with pytest.raises(DataError, match="procedural:arithmetic, procedural:code, procedural:linear"):
         procedural.get("nope")
     with pytest.raises(DataError, match=r"valid levels are \[1, 2, 3, 4, 5\]"):
         procedural.make_item("arithmetic", 0, "train", 0, [6])

@@ -8,6 +8,7 @@
 
 from reasontune.config.loader import from_dict, load_yaml, override, parse_set
 from reasontune.config.sections import (
+    CODE_SANDBOXES,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
     RECIPE_TARGETS,
@@ -25,6 +26,6 @@ from reasontune.config.sections import (
     WarmupConfig,
 )
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DEFAULT_MODEL", "RECIPE_TARGETS", "SECTIONS", "WATCH_CONDITIONS", "ConfigError", "DataConfig",
+__all__ = ["CODE_SANDBOXES", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_MODEL", "RECIPE_TARGETS", "SECTIONS", "WATCH_CONDITIONS", "ConfigError", "DataConfig",
            "EvalConfig", "FormatConfig", "GRPOSettings", "LoraConfig", "ModelConfig", "RewardsConfig", "RunConfig",
            "WarmupConfig", "from_dict", "load_yaml", "override", "parse_set"]

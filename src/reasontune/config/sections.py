@@ -31,6 +31,8 @@ def _check(cond: bool, name: str, value: Any, fix: str) -> None:
 
 
 DEFAULT_MODEL = "smollm2-135m"
+# Where code rewards run model-written programs (rewards/sandbox.py); the first is the default.
+CODE_SANDBOXES = ("auto", "bwrap", "unshare", "unsafe_local")
 # What the watcher (watch.py) checks while training runs; grpo.stop_on names some of them.
 WATCH_CONDITIONS = ("zero_variance", "truncation", "no_format", "no_right_answers", "entropy_collapse",
                     "entropy_rise", "length_shrink", "low_learning_rate", "nonfinite")
@@ -151,9 +153,15 @@ class RewardsConfig:
         False, "The rewards see the reference answers only: the `worked` column (worked solutions) never reaches a "
         "reward in GRPO or eval, so step_check checks right, grounded lines without a reference path, and a reward "
         "that needs worked solutions is refused. The SFT warm-up still trains on its worked solutions (counted).")
+    code_sandbox: str = _f(
+        CODE_SANDBOXES[0], "Where code rewards (code_tests) run model-written programs: auto (bubblewrap, else "
+        "unshare's namespaces, else refuse, naming the fix), bwrap, unshare, or unsafe_local (no isolation, "
+        "rlimits and seccomp only: opt in for trusted output only). See docs/security.md.")
 
     def __post_init__(self):
         _check(bool(self.names), "rewards.names", self.names, "name at least one reward or a preset")
+        _check(self.code_sandbox in CODE_SANDBOXES, "rewards.code_sandbox", self.code_sandbox,
+               f"use one of {', '.join(CODE_SANDBOXES)}")
         _check(self.on_error in ("none", "raise"), "rewards.on_error", self.on_error, "use 'none' or 'raise'")
         if self.weights is not None:
             _check(len(self.weights) == len(self.names), "rewards.weights", self.weights,

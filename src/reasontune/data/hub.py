@@ -2,7 +2,8 @@
 
 The same `adapt()` runs whatever loaded the Dataset, so a local file in a hub set's schema goes
 through exactly the code path of a hub load. Output columns: `question`, `answer`, and when the
-set has them `worked`, `difficulty`, `subject`.
+set has them `worked`, `difficulty`, `subject`. Code schemas (HumanEval, MBPP, open-r1's stdin/stdout
+problems; data/code.py) map whole rows to `question`, `answer` (""), `worked` and `tests`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from reasontune.data import code
 from reasontune.data.answers import gsm8k_answer, gsm8k_worked, reference_answer, to_text
 from reasontune.data.errors import DataError
 
@@ -37,6 +39,8 @@ class Adapter:
     configs: tuple = (None,)
     splits: tuple = ("train",)
     aliases: tuple = ()
+    row: Callable | None = None                 # code schemas: fn(raw row, question column) -> output row
+    offline: Callable | None = None             # () -> raw Dataset without the hub, used for the aliases
 
     def matches(self, columns) -> bool:
         return bool(self.signature) and self.signature <= set(columns)
@@ -58,7 +62,18 @@ ADAPTERS = [
             worked="answer", worked_rule=gsm8k_worked,
             signature=frozenset({"question", "answer"}), configs=("main", "socratic"),
             splits=("train", "test"), aliases=("gsm8k",)),
+    Adapter("humaneval", "openai/openai_humaneval", "prompt", "", row=code.humaneval_row,
+            signature=frozenset({"prompt", "test", "entry_point"}), splits=("test",),
+            aliases=("humaneval", "openai_humaneval"), offline=code.load_humaneval),
+    Adapter("mbpp", "google-research-datasets/mbpp", "text", "", row=code.mbpp_row,
+            signature=frozenset({"test_list"}), configs=("full", "sanitized"),
+            splits=("train", "test", "validation", "prompt"), aliases=("mbpp",)),
+    Adapter("openr1-code", "open-r1/verifiable-coding-problems-python", "problem_statement", "",
+            row=code.openr1_code_row, signature=frozenset({"verification_info"}), configs=("default",),
+            aliases=("verifiable-coding-problems-python", "openr1-code")),
+    Adapter("code", None, "question", "", row=code.native_row, signature=frozenset({"question", "tests"})),
 ]
+CODE_COLUMNS = ["question", "answer", "worked", "tests"]
 
 QUESTION_CANDIDATES = ["question", "problem", "prompt", "query", "input", "instruction"]
 ANSWER_CANDIDATES = ["answer", "final_answer", "ground_truth", "target", "solution", "output"]
@@ -146,6 +161,12 @@ def adapt(ds, adapter: Adapter):
 
     Rows with no question or no answer get None and are dropped later by the preparation.
     """
+    import datasets
+
+    if adapter.row is not None:  # a code schema: the row's tests come from several columns
+        features = datasets.Features({n: datasets.Value("string") for n in CODE_COLUMNS})
+        return ds.map(lambda ex: adapter.row(ex, adapter.question), remove_columns=ds.column_names,
+                      features=features, desc=f"adapting ({adapter.name})")
     used = {adapter.question, adapter.answer, adapter.worked, *adapter.extras.values()} - {None}
     ds = ds.select_columns([c for c in ds.column_names if c in used])
 
@@ -158,8 +179,6 @@ def adapt(ds, adapter: Adapter):
             v = ex.get(src)
             out[dst] = _as_int(v) if dst == "difficulty" else (to_text(v) or "")
         return out
-
-    import datasets
 
     names = ["question", "answer"] + (["worked"] if adapter.worked else []) + list(adapter.extras)
     features = datasets.Features({n: datasets.Value("int64" if n == "difficulty" else "string") for n in names})

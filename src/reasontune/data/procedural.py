@@ -9,6 +9,7 @@ splits never share a problem.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Iterable
@@ -37,7 +38,7 @@ def get(name: str) -> Generator:
 # this module, so the registry learns them without an import cycle; a third-party generator calls
 # `reasontune.data.registry.register` the same way.
 def _load_builtins() -> None:
-    from reasontune.data import arithmetic, linear  # noqa: F401
+    from reasontune.data import arithmetic, codegen, linear  # noqa: F401
 
 
 def make_item(name: str, seed: int, split: str, index: int, levels: Iterable[int] | None = None) -> Problem:
@@ -48,7 +49,7 @@ def make_item(name: str, seed: int, split: str, index: int, levels: Iterable[int
     level = rng.choice(chosen)
     problem = gen.fn(rng, level)
     if problem.difficulty is None:
-        problem = Problem(problem.question, problem.answer, problem.worked, level)
+        problem = dataclasses.replace(problem, difficulty=level)
     return problem
 
 

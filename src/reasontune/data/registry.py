@@ -19,6 +19,7 @@ class Problem:
     answer: str
     worked: str | None = None
     difficulty: int | None = None
+    tests: str | None = None  # a code problem's tests (data/code.py's JSON); its answer is then ""
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,14 @@ def warmup_examples(ds, cfg: RunConfig, n: int | None):
 
 def sft_rows(ds, tokenizer, cfg: RunConfig, n: int | None):
     """prompt/completion text pairs from rows that have a worked solution."""
+    from reasontune.data.code import sft_parts
     from reasontune.models.prompting import render_prompt, render_target
 
     ds = warmup_examples(ds, cfg, n)
     eos = tokenizer.eos_token or ""
+    # sft_parts: a code row's worked solution is its answer block (the code), with no working
     return ds.map(lambda r: {"prompt": render_prompt(tokenizer, r["prompt"], cfg.format),
-                             "completion": render_target(r["worked"], r["answer"], cfg.format, eos)},
+                             "completion": render_target(*sft_parts(r), cfg.format, eos)},
                   remove_columns=ds.column_names)
 
 

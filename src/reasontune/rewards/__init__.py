@@ -17,6 +17,7 @@ import logging
 from typing import Callable
 
 from reasontune.config import ConfigError, FormatConfig, RewardsConfig
+from reasontune.rewards import code as _code  # noqa: F401  (registers code_tests, code_tests_binary)
 from reasontune.rewards import recipe as _recipe  # noqa: F401  (registers the recipe rewards)
 from reasontune.rewards import steps as _steps  # noqa: F401  (registers step_check)
 from reasontune.rewards import verified as _verified  # noqa: F401  (registers the verified rewards)
@@ -85,7 +86,7 @@ def build_reward_funcs(
     """
     eos = eos_token if eos_token is not None else cfg.eos_token
     ctx = RewardContext(fmt=fmt, eos=eos or None, max_completion_length=max_completion_length,
-                        overlong_cache=overlong_cache, timeout_s=timeout_s)
+                        overlong_cache=overlong_cache, timeout_s=timeout_s, code_sandbox=cfg.code_sandbox)
     funcs: list[Callable] = []
     weights: list[float] = []
     seen: set[str] = set()

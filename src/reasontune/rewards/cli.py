@@ -2,6 +2,7 @@
 
     reasontune rewards check --preset verified --completions samples.jsonl --json
     reasontune rewards check --preset recipe --eos '<|endoftext|>'
+    reasontune rewards check --table code    # code hacks and harm cases, run for real in the sandbox
 
 Each line of the completions file is a JSON object with `completion` (a string or a list of
 messages) and `answer`. With --json every output line is {"scores": {...}, "total": x}
@@ -15,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from reasontune.config import DEFAULT_MAX_NEW_TOKENS, ConfigError, FormatConfig, RewardsConfig
+from reasontune.config import CODE_SANDBOXES, DEFAULT_MAX_NEW_TOKENS, ConfigError, FormatConfig, RewardsConfig
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -34,6 +35,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="One JSON object per line.")
     check.add_argument("--max-completion-length", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                        help="Token budget for overlong_soft (default: eval's, %(default)s).")
+    check.add_argument("--table", choices=("math", "code"), default="math",
+                       help="The built-in table: math answers under --preset, or code: programs that hack "
+                       "code_tests or attack the host, run in the sandbox (exit 1 if one pays or does harm).")
+    check.add_argument("--sandbox", default=CODE_SANDBOXES[0], choices=CODE_SANDBOXES,
+                       help="With --table code: rewards.code_sandbox (default %(default)s).")
     check.set_defaults(func=handle_check)
     return rewards
 
@@ -93,6 +99,8 @@ def handle_check(args: argparse.Namespace) -> int:
     """Run `rewards check`; 0 on success, 2 on a bad preset, file or line."""
     from reasontune.rewards.hacks import hacking_cases
 
+    if args.table == "code" and not args.completions:
+        return _code_table(args)
     names = [n.strip() for n in args.preset.split(",") if n.strip()]
     try:
         if args.completions:
@@ -112,6 +120,36 @@ def handle_check(args: argparse.Namespace) -> int:
     else:
         print(_table(labels, results))
     return 0
+
+
+def _code_table(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from reasontune.models import home
+    from reasontune.rewards import code_hacks
+    from reasontune.rewards.sandbox import resolve
+
+    try:
+        isolation = resolve(args.sandbox)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    home().mkdir(parents=True, exist_ok=True)
+    # the stand-in user files live where real ones do (not under /tmp, which the unshare sandbox covers)
+    with tempfile.TemporaryDirectory(prefix="hack-table-", dir=home()) as root:
+        rows = code_hacks.run_table(Path(root), isolation)
+    if args.json:
+        for r in rows:
+            sys.stdout.write(json.dumps(r) + "\n")
+    else:
+        print(f"sandbox: {isolation}\n{code_hacks.format_table(rows)}")
+    loose = sorted(code_hacks.NOT_STOPPED_BY.get(isolation, ()))
+    if loose:
+        print(f"note: the {isolation} sandbox does not stop: {', '.join(loose)} (docs/security.md)", file=sys.stderr)
+    bad = code_hacks.problems(rows, isolation)
+    for line in bad:
+        print(f"problem: {line}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: list[str] | None = None) -> int:

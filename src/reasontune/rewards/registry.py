@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from reasontune.config import ConfigError, FormatConfig
+from reasontune.config import CODE_SANDBOXES, ConfigError, FormatConfig
 from reasontune.rewards.check import DEFAULT_TIMEOUT_S
 
 RewardFn = Callable[..., list]
@@ -27,6 +27,7 @@ class RewardContext:
     max_completion_length: int | None = None
     overlong_cache: int | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
+    code_sandbox: str = CODE_SANDBOXES[0]  # rewards.code_sandbox: where code_tests runs programs
 
 
 class Registry:
