@@ -39,7 +39,7 @@ def _scripted_decode(tok, kinds):
 
     calls = []
 
-    def fake(model, rows, pad_id, *, max_new_tokens, sampling, eos: set, stop, bar=None):
+    def fake(model, rows, pad_id, *, max_new_tokens, sampling, eos: set, stop, bar=None, timings=None):
         outs = []
         for i, prompt in enumerate(rows):
             kind = kinds[i % len(kinds)]
