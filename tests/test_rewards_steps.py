@@ -268,3 +268,29 @@ def test_working_lines_counts_lines_with_an_equation(working, lines):
     from reasontune.rewards.steps import working_lines
 
     assert working_lines(working + "\n</think>\n<answer>5 = 5</answer>", "</think>") == lines
+
+
+@pytest.mark.parametrize("worked,checks", [
+    ("39 - 38 = 1\n4 x 25 = 100\n1 + 100 = 101", 1),  # reference steps to cap: the answer is checked
+    ("", 0),  # a row without reference steps: no answer check to pay for
+    ("The answer is clear from the text.", 0),
+])
+def test_the_answer_is_checked_only_where_a_reference_working_can_be_capped(monkeypatch, worked, checks):
+    """Commit 7557c13: a row without reference steps never calls check_answer (a math_verify failure there used
+    to count as a step_check error, and the check was paid for nothing)."""
+    from reasontune.rewards import steps
+
+    calls = []
+
+    def counted(given, ref):
+        calls.append((given, ref))
+        if not worked:
+            raise RuntimeError("math_verify failed")  # what a failure would do on a row that needs no check
+        return True
+
+    monkeypatch.setattr(steps, "check_answer", counted)
+    fmt = FormatConfig()
+    (f,), _ = build_reward_funcs(RewardsConfig(names=["step_check"], on_error="raise"), fmt)
+    text = f"39 - 38 = 1\n{fmt.reasoning_end}\n{fmt.solution_start}101{fmt.solution_end}"
+    [score] = f([text], question=[Q], worked=[worked], answer=["101"])
+    assert len(calls) == checks and score > 0
