@@ -344,12 +344,32 @@ def spread(completions, **kw):
     return [len(set(completion_text(c))) / 8.0 for c in completions]
 
 
-def tiny_argv(model_dir, out, *extra):
+def tiny_argv(model_dir, out, *extra, steps: int = 3, window: int = 2):
     return ["train", "--model", str(model_dir), "--output-dir", str(out), "--dataset", "procedural:arithmetic",
             "--set", "data.train_size=16", "--set", "data.test_size=2", "--batch-size", "4",
-            "--num-generations", "2", "--max-completion-length", "8", "--max-steps", "3",
-            "--set", "grpo.save_steps=1000", "--set", "grpo.bf16=false", "--set", "grpo.watch_window=2",
+            "--num-generations", "2", "--max-completion-length", "8", "--max-steps", str(steps),
+            "--set", "grpo.save_steps=1000", "--set", "grpo.bf16=false", "--set", f"grpo.watch_window={window}",
             "--learning-rate", "1e-3", "--lora-r", "4", "--set", "lora.alpha=8", *extra]
+
+
+def test_e2e_an_8_step_run_that_never_solves_warns_at_the_default_window(tiny_model_dir, tmp_path, one_thread):
+    """Issue 35, item 2: 8 steps at the default watch_window (10) on a task the model never solves ended with no
+    warning at all; now status.json and the report hold the zero-variance warning and what was checked."""
+    from reasontune.cli import main
+    from reasontune.config import RunConfig
+    from reasontune.report import build_report
+
+    out = tmp_path / "run"
+    assert main(tiny_argv(tiny_model_dir, out, steps=8, window=RunConfig().grpo.watch_window)) == 0
+    st = json.loads((out / "status.json").read_text())
+    assert st["status"] == "done" and st["global_step"] == 8
+    zv = next(w for w in st["warnings"] if w["condition"] == "zero_variance")
+    assert zv["step"] == ZERO_SIGNAL_STEPS and "no signal" in zv["message"]
+    cov = st["watched"]["grpo"]
+    assert cov["logged_steps"] == 8 and {"zero_variance", "nonfinite", "low_learning_rate"} <= set(cov["checked"])
+    assert {"entropy_collapse", "length_shrink", "truncation"} <= set(cov["not_checked"])  # 8 of 10 or 20 steps
+    page = build_report(out).read_text()
+    assert "no signal" in page and "Not checked: " in page and "entropy_collapse (a trend: needs 20" in page
 
 
 def test_e2e_constant_rewards_warn_about_zero_variance(tiny_model_dir, tmp_path, one_thread):
