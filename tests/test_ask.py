@@ -64,7 +64,7 @@ def test_ask_prints_both_answers_the_models_give(adapter, capsys):
 def test_ask_scores_an_answer_as_eval_and_grpo_do(adapter):
     """ask's reward scores for a completion are eval's for the same completion of the same row (scoring.py):
     the same ids reach the length reward (ask used to pass none, so overlong_soft estimated the length from
-    characters), and the same stop rule ends it."""
+    characters). That the same stop rule ends ask's answers: test_ask_ends_an_answer_by_eval_s_stop_rule."""
     from transformers import AutoTokenizer
 
     from reasontune.stages.ask import score
@@ -83,6 +83,31 @@ def test_ask_scores_an_answer_as_eval_and_grpo_do(adapter):
     [rec] = _records([{"question": QUESTION, "answer": "42"}], ["PROMPT"], [[g]], "greedy", cfg, funcs)
     assert got.correct and got.rewards == rec["scores"]
     assert rec["scores"]["overlong_soft"] < 0  # the ids (over the budget of 8) were counted
+
+
+def test_ask_ends_an_answer_by_eval_s_stop_rule(adapter):
+    """ask's greedy answer is our decode's under the run's StopRule: with the closing answer marker set to a piece
+    of text the tiny model writes early, both end `grpo.stop_grace_tokens` after it, with the same ids."""
+    from reasontune.stages.ask import answer
+    from reasontune.config import override
+    from reasontune.engines.generation import generate
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.models.prompting import render_prompt, stop_rule
+
+    _, cfg = adapter
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=None)
+    prompt = render_prompt(tok, [{"role": "user", "content": QUESTION}], cfg.format)
+    [[free]] = generate(model, tok, [prompt], max_new_tokens=24, autocast_setting="false")
+    assert free.num_tokens == 24 and not free.stopped  # no marker written: the budget ends it
+    marker = tok.decode(free.token_ids[3:5])  # two tokens the model writes at positions 3-4
+    cfg = override(cfg, {"format.solution_end": marker, "grpo.stop_at_solution_end": True,
+                         "grpo.stop_grace_tokens": 2})
+    got = answer(model, tok, prompt, cfg, 24, lambda text: None, tuned=False)
+    [[want]] = generate(model, tok, [prompt], max_new_tokens=24, stop=stop_rule(cfg), autocast_setting="false")
+    assert got == want  # the same ids and text, ended the same way
+    # ended by the marker (neither EOS nor the budget), its grace tokens after it
+    assert not got.stopped and not got.truncated and got.num_tokens < 24
+    assert got.token_ids == free.token_ids[:got.num_tokens] and marker in got.text
 
 
 def test_questions_from_a_file_with_reference_answers(tmp_path):

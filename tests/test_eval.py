@@ -251,3 +251,24 @@ def test_accuracy_and_format_rate_are_the_graded_records(tiny_model_dir, tmp_pat
     assert [(r["correct"], r["format_ok"]) for r in greedy] == [(True, True), (False, False), (True, False)]
     assert (m["accuracy"], m["format_rate"]) == (2 / 3, 1 / 3)
     assert_metrics_match_records(m, greedy, cfg.format)
+
+
+def test_eval_caps_prompt_plus_completion_at_max_seq_length(tiny_model_dir, tmp_path):
+    """Issue 35, item 3: eval's completions fit model.max_seq_length with their prompt, as vLLM's max_model_len
+    makes them fit there (our decode used to generate the whole eval.max_new_tokens past it)."""
+    from transformers import AutoTokenizer
+
+    from reasontune.stages.evaluate import evaluate
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    free = evaluate(_cfg(tiny_model_dir, **{"eval.samples": 1}), out_dir=tmp_path / "free", progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "free" / "completions.jsonl").read_text().splitlines()]
+    lengths = [len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in recs]
+    cap = min(lengths) + 3
+    m = evaluate(_cfg(tiny_model_dir, **{"eval.samples": 1, "model.max_seq_length": cap}), out_dir=tmp_path / "cap",
+                 progress=False)
+    capped = [json.loads(x) for x in (tmp_path / "cap" / "completions.jsonl").read_text().splitlines()]
+    for n, r, f in zip(lengths, capped, recs):
+        assert r["num_tokens"] == min(f["num_tokens"], max(0, cap - n))  # the same tokens, up to the cap
+    assert sum(r["num_tokens"] for r in capped) < sum(r["num_tokens"] for r in recs)  # the cap did bind
+    assert m["truncation_rate"] == sum(r["truncated"] for r in capped) / len(capped) and m["truncation_rate"] > 0

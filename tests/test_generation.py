@@ -226,3 +226,36 @@ def test_sample_index_draws_in_proportion_and_never_a_zero(probs):
     expected = torch.tensor(probs) / sum(probs)
     assert torch.all(counts[expected == 0] == 0)
     torch.testing.assert_close(counts, expected, atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("lengths,max_new,max_length,expected", [
+    ([10, 20, 30], 8, None, [8, 8, 8]),  # no cap
+    ([10, 20, 30], 8, 100, [8, 8, 8]),  # the cap does not bind
+    ([10, 20, 30], 8, 25, [8, 5, 0]),  # prompt + completion within 25: the third prompt fills it
+    ([25], 8, 25, [0]),
+])
+def test_completion_budgets_cap_prompt_plus_completion(lengths, max_new, max_length, expected):
+    from reasontune.engines.generation import completion_budgets
+
+    assert completion_budgets(lengths, max_new, max_length) == expected
+
+
+def test_max_length_caps_prompt_plus_completion_per_row(tiny):
+    """Issue 35, item 3: vLLM ends a sequence at max_model_len (model.max_seq_length) tokens, prompt included; our
+    decode given the same max_length ends each row there too, rows of different lengths in one batch, and a
+    prompt that fills it gets an empty, truncated completion."""
+    from functools import partial
+
+    from reasontune.models.prompting import render_chat
+
+    model, tok = tiny
+    prompts = _prompts()
+    lengths = [len(tok(render_chat(tok, p), add_special_tokens=False)["input_ids"]) for p in prompts]
+    cap = sorted(lengths)[-2] + 3  # the longest prompt fills it; the second longest has 3 tokens left
+    generate_fp32 = partial(generate, model, tok, autocast_setting="false", max_new_tokens=12, batch_size=5)
+    capped, free = generate_fp32(prompts, max_length=cap), generate_fp32(prompts)
+    for n, [c], [f] in zip(lengths, capped, free):
+        room = max(0, min(12, cap - n))
+        assert c.token_ids == f.token_ids[:room] and c.num_tokens == room
+        assert c.truncated == (not c.stopped)  # no stop rule: EOS, or the cap
+    assert min(len(c.token_ids) for [c] in capped) == 0 and max(len(c.token_ids) for [c] in capped) == 12

@@ -167,3 +167,130 @@ def test_an_attempted_next_step_never_costs_credit(question, worked, lines):
     first = step_score(lines[0], question, path)
     for wrong in ("1 + 1 = 3", "1000 - 1 = 999", lines[-1].replace("=", "= 1 +")):
         assert step_score(lines[0] + "\n" + wrong, question, path) >= first
+
+
+# ---- references as GSM8K, MATH and OpenR1 write them (issue 35, item 1) -------------------------------------
+# (reference working, the steps read: (result, operation or None for a value alone, left, right))
+REFERENCE_FORMATS = [
+    # GSM8K as the hub holds it: calculator notes, '$' and units after the '=', the '####' answer line
+    ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $<<0.2*50=10>>10."
+     "\n#### 10", [(0.2, "Div", 12, 60), (10, "Mult", 0.2, 50)]),
+    # the same after data.answers.gsm8k_worked (notes and '####' removed): what the `worked` column holds
+    ("Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.",
+     [(0.2, "Div", 12, 60), (10, "Mult", 0.2, 50)]),
+    # a chained line: every operation on its way, and no step "1" from the '= 1 + 100'
+    ("Jo has 1 + 4 * 25 = 1 + 100 = <<1+4*25=101>>101 apples.", [(100, "Mult", 4, 25), (101, "Add", 1, 100)]),
+    ("Total eggs = 16 - 3 - 4 = 9 eggs", [(13, "Sub", 16, 3), (9, "Sub", 13, 4)]),
+    # thousands separators on both sides; a calculator note with no visible equation before it
+    ("In a week it sells 1,200 * 7 = <<1200*7=8400>>8,400 eggs.", [(8400, "Mult", 1200, 7)]),
+    ("She has <<5+3=8>>8 apples", [(8, "Add", 5, 3)]),
+    # percent: of an amount (20% is 0.2), and a result stated in percent (read as written)
+    ("The discount is 20% * 50 = $<<20*.01*50=10>>10.", [(10, "Mult", 0.2, 50)]),
+    ("She pays 100% - 20% = 80% of the price.", [(80, "Sub", 100, 20)]),
+    ("So 40/50 * 100 = 80%", [(0.8, "Div", 40, 50), (80, "Mult", 0.8, 100)]),
+    # MATH / OpenR1: LaTeX between dollars
+    (r"So she pays $\$2.50 \times 4 = \$10$ in all.", [(10, "Mult", 2.5, 4)]),
+    (r"$\frac{1}{2} \cdot 4 = 2$, and $60 \div 4 = 15$.", [(0.5, "Div", 1, 2), (2, "Mult", 0.5, 4), (15, "Div", 60, 4)]),
+    (r"The total is $3 \times 1,\!000 = 3,\!000$.", [(3000, "Mult", 3, 1000)]),
+    # algebra is not arithmetic: no step, not even the value
+    ("We have $2x + 3 = 7$, so $x = 2$.", None),
+    (r"so $\sqrt{16} = 4$ and $x \geq 5$", None),
+    ("#### 10", None),
+]
+
+
+@pytest.mark.parametrize("worked,expected", REFERENCE_FORMATS)
+def test_reference_steps_read_gsm8k_math_and_openr1_as_written(worked, expected):
+    import ast
+    from fractions import Fraction
+
+    from reasontune.rewards.steps import Step, reference_steps
+
+    def frac(v):
+        return None if v is None else Fraction(str(v))
+
+    want = None if expected is None else [Step(frac(r), getattr(ast, op) if op else None, frac(a), frac(b))
+                                          for r, op, a, b in expected]
+    assert reference_steps(worked) == want
+
+
+WENG = ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she "
+        "earn?")
+WENG_WORKED = ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+               "$<<0.2*50=10>>10.\n#### 10")
+JACKET = "A jacket costs $50. It is 20% off. How much does it cost now?"
+EGGS = "A farm sells 1,200 eggs a day. How many eggs does it sell in a week?"
+WALK = "Tom walks 3 hours a day. How many minutes does he walk in a week?"
+
+# GSM8K-style rows: (question, reference working, answer, the model's working, step credit as a fraction)
+GSM8K_ROWS = [
+    (WENG, WENG_WORKED, "10", "12 / 60 = 0.2\n0.2 * 50 = 10", 1.0),  # 60 minutes: the reference uses it
+    (WENG, WENG_WORKED, "10", "Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.",
+     1.0),  # the model writing as GSM8K writes
+    (WENG, WENG_WORKED, "10", "<start_working_out>12 / 60 = 0.2\n0.2 * 50 = 10", 1.0),  # the marker on the line
+    (WENG, WENG_WORKED, "10", "0.2 * 50 = 10", 0.0),  # 0.2 is a result of the reference, not a given: derive it
+    (WENG, WENG_WORKED, "10", "12 * 50 = 600\n600 / 60 = 10", 0.0),  # another order: the answer check credits it
+    (WENG, WENG_WORKED, "10", "12 + 50 = 62", 0.0),
+    (JACKET, "The discount is 20% * 50 = $<<20*.01*50=10>>10.\nIt costs 50 - 10 = $<<50-10=40>>40 now.\n#### 40",
+     "40", "20% * 50 = 10\n50 - 10 = 40", 1.0),
+    (JACKET, "The discount is 20% * 50 = $10.\nIt costs 50 - 10 = $40 now.", "40", "0.2 * 50 = 10\n50 - 10 = 40", 1.0),
+    (JACKET, "She pays 100% - 20% = 80% of the price.\nSo it costs 0.8 x 50 = $<<0.8*50=40>>40.\n#### 40", "40",
+     "100 - 20 = 80\n0.8 * 50 = 40", 1.0),  # 100 percent: the reference's own number
+    (EGGS, "In a week it sells 1,200 * 7 = <<1200*7=8400>>8,400 eggs.\n#### 8,400", "8400", "1,200 * 7 = 8,400",
+     1.0),  # 7 days in a week
+    (EGGS, "In a week it sells 1,200 * 7 = 8,400 eggs.", "8400", "1200 x 7 = 8400", 1.0),
+    ("Jo has 1 apple and buys 4 bags of 25 apples. How many apples does Jo have?",
+     "Jo has 1 + 4 * 25 = 1 + 100 = <<1+4*25=101>>101 apples.\n#### 101", "101", "4 * 25 = 100\n1 + 100 = 101", 1.0),
+    ("Jo has 1 apple and buys 4 bags of 25 apples. How many apples does Jo have?",
+     "Jo has 1 + 4 * 25 = 1 + 100 = <<1+4*25=101>>101 apples.\n#### 101", "101", "1 + 4 * 25 = 101", 1.0),
+    (WALK, "He walks 3 * 60 = <<3*60=180>>180 minutes a day.\nIn a week he walks 180 * 7 = <<180*7=1260>>1,260 "
+     "minutes.\n#### 1,260", "1260", "3 * 60 = 180\n180 * 7 = 1260", 1.0),
+    (WALK, "He walks 3 * 60 = 180 minutes a day.\nIn a week he walks 180 * 7 = 1,260 minutes.", "1260",
+     "3 * 60 = 180\n180 * 24 = 4320", 0.5),  # the second step's constant is none of the reference's
+]
+
+
+@pytest.mark.parametrize("question,worked,answer,working,credit", GSM8K_ROWS)
+def test_gsm8k_working_earns_its_step_credit(question, worked, answer, working, credit):
+    """step_check as GRPO calls it, every column of the row: right GSM8K working with '$', '%', commas, chained
+    lines and the constants the reference uses (60 minutes, 7 days, 100 percent) earns its credit."""
+    fmt = FormatConfig()
+    (f,), _ = build_reward_funcs(RewardsConfig(names=["step_check"], on_error="raise"), fmt)
+    completion = f"{working}\n{fmt.reasoning_end}\n{fmt.solution_start}{answer}{fmt.solution_end}"
+    assert f([completion], question=[question], worked=[worked], answer=[answer]) == [pytest.approx(STEP_SCORE * credit)]
+
+
+@pytest.mark.parametrize("working,lines", [
+    ("12 / 60 = 0.2\n0.2 * 50 = 10", 2), ("Weng earns 12/60 = $0.2 per minute.\nso x = 3", 1),
+    ("1 + 4 * 25 = 1 + 100 = 101", 1), ("2x + 3 = 7", 0), ("no working", 0),
+])
+def test_working_lines_counts_lines_with_an_equation(working, lines):
+    from reasontune.rewards.steps import working_lines
+
+    assert working_lines(working + "\n</think>\n<answer>5 = 5</answer>", "</think>") == lines
+
+
+@pytest.mark.parametrize("worked,checks", [
+    ("39 - 38 = 1\n4 x 25 = 100\n1 + 100 = 101", 1),  # reference steps to cap: the answer is checked
+    ("", 0),  # a row without reference steps: no answer check to pay for
+    ("The answer is clear from the text.", 0),
+])
+def test_the_answer_is_checked_only_where_a_reference_working_can_be_capped(monkeypatch, worked, checks):
+    """Commit 7557c13: a row without reference steps never calls check_answer (a math_verify failure there used
+    to count as a step_check error, and the check was paid for nothing)."""
+    from reasontune.rewards import steps
+
+    calls = []
+
+    def counted(given, ref):
+        calls.append((given, ref))
+        if not worked:
+            raise RuntimeError("math_verify failed")  # what a failure would do on a row that needs no check
+        return True
+
+    monkeypatch.setattr(steps, "check_answer", counted)
+    fmt = FormatConfig()
+    (f,), _ = build_reward_funcs(RewardsConfig(names=["step_check"], on_error="raise"), fmt)
+    text = f"39 - 38 = 1\n{fmt.reasoning_end}\n{fmt.solution_start}101{fmt.solution_end}"
+    [score] = f([text], question=[Q], worked=[worked], answer=["101"])
+    assert len(calls) == checks and score > 0

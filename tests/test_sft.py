@@ -149,10 +149,16 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     m = json.loads((root / "metrics.json").read_text())
     assert set(m["arms"]) == {"sft_then_grpo", "grpo_only", "sft_only"} and m["ood_difficulty"] == [5]
     for arm, r in m["arms"].items():
-        for key in ("wall_seconds", "heldout_accuracy", "ood_accuracy", "heldout_format_rate", "stopped_by_budget",
-                    "heldout_novel_accuracy"):
+        for key in ("wall_seconds", "heldout_accuracy", "ood_accuracy", "heldout_format_rate", "stopped_by_budget"):
             assert key in r, (arm, key)
-        assert r["heldout_novel_n"] is not None, arm  # the demo's near-duplicate split, per arm
+        held = json.loads((root / arm / "evals" / "heldout" / "metrics.json").read_text())
+        assert r["heldout_accuracy"] == held["accuracy"], arm
+        # the demo's near-duplicate split, per arm: a count of the held-out rows, and their accuracy
+        assert 1 <= r["heldout_novel_n"] <= held["n"] and 0.0 <= r["heldout_novel_accuracy"] <= 1.0, arm
+        if r["heldout_novel_n"] == held["n"]:  # no near-duplicate: the novel rows are all of them
+            assert r["heldout_novel_accuracy"] == held["accuracy"], arm
+        # one definition of training seconds (issue 35, item 4): the stages' trainer.train() seconds
+        assert r["wall_seconds"] == pytest.approx(sum(st["seconds"] for st in r["stages"].values())), arm
         assert (root / arm / "adapter" / "adapter_config.json").is_file()
         assert (root / arm / "evals" / "ood" / "metrics.json").is_file()
     assert s["arms"]["sft_then_grpo"]["stopped_by_budget"]  # in its SFT or its GRPO stage
@@ -221,7 +227,8 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
     stage = {"accuracy": 0.5, "format_rate": 1.0, "stop_rate": 1.0, "mean_working_lines": 1.5, "n": 2,
              "by_level": {"1": {"working_lines": 1.0}, "2": {"working_lines": 2.0}}}
     summary = {"before": {**stage, "accuracy": 0.0}, "after": stage, "ood": {"before": 0.0, "after": 0.25, "n": 2},
-               "warmup_sft": {"steps": 4, "seconds": 0.5, "examples": 2}, "grpo_steps": 3, "timings": {"grpo": 1.5},
+               "warmup_sft": {"steps": 4, "seconds": 0.5, "examples": 2}, "grpo_steps": 3, "timings": {"grpo": 9.0},
+               "grpo": {"grpo_seconds": 1.5},
                "settings": json.loads(json.dumps(tiny(str(tmp_path)).to_dict()))}  # the demo ran this recipe
     s = run_compare(str(tmp_path), demo_summary=summary)
     root = tmp_path / "compare"
@@ -231,6 +238,21 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
     assert s["budget_s"] == pytest.approx(2.0) and s["plan"]["grpo_steps"] == 4  # 2.0 s / (1.5 s / 3 steps)
     for arm in ("grpo_only", "sft_only"):
         assert (root / arm / "adapter" / "adapter_config.json").is_file()
-        assert s["arms"][arm]["heldout_working_lines_by_level"] is not None
+        held = json.loads((root / arm / "evals" / "heldout" / "metrics.json").read_text())
+        by_level = s["arms"][arm]["heldout_working_lines_by_level"]
+        assert by_level and by_level == {str(k): v["working_lines"] for k, v in held["by_difficulty"].items()}, arm
     table = (root / "table.md").read_text()
     assert "sft_then_grpo (the demo's run)" in table and "L1 1.000 / L2 2.000" in table
+
+
+def test_the_demo_arm_counts_trainer_train_seconds_as_the_other_arms_do():
+    """Issue 35, item 4: the demo read as the SFT-then-GRPO arm counts the seconds inside trainer.train() (train()'s
+    grpo_seconds), as run_arm does, not the demo's GRPO stage timing (validation, prompt preparation, the trainer's
+    build, the reward probe and the adapter's save as well)."""
+    from reasontune.stages.compare_demo import rows_from_demo
+
+    stage = {"accuracy": 0.5, "format_rate": 1.0, "stop_rate": 1.0, "mean_working_lines": 1.5, "n": 2, "by_level": {}}
+    s = {"before": stage, "after": stage, "warmup_sft": {"steps": 4, "seconds": 0.5}, "grpo_steps": 3,
+         "timings": {"grpo": 9.0}, "grpo": {"grpo_seconds": 1.5}, "settings": {"grpo": {"max_steps": 3}}}
+    first = rows_from_demo(s)["sft_then_grpo"]
+    assert first["stages"]["grpo"]["seconds"] == 1.5 and first["wall_seconds"] == 2.0

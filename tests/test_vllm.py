@@ -67,6 +67,88 @@ def tiny_vllm_model(smol_dir, tmp_path_factory):
     return out
 
 
+STOP_PROBLEMS = 6
+
+
+def train_format_model(base, out, problems: int = STOP_PROBLEMS, steps: int = 400):
+    """`base` trained to write the eval's answer format on its first `problems` held-out problems (vllm_jobs'
+    config), in turns: close the answer and write EOS; close it and write on past the stop rule's 4 grace tokens,
+    then EOS; never close it (cut by the 32-token budget). Full fine-tune, fp32, one seed: deterministic, and
+    trained until the margins are wide (no near-tie for two engines' kernels to flip)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import vllm_jobs
+    from reasontune.stages.evaluate import _messages, _rows
+    from reasontune.models.prompting import render_prompt
+
+    tok = AutoTokenizer.from_pretrained(base)
+    cfg = vllm_jobs._cfg(str(base), problems, "transformers", "float32")
+    f = cfg.format
+    done = f"12{f.reasoning_end}{f.solution_start}12{f.solution_end}"  # 20 tokens: room in 32 for the grace
+    endings = [tok(e, add_special_tokens=False)["input_ids"] for e in
+               (done, done + " That is all I have to say.", "Let me think about it. " * 6)]
+    endings[0].append(tok.eos_token_id)
+    endings[1].append(tok.eos_token_id)
+    seqs = [(tok(render_prompt(tok, _messages(r, cfg), f), add_special_tokens=False)["input_ids"], endings[i % 3])
+            for i, r in enumerate(_rows(cfg, None, tok, "test", problems))]
+    width = max(len(p) + len(c) for p, c in seqs)
+    ids = torch.full((len(seqs), width), tok.eos_token_id)
+    labels = torch.full((len(seqs), width), -100)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (p, c) in enumerate(seqs):  # (B, T): prompt then completion, right-padded; loss on the completion
+        ids[i, :len(p) + len(c)] = torch.tensor(p + c)
+        labels[i, len(p):len(p) + len(c)] = torch.tensor(c)
+        mask[i, :len(p) + len(c)] = 1
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    target = labels[:, 1:] != -100  # (B, T-1): the positions that predict a completion token
+    for _ in range(steps):
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][target]  # (N, H)
+        # the vocabulary projection only where the loss is: 49k logits for each prompt token cost 6x the step
+        loss = torch.nn.functional.cross_entropy(model.lm_head(hidden), labels[:, 1:][target])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 1e-3:
+            break
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out, loss.item()
+
+
+@pytest.fixture(scope="module")
+def format_model(tiny_vllm_model, tmp_path_factory):
+    out, loss = train_format_model(tiny_vllm_model, tmp_path_factory.mktemp("format-model"))
+    assert loss < 0.01, loss
+    return out
+
+
+def test_engines_agree_on_stops_truncation_and_token_ids(format_model, tmp_path):
+    """Issue 35, item 3: on a model that writes the answer marker and EOS, both engines give the same token ids
+    (EOS included), the same ending per completion, the same stop and truncation rates; at a max_seq_length that
+    binds, both cap prompt + completion there. The completions that write on past the marker end where the stop
+    rule ends them: an engine that dropped the rule (vLLM without `stop`) would run them on to EOS."""
+    out = tmp_path / "stops.json"
+    _job("stops", format_model, STOP_PROBLEMS, out)
+    r = json.loads(out.read_text())
+    for setting in ("free", "capped"):
+        ours, theirs = r[setting]["transformers"], r[setting]["vllm"]
+        assert theirs["token_ids"] == ours["token_ids"], setting
+        assert theirs["ended"] == ours["ended"] and theirs["completions"] == ours["completions"], setting
+        assert theirs["metrics"] == {**ours["metrics"], "engine": "vllm"}, setting
+    free = r["free"]["transformers"]
+    # the model does what the comparison needs: each way a completion ends, in our decode
+    assert [ids[-1] == r["eos"] for ids in free["token_ids"]] == [True, True, False] * (STOP_PROBLEMS // 3)
+    assert free["ended"] == [[True, False], [False, False], [False, True]] * (STOP_PROBLEMS // 3)
+    assert free["metrics"]["stop_rate"] == 1 / 3 and free["metrics"]["truncation_rate"] == 1 / 3
+    capped = r["capped"]["transformers"]
+    room = [max(0, min(32, r["capped"]["vllm"]["max_seq_length"] - n)) for n in r["prompt_tokens"]]
+    assert [len(ids) for ids in capped["token_ids"]] == [min(len(a), b) for a, b in zip(free["token_ids"], room)]
+    assert capped["metrics"]["truncation_rate"] > free["metrics"]["truncation_rate"]
+
+
 def test_engines_agree_on_a_tiny_model_with_an_adapter(tiny_vllm_model, tiny_adapter, tmp_path):
     out = tmp_path / "eval.json"
     _job("eval", tiny_vllm_model, tiny_adapter, 6, out, "float32")  # fp32: a random model's top logits are near ties
@@ -74,7 +156,7 @@ def test_engines_agree_on_a_tiny_model_with_an_adapter(tiny_vllm_model, tiny_ada
     ours, theirs, base = r["transformers"], r["vllm"], r["transformers_base"]
     assert theirs["metrics"]["engine"] == "vllm" and ours["metrics"]["engine"] == "transformers"
     assert theirs["completions"] == ours["completions"]  # greedy: the same text on every problem
-    assert theirs["token_ids_len"] == ours["token_ids_len"]
+    assert theirs["token_ids"] == ours["token_ids"] and theirs["ended"] == ours["ended"]
     assert base["completions"] != ours["completions"]  # the adapter did change the answers (vLLM's LoRA ran)
     assert theirs["metrics"] == {**ours["metrics"], "engine": "vllm"}
 

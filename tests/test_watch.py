@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from reasontune.config import WATCH_CONDITIONS, ConfigError, RunConfig, override, parse_set
-from reasontune.runs.watch import CHECKS, RewardScale, Watch, check_learning_rate, reward_scales
+from reasontune.runs.watch import ZERO_SIGNAL_STEPS, CHECKS, RewardScale, Watch, check_learning_rate, reward_scales
 
 W = 4  # window of the scripted streams
 STEPS = 12  # three windows
@@ -106,9 +106,94 @@ def test_every_condition_has_a_firing_stream():
 
 
 def test_zero_variance_fires_once_the_window_is_full_and_not_before():
-    _, fired = run_stream(stream(frac_reward_zero_std=flat(1.0), answer=flat(0.0)))
+    _, fired = run_stream(stream(frac_reward_zero_std=flat(0.95), answer=flat(0.0)))
     assert fired["zero_variance"]["step"] == W
-    assert fired["zero_variance"]["figures"]["frac_reward_zero_std"] == 1.0
+    assert fired["zero_variance"]["figures"]["frac_reward_zero_std"] == 0.95
+
+
+@pytest.mark.parametrize("first,fires_at", [
+    ([1.0, 1.0, 1.0], ZERO_SIGNAL_STEPS),  # no group with signal from the start: warned at once, window or not
+    ([1.0, 0.9, 1.0], None),  # one group with signal: the window decides (10 steps, not reached here)
+    ([0.9, 1.0, 1.0], None),
+])
+def test_a_run_with_no_signal_from_its_start_warns_early(first, fires_at):
+    """Issue 35, item 2: an 8-step run whose every group scored all alike ended with no warning (the window of
+    10 was never full); now the first ZERO_SIGNAL_STEPS logged steps decide."""
+    rows = stream(frac_reward_zero_std=lambda i: first[i] if i < len(first) else 1.0, answer=flat(0.0))[:8]
+    w = Watch(10, scales=SCALES)
+    fired = {e["condition"]: e for step, row in enumerate(rows, 1) for e in w.observe(row, step)}
+    if fires_at is None:
+        assert "zero_variance" not in fired
+        assert "needs 10 logged steps of frac_reward_zero_std, 8 logged" in w.coverage()["not_checked"]["zero_variance"]
+    else:
+        zv = fired["zero_variance"]
+        assert zv["step"] == fires_at and zv["figures"]["first_steps"] and "no signal" in zv["message"]
+        assert "too hard" in zv["message"] and "zero_variance" in w.coverage()["checked"]
+
+
+TREND = {"no_format", "entropy_collapse", "entropy_rise", "length_shrink"}
+
+
+@pytest.mark.parametrize("steps,scales,not_checked", [
+    (2 * W - 1, SCALES, TREND | {"low_learning_rate"}),  # one step short of two windows: no trend is checked
+    (2 * W, SCALES, {"low_learning_rate"}),
+    (W - 1, SCALES, TREND | {"low_learning_rate", "zero_variance", "truncation", "no_right_answers"}),
+    (2 * W, {}, {"low_learning_rate", "no_format", "no_right_answers", "length_shrink"}),  # no reward to read
+])
+def test_the_watcher_says_which_conditions_it_could_check(steps, scales, not_checked):
+    """Issue 35, item 2: a condition that could not run (too few logged steps, no reward recognised) is listed
+    with the reason, never among the checked ones."""
+    w = Watch(W, scales=scales)
+    for step, row in enumerate(stream()[:steps], 1):
+        w.observe(row, step)
+    cov = w.coverage()
+    assert set(cov["not_checked"]) == not_checked and set(cov["checked"]) == set(WATCH_CONDITIONS) - not_checked
+    assert cov["logged_steps"] == steps and cov["window"] == W
+    if "entropy_collapse" in not_checked and scales:
+        assert cov["not_checked"]["entropy_collapse"] == f"a trend: needs {2 * W} logged steps of entropy, {steps} logged"
+    if not scales:
+        assert "no answer reward recognised" in cov["not_checked"]["no_right_answers"]
+    assert cov["not_checked"]["low_learning_rate"] == "the run did not start"
+
+
+def test_coverage_reaches_status_json_and_the_reports(tmp_path):
+    """The run folder keeps what the watcher checked through status changes; both reports list the unchecked
+    conditions as such and say 'no warning' only of the checked ones."""
+    from reasontune.stages.demo import write_markdown
+    from reasontune.stages.report import build_report
+    from reasontune.runs.folder import RunFolder
+
+    w = Watch(W, scales=SCALES)
+    for step, row in enumerate(stream()[:W + 1], 1):
+        w.observe(row, step)
+    run = RunFolder(tmp_path / "train")
+    run.set_status("running")
+    run.set_watched("grpo", w.coverage())
+    run.set_status("done", global_step=W + 1)
+    st = run.status()
+    assert st["watched"]["grpo"] == w.coverage() and st["status"] == "done"
+    run.append_metrics({"step": 1, "stage": "grpo", "loss": 0.0, "frac_reward_zero_std": 0.3})
+    stage = {"accuracy": 0.5, "format_rate": 1.0, "mean_length": 10.0, "n": 4}
+    write_markdown(tmp_path, {"wall_seconds": 1.0, "backend": "fake", "before": dict(stage), "after": dict(stage)})
+    for page in ((tmp_path / "report.md").read_text(), build_report(tmp_path / "train").read_text()):
+        said = next(line for line in page.split("\n") if "no warning from" in line)
+        assert "zero_variance" in said and not any(c in said.split("Not checked")[0] for c in TREND)
+        assert "Not checked: " in page and "no_format (a trend: needs 8 logged steps of a format reward, 5 logged)" in page
+        assert "fired no warning during GRPO" not in page
+
+
+def test_a_resumed_run_keeps_what_either_part_checked(tmp_path):
+    from reasontune.runs.folder import RunFolder
+
+    run = RunFolder(tmp_path)
+    run.set_watched("grpo", {"window": 4, "logged_steps": 9, "checked": ["zero_variance", "entropy_rise"],
+                             "not_checked": {"truncation": "needs 4"}})
+    run.set_watched("grpo", {"window": 4, "logged_steps": 3, "checked": ["truncation"],
+                             "not_checked": {"zero_variance": "needs 4", "entropy_rise": "a trend"}})
+    run.set_watched("warmup", {"window": 4, "logged_steps": 2, "checked": ["nonfinite"], "not_checked": {}})
+    st = run.status()["watched"]
+    assert st["grpo"]["checked"] == ["zero_variance", "entropy_rise", "truncation"] and st["grpo"]["not_checked"] == {}
+    assert st["warmup"]["checked"] == ["nonfinite"]
 
 
 def test_trend_conditions_need_two_windows():
@@ -153,7 +238,7 @@ def test_learning_rate_is_checked_at_train_begin_and_stop_on_stops_after_the_fir
 
 
 def test_stop_on_sets_save_and_stop_on_the_row_that_fires_and_only_then():
-    rows = stream(frac_reward_zero_std=flat(1.0), answer=flat(0.0))
+    rows = stream(frac_reward_zero_std=flat(0.95), answer=flat(0.0))
     w = Watch(W, stop_on=["zero_variance"], scales=SCALES)
     for step, row in enumerate(rows[:W], 1):
         control = SimpleNamespace(should_save=False, should_training_stop=False)
@@ -259,12 +344,32 @@ def spread(completions, **kw):
     return [len(set(completion_text(c))) / 8.0 for c in completions]
 
 
-def tiny_argv(model_dir, out, *extra):
+def tiny_argv(model_dir, out, *extra, steps: int = 3, window: int = 2):
     return ["train", "--model", str(model_dir), "--output-dir", str(out), "--dataset", "procedural:arithmetic",
             "--set", "data.train_size=16", "--set", "data.test_size=2", "--batch-size", "4",
-            "--num-generations", "2", "--max-completion-length", "8", "--max-steps", "3",
-            "--set", "grpo.save_steps=1000", "--set", "grpo.bf16=false", "--set", "grpo.watch_window=2",
+            "--num-generations", "2", "--max-completion-length", "8", "--max-steps", str(steps),
+            "--set", "grpo.save_steps=1000", "--set", "grpo.bf16=false", "--set", f"grpo.watch_window={window}",
             "--learning-rate", "1e-3", "--lora-r", "4", "--set", "lora.alpha=8", *extra]
+
+
+def test_e2e_an_8_step_run_that_never_solves_warns_at_the_default_window(tiny_model_dir, tmp_path, one_thread):
+    """Issue 35, item 2: 8 steps at the default watch_window (10) on a task the model never solves ended with no
+    warning at all; now status.json and the report hold the zero-variance warning and what was checked."""
+    from reasontune.cli import main
+    from reasontune.config import RunConfig
+    from reasontune.stages.report import build_report
+
+    out = tmp_path / "run"
+    assert main(tiny_argv(tiny_model_dir, out, steps=8, window=RunConfig().grpo.watch_window)) == 0
+    st = json.loads((out / "status.json").read_text())
+    assert st["status"] == "done" and st["global_step"] == 8
+    zv = next(w for w in st["warnings"] if w["condition"] == "zero_variance")
+    assert zv["step"] == ZERO_SIGNAL_STEPS and "no signal" in zv["message"]
+    cov = st["watched"]["grpo"]
+    assert cov["logged_steps"] == 8 and {"zero_variance", "nonfinite", "low_learning_rate"} <= set(cov["checked"])
+    assert {"entropy_collapse", "length_shrink", "truncation"} <= set(cov["not_checked"])  # 8 of 10 or 20 steps
+    page = build_report(out).read_text()
+    assert "no signal" in page and "Not checked: " in page and "entropy_collapse (a trend: needs 20" in page
 
 
 def test_e2e_constant_rewards_warn_about_zero_variance(tiny_model_dir, tmp_path, one_thread):
@@ -304,17 +409,26 @@ def test_e2e_stop_on_zero_variance_stops_with_a_checkpoint(tiny_model_dir, tmp_p
     assert (out / "checkpoints" / "checkpoint-2").is_dir() and (out / "adapter" / "adapter_config.json").is_file()
 
 
-@pytest.mark.parametrize("warnings, expected, absent", [
-    ([], "fired no warning during GRPO", "Warning at GRPO step"),
-    ([{"step": 7, "condition": "entropy_collapse", "message": "the entropy fell"}],
-     "Warning at GRPO step 7 (entropy_collapse): the entropy fell", "fired no warning"),
+COV = {"window": 10, "logged_steps": 17, "checked": ["zero_variance", "entropy_collapse", "nonfinite"],
+       "not_checked": {"length_shrink": "a trend: needs 20 logged steps of completions/mean_length, 17 logged"}}
+
+
+@pytest.mark.parametrize("warnings, watched, expected, absent", [
+    # no `watched` (a run before it was recorded): no claim about the conditions that did not warn
+    ([], None, "was not recorded", "no warning from"),
+    ([], COV, "checked 3 conditions over 17 logged grpo steps (window 10): no warning from zero_variance, "
+     "entropy_collapse, nonfinite.\n\nNot checked: length_shrink (a trend: needs 20", "Warning at GRPO step"),
+    ([{"step": 7, "condition": "entropy_collapse", "message": "the entropy fell", "stage": "grpo"}], COV,
+     "Warning at GRPO step 7 (entropy_collapse): the entropy fell", "no warning from zero_variance, entropy"),
 ])
-def test_the_demo_report_says_which_warnings_fired_or_that_none_did(tmp_path, warnings, expected, absent):
+def test_the_demo_report_says_which_warnings_fired_or_that_none_did(tmp_path, warnings, watched, expected, absent):
     from reasontune.stages.demo import write_markdown
 
     (tmp_path / "train").mkdir()
-    (tmp_path / "train" / "status.json").write_text(json.dumps({"status": "done", "warnings": warnings}))
+    st = {"status": "done", "warnings": warnings, **({"watched": {"grpo": watched}} if watched else {})}
+    (tmp_path / "train" / "status.json").write_text(json.dumps(st))
     stage = {"accuracy": 0.5, "format_rate": 1.0, "mean_length": 10.0, "n": 4}
     write_markdown(tmp_path, {"wall_seconds": 1.0, "backend": "fake", "before": dict(stage), "after": dict(stage)})
     md = (tmp_path / "report.md").read_text()
     assert expected in md and absent not in md
+    assert "fired no warning" not in md

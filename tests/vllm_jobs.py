@@ -2,6 +2,8 @@
 workers with spawn, which needs this `__main__` guard, and a process per job frees the engine for sure.
 
     python tests/vllm_jobs.py eval MODEL ADAPTER|- LIMIT OUT_JSON [DTYPE]   both engines, greedy, same problems
+    python tests/vllm_jobs.py stops MODEL LIMIT OUT_JSON            both engines, fp32, at max_seq_length 512 and
+                                                                    at a cap that binds (prompt + completion)
     python tests/vllm_jobs.py grpo MODEL RUN_DIR OUT_JSON           2 GRPO steps with grpo.use_vllm
 """
 
@@ -23,23 +25,71 @@ def _cfg(model: str, limit: int, engine: str, dtype: str = "auto", **eval_kw):
                       "eval": {"limit": limit, "engine": engine, "max_new_tokens": 32, **eval_kw}})
 
 
+METRICS = ("accuracy", "format_rate", "mean_length", "stop_rate", "truncation_rate", "engine", "n")
+
+
+def _evaluate(cfg, folder: str, adapter=None) -> dict:
+    """evaluate() with either engine; its metrics, and per greedy completion the text, the sampled ids (EOS
+    included: what the engine's Generation holds, captured on their way to the records) and how it ended."""
+    from reasontune.stages import evaluate as ev
+
+    ids, real = [], ev._records
+
+    def keep_ids(rows, prompts, gens, kind, *args):
+        ids.extend(g.token_ids for samples in gens for g in samples)
+        return real(rows, prompts, gens, kind, *args)
+
+    ev._records, t = keep_ids, time.perf_counter()
+    try:
+        m = ev.evaluate(cfg, out_dir=folder, adapter=adapter, progress=False)
+    finally:
+        ev._records = real
+    recs = ev.read_jsonl(f"{folder}/completions.jsonl")
+    return {"metrics": {k: m.get(k) for k in METRICS}, "completions": [r["completion"] for r in recs],
+            "token_ids_len": [r["num_tokens"] for r in recs], "token_ids": ids,
+            "ended": [[r["stopped"], r["truncated"]] for r in recs], "seconds": time.perf_counter() - t}
+
+
 def eval_job(model: str, adapter: str, limit: str, out: str, dtype: str = "auto") -> None:
     """Greedy eval with our decode (base and adapter) and with vLLM (adapter through LoRA)."""
-    from reasontune.stages.evaluate import evaluate, read_jsonl
-
     adapter = None if adapter == "-" else adapter
     result = {}
     runs = [("transformers", adapter), ("vllm", adapter)] + ([("transformers_base", None)] if adapter else [])
     for name, ad in runs:
-        t = time.perf_counter()
-        folder = f"{out}.{name}"
-        m = evaluate(_cfg(model, int(limit), name.split("_")[0], dtype), out_dir=folder, adapter=ad, progress=False)
-        result[name] = {"metrics": {k: m.get(k) for k in ("accuracy", "format_rate", "mean_length", "engine", "n")},
-                        "completions": [r["completion"] for r in read_jsonl(f"{folder}/completions.jsonl")],
-                        "token_ids_len": [r["num_tokens"] for r in read_jsonl(f"{folder}/completions.jsonl")],
-                        "seconds": time.perf_counter() - t}
+        result[name] = _evaluate(_cfg(model, int(limit), name.split("_")[0], dtype), f"{out}.{name}", ad)
     with open(out, "w") as f:
         json.dump(result, f)
+
+
+def stops_job(model: str, limit: str, out: str) -> None:
+    """Both engines in fp32 on the same problems: at max_seq_length 512 (the budget, EOS and the stop rule end
+    the completions) and at a max_seq_length that leaves the shortest prompt 12 tokens (prompt + completion
+    capped: vLLM's max_model_len, our decode's max_length)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    result = {"prompt_tokens": [], "eos": tok.eos_token_id}
+    for setting in ("free", "capped"):
+        result[setting] = {}
+        for engine in ("transformers", "vllm"):
+            cfg = _cfg(model, int(limit), engine, "float32")
+            if setting == "capped":
+                cfg = _cap(cfg, min(result["prompt_tokens"]) + 12)
+            result[setting][engine] = r = _evaluate(cfg, f"{out}.{setting}.{engine}")
+            if not result["prompt_tokens"]:
+                from reasontune.stages.evaluate import read_jsonl
+
+                result["prompt_tokens"] = [len(tok(x["prompt"], add_special_tokens=False)["input_ids"])
+                                           for x in read_jsonl(f"{out}.{setting}.{engine}/completions.jsonl")]
+            r["max_seq_length"] = cfg.model.max_seq_length
+    with open(out, "w") as f:
+        json.dump(result, f)
+
+
+def _cap(cfg, max_seq_length: int):
+    from reasontune.config import override
+
+    return override(cfg, {"model.max_seq_length": max_seq_length})
 
 
 def grpo_job(model: str, run_dir: str, out: str) -> None:
@@ -99,4 +149,4 @@ def length_reward(completions, **kw):
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job, *argv = sys.argv[1:]
-    {"eval": eval_job, "grpo": grpo_job}[job](*argv)
+    {"eval": eval_job, "stops": stops_job, "grpo": grpo_job}[job](*argv)

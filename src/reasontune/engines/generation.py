@@ -269,16 +269,19 @@ def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str, room: int
 
 
 def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: int, sampling: tuple,
-                  eos: set[int], stop: _StopCheck, bar=None, timings: dict | None = None) -> list[tuple[list[int], str]]:
-    """Decode one left-padded batch; per row (completion ids, how it ended: "eos", "marker" or "limit").
-    `bar` ticks per finished row; `timings` (engines/steptime.py) gets the prefill and decode seconds added."""
+                  eos: set[int], stop: _StopCheck, bar=None, limits: list[int] | None = None,
+                  timings: dict | None = None) -> list[tuple[list[int], str]]:
+    """Decode one left-padded batch, row i for at most limits[i] tokens (default: max_new_tokens); per row
+    (completion ids, how it ended: "eos", "marker" or "limit"). `bar` ticks per finished row; `timings`
+    (engines/steptime.py) gets the prefill and decode seconds added."""
     device = model.device
     cache_kw = _cache_kw(model)
+    limits = limits or [max_new_tokens] * len(rows)
     t0 = time.perf_counter()
-    cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw, room=max_new_tokens)
+    cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw, room=max(limits))
     t1 = time.perf_counter()
     with threads(decode_threads() if device.type == "cpu" else None):
-        out = _decode_loop(model, rows, cache, logits, mask, pos, max_new_tokens=max_new_tokens,
+        out = _decode_loop(model, rows, cache, logits, mask, pos, limits=limits,
                            sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)
     if timings is not None:
         timings["prefill"] += t1 - t0
@@ -286,7 +289,7 @@ def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: 
     return out
 
 
-def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampling, eos, stop, bar, cache_kw):
+def _decode_loop(model, rows, cache, logits, mask, pos, *, limits, sampling, eos, stop, bar, cache_kw):
     """Token-by-token decoding from a filled cache; finished rows leave the batch."""
     import torch
 
@@ -294,7 +297,7 @@ def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampl
     alive = list(range(len(rows)))  # original row index of each batch row still decoding
     done: list[tuple[list[int], str] | None] = [None] * len(rows)
     gen: list[list[int]] = [[] for _ in rows]
-    for step in range(max_new_tokens):
+    for step in range(max(limits)):
         nxt = _pick_tokens(logits, *sampling)
         keep = []
         for b, tok in enumerate(nxt.tolist()):
@@ -304,7 +307,7 @@ def _decode_loop(model, rows, cache, logits, mask, pos, *, max_new_tokens, sampl
                 done[r] = (gen[r], "eos")
             elif stop(r, gen[r]):
                 done[r] = (gen[r], "marker")
-            elif step + 1 == max_new_tokens:
+            elif step + 1 >= limits[r]:
                 done[r] = (gen[r], "limit")
             else:
                 keep.append(b)
@@ -346,15 +349,28 @@ def apply_stop_rule(tokenizer, ids: list[int], eos: set[int], rule: StopRule | N
     return to_generation(tokenizer, out, "limit")
 
 
+def completion_budgets(prompt_lengths: list[int], max_new_tokens: int, max_length: int | None) -> list[int]:
+    """Tokens each prompt may generate: `max_new_tokens`, and prompt + completion within `max_length` (the run's
+    model.max_seq_length, which vLLM's max_model_len also enforces; None: no cap). 0: the prompt fills it."""
+    if max_length is None:
+        return [max_new_tokens] * len(prompt_lengths)
+    full = sum(n >= max_length for n in prompt_lengths)
+    if full:
+        logger.warning("%d prompt(s) of %d tokens or more (model.max_seq_length): nothing generated for them, "
+                       "counted as truncated; raise model.max_seq_length", full, max_length)
+    return [max(0, min(max_new_tokens, max_length - n)) for n in prompt_lengths]
+
+
 def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
              min_p: float | None = None, num_return_sequences: int = 1, stop: StopRule | str | None = None,
              batch_size: int = 32, progress: bool = False, desc: str = "generate",
-             autocast_setting: str = "auto") -> list[list[Generation]]:
+             autocast_setting: str = "auto", max_length: int | None = None) -> list[list[Generation]]:
     """Generate `num_return_sequences` completions per prompt; result[i][j] is prompt i, sample j.
 
     prompts: chat-message lists (rendered with the chat template + generation prompt) or
     already-templated strings. temperature 0 is greedy (one decode, copied n times). `stop`: the StopRule
-    (a marker string means that marker with the default grace).
+    (a marker string means that marker with the default grace). `max_length`: prompt + completion at most
+    (completion_budgets), as the vLLM engine caps them.
     batch_size counts sequences decoded together (a prompt with n samples fills n rows).
     """
     import torch
@@ -366,10 +382,13 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: flo
     texts = [render_chat(tokenizer, p) for p in prompts]
     enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     copies = 1 if temperature <= 0 else num_return_sequences
-    rows = sorted(((i, j) for i in range(len(enc)) for j in range(copies)), key=lambda r: (-len(enc[r[0]]), r))
+    budget = completion_budgets([len(e) for e in enc], max_new_tokens, max_length)
+    results: dict[tuple[int, int], Generation] = {(i, j): to_generation(tokenizer, [], "limit")
+                                                  for i in range(len(enc)) if not budget[i] for j in range(copies)}
+    rows = sorted(((i, j) for i in range(len(enc)) if budget[i] for j in range(copies)),
+                  key=lambda r: (-len(enc[r[0]]), r))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(model, tokenizer)
-    results: dict[tuple[int, int], Generation] = {}
     bar = _progress(progress, len(rows), desc)
     was_training = model.training
     model.eval()
@@ -378,8 +397,9 @@ def generate(model, tokenizer, prompts, *, max_new_tokens: int, temperature: flo
         with torch.inference_mode(), autocast(model.device, autocast_setting), merged_lora(model):
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start:start + batch_size]
-                outs = _decode_batch(model, [enc[i] for i, _ in chunk], pad_id, max_new_tokens=max_new_tokens,
-                                     sampling=(temperature, top_p, min_p), eos=eos,
+                limits = [budget[i] for i, _ in chunk]
+                outs = _decode_batch(model, [enc[i] for i, _ in chunk], pad_id, max_new_tokens=max(limits),
+                                     limits=limits, sampling=(temperature, top_p, min_p), eos=eos,
                                      stop=_StopCheck(tokenizer, as_stop_rule(stop)), bar=bar)
                 for key, (ids, ended) in zip(chunk, outs):
                     results[key] = to_generation(tokenizer, ids, ended)

@@ -4,8 +4,10 @@ are one engine (ask compares both) and no merged copy is written.
 
 Same prompts as our decode: rendered by our tokenizer and handed over as token ids (a string would be
 re-tokenized by vLLM with add_special_tokens, adding a BOS our decode never sees). Same sampling
-(temperature, top_p, min_p, n, max_tokens) and the same EOS ids. vLLM generates with no stop strings, up to
-EOS or the budget, and generation.apply_stop_rule applies the stop rule to the full ids.
+(temperature, top_p, min_p, n) and the same EOS ids. The same budget: vLLM ends a sequence at max_model_len
+(model.max_seq_length) tokens, prompt included, so each prompt's max_tokens is generation.completion_budgets',
+the rule our decode applies when given the same `max_length`. vLLM generates with no stop strings, up to EOS
+or the budget, and generation.apply_stop_rule applies the stop rule to the full ids.
 
 vLLM's `LLM` starts worker processes with spawn: a script that uses this engine needs an
 `if __name__ == "__main__":` guard (the `reasontune` command has one). On a CPU, `VLLM_CPU_KVCACHE_SPACE`
@@ -66,8 +68,9 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
         from vllm import LLM
 
+        self.max_model_len = max_model_len or cfg.model.max_seq_length
         kw = dict(model=self.path, tokenizer=self.path, dtype=_dtype_name(cfg), seed=cfg.seed,
-                  max_model_len=max_model_len or cfg.model.max_seq_length,
+                  max_model_len=self.max_model_len,
                   enforce_eager=not cuda)  # CUDA graphs / torch.compile warm-up costs more than a CPU eval gains
         if cuda:
             kw["gpu_memory_utilization"] = cfg.model.gpu_memory_utilization
@@ -86,34 +89,39 @@ class VLLMEngine:
     def generate(self, prompts, *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                  min_p: float | None = None, num_return_sequences: int = 1, stop=None,
                  progress: bool = False, desc: str = "generate", use_adapter: bool = True,
-                 **_decode_only) -> list[list]:
-        """generation.generate's contract: result[i][j] is prompt i, sample j. batch_size and
-        autocast_setting (our decode's) are accepted and unused: vLLM schedules its own batches."""
+                 max_length: int | None = None, **_decode_only) -> list[list]:
+        """generation.generate's contract: result[i][j] is prompt i, sample j; prompt + completion within
+        max_length and the engine's max_model_len. batch_size and autocast_setting (our decode's) are accepted
+        and unused: vLLM schedules its own batches."""
         from vllm import SamplingParams
 
-        from reasontune.engines.generation import apply_stop_rule, as_stop_rule
+        from reasontune.engines.generation import apply_stop_rule, as_stop_rule, completion_budgets, to_generation
         from reasontune.models.prompting import render_chat
 
         if max_new_tokens <= 0 or num_return_sequences <= 0:
             raise ValueError("max_new_tokens and num_return_sequences must be positive")
         enc = [self.tokenizer(render_chat(self.tokenizer, p), add_special_tokens=False)["input_ids"]
                for p in prompts]
+        budget = completion_budgets([len(e) for e in enc], max_new_tokens,
+                                    min(max_length or self.max_model_len, self.max_model_len))
         greedy = temperature <= 0
         n = 1 if greedy else num_return_sequences
         # One seed per prompt (the run's seed + index): reproducible, and prompts do not share a random stream.
         params = [SamplingParams(n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
-                                 min_p=0.0 if greedy or min_p is None else min_p, max_tokens=max_new_tokens,
+                                 min_p=0.0 if greedy or min_p is None else min_p, max_tokens=budget[i],
                                  seed=None if greedy else self.seed + i, stop_token_ids=sorted(self.eos),
                                  detokenize=False)
-                  for i in range(len(enc))]
-        outs = self.llm.generate([{"prompt_token_ids": ids} for ids in enc], sampling_params=params,
-                                 use_tqdm=progress, lora_request=self._lora(use_adapter))
+                  for i in range(len(enc)) if budget[i]]
+        outs = iter(self.llm.generate([{"prompt_token_ids": ids} for ids, b in zip(enc, budget) if b],
+                                      sampling_params=params, use_tqdm=progress, lora_request=self._lora(use_adapter))
+                    if params else [])
         result = []
-        for out in outs:
+        for b in budget:
             # generated without stop strings (to EOS or the budget): the stop rule applied to the ids after the fact
             # gives what our decode gives for the same samples (generation.apply_stop_rule)
-            gens = [apply_stop_rule(self.tokenizer, list(o.token_ids), set(self.eos), as_stop_rule(stop),
-                                    max_new_tokens) for o in out.outputs]
+            gens = ([apply_stop_rule(self.tokenizer, list(o.token_ids), set(self.eos), as_stop_rule(stop), b)
+                     for o in next(outs).outputs] if b
+                    else [to_generation(self.tokenizer, [], "limit") for _ in range(n)])  # the prompt fills the cap
             result.append(gens * num_return_sequences if greedy else gens)
         if greedy:  # copies, as our decode returns them
             from reasontune.engines.generation import _copy

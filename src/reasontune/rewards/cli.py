@@ -5,8 +5,10 @@
     reasontune rewards check --table code    # code hacks and harm cases, run for real in the sandbox
 
 Each line of the completions file is a JSON object with `completion` (a string or a list of
-messages) and `answer`. With --json every output line is {"scores": {...}, "total": x}
-(plus `case` for the built-in table); otherwise a table.
+messages) and `answer`, plus any other columns of the training row (`question`, `worked`, a logic
+task's columns...): every reward gets every column, as GRPO and eval pass them (scoring.py), so
+`step_check` checks the working against the row's `worked`. With --json every output line is
+{"scores": {...}, "total": x} (plus `case` for the built-in table); otherwise a table.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                        help="A preset (recipe, verified), or reward names / dotted paths separated by commas.")
     check.add_argument("--eos", default=None, help="EOS text allowed after the closing answer marker.")
     check.add_argument("--completions", default=None, metavar="FILE.jsonl",
-                       help="JSON lines with 'completion' and 'answer'; omitted: the built-in hacking table.")
+                       help="JSON lines with 'completion', 'answer' and any other columns of the row; omitted: "
+                            "the built-in hacking table.")
     check.add_argument("--json", action="store_true", help="One JSON object per line.")
     check.add_argument("--max-completion-length", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                        help="Token budget for overlong_soft (default: eval's, %(default)s).")
@@ -58,24 +61,25 @@ def _read_rows(path: str) -> list[dict]:
             raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict) or "completion" not in row or "answer" not in row:
             raise ConfigError(f"{path}:{lineno}: each line needs 'completion' and 'answer' fields")
-        rows.append(row)
-    return rows
+        rows.append({**row, "answer": str(row["answer"])})  # a dataset's answers are strings
+    # every row gets every column (None where a line has none), as a dataset's rows do
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in keys} for r in rows]
 
 
 def score_rows(rows: list[dict], names: list[str], eos: str | None = None,
                max_completion_length: int | None = None) -> list[dict]:
-    """[{'scores': {name: value or None}, 'total': weighted sum}] for rows with completion/answer."""
+    """[{'scores': {name: value or None}, 'total': weighted sum}] for rows with completion/answer, scored as GRPO
+    and eval score them (scoring.score: every column of the row but prompt and completion, to every reward).
+    The prompt is the row's `prompt`, else its `question`; a file has no token ids (completion_ids=None)."""
     from reasontune.rewards import build_reward_funcs
+    from reasontune.rewards.scoring import score
 
     cfg = RewardsConfig(names=names, on_error="none", eos_token=eos)
     funcs, weights = build_reward_funcs(cfg, FormatConfig(), eos, max_completion_length=max_completion_length)
-    completions = [r["completion"] for r in rows]
-    answers = [str(r["answer"]) for r in rows]
-    questions = [str(r.get("question", "")) for r in rows]
-    columns = {f.__name__: f(completions, answer=answers, question=questions) for f in funcs}
+    prompts = [r.get("prompt") if r.get("prompt") is not None else str(r.get("question") or "") for r in rows]
     out = []
-    for i in range(len(rows)):
-        scores = {name: col[i] for name, col in columns.items()}
+    for scores in score(funcs, rows, prompts, [r["completion"] for r in rows], None):
         total = sum(w * s for w, s in zip(weights, scores.values()) if s is not None)
         out.append({"scores": scores, "total": round(total, 6)})
     return out

@@ -2,7 +2,8 @@
 
 Layout (HF conventions where they exist):
   RUN/reasontune_config.json   full resolved RunConfig + library versions + resolved_rewards (presets expanded)
-  RUN/status.json              {"status": running|stopped|failed|done, "warnings": [watch.py's], ...}
+  RUN/status.json              {"status": running|stopped|failed|done, "warnings": [watch.py's],
+                               "watched": {stage: what the watcher checked}, ...}
   RUN/metrics.jsonl            one JSON object per logged step (reward per component, KL, ...)
   RUN/adapter/                 PEFT adapter (PeftModel.from_pretrained loads it as is)
   RUN/checkpoints/checkpoint-N TRL/HF Trainer checkpoints (resume)
@@ -126,9 +127,22 @@ class RunFolder:
         self.set_status("running", **(extra or {}))
 
     def set_status(self, status: str, **info) -> None:
-        """Replace the status; the watcher's `warnings` so far are kept (a resumed run keeps the first part's)."""
-        kept = {"warnings": self.status().get("warnings") or []}
+        """Replace the status; the watcher's `warnings` and `watched` so far are kept (a resumed run keeps the
+        first part's)."""
+        st = self.status()
+        kept = {"warnings": st.get("warnings") or [], **({"watched": st["watched"]} if st.get("watched") else {})}
         atomic_write_json(self.path / STATUS_FILE, {"status": status, "time": time.time(), **kept, **info})
+
+    def set_watched(self, stage: str, coverage: dict) -> None:
+        """Record which watcher conditions `stage` could check (watch.Watch.coverage), keeping every other field;
+        after a resume, a condition either part checked counts as checked."""
+        st = self.status()
+        watched = dict(st.get("watched") or {})
+        prev = watched.get(stage) or {}
+        checked = [c for c in dict.fromkeys([*prev.get("checked", []), *coverage["checked"]])]
+        coverage = {**coverage, "checked": checked,
+                    "not_checked": {c: why for c, why in coverage["not_checked"].items() if c not in checked}}
+        atomic_write_json(self.path / STATUS_FILE, {**st, "watched": {**watched, stage: coverage}})
 
     def add_warning(self, warning: dict) -> None:
         """Append one watcher warning to status.json, keeping every other field; a condition already listed

@@ -5,7 +5,12 @@ GRPO's failure modes show in the metrics TRL logs (`frac_reward_zero_std`, `comp
 from guards.py), but only to someone who knows where to look. `Watch` checks them over a sliding window
 of `grpo.watch_window` logged steps; a condition that fires is logged (logging.warning), appended to
 RUN/status.json `warnings`, and, when it is named in `grpo.stop_on`, stops the run with a checkpoint.
-Trend conditions compare the latest window with the first one, so they need two windows of rows.
+Trend conditions compare the latest window with the first one, so they need two windows of rows: a run of
+17 logged steps at the default window of 10 never checks them. So each check also says when it could not
+run (too few logged steps, no reward to read), and RUN/status.json `watched` records, per stage, which
+conditions were checked and why the others were not; the report says only what was checked. A run with no
+signal from its start (every group scored all alike on each of the first ZERO_SIGNAL_STEPS logged steps)
+warns at once, not after a window: an 8-step run on a task the model never solves used to end silent.
 
 Which reward says "right answer" and which says "format" is measured, not guessed from names:
 `reward_scales` scores three probe completions of one training row (its right answer in the format, a
@@ -32,6 +37,8 @@ logger = logging.getLogger(__name__)
 # ---- thresholds: each with its reason ---------------------------------------------------------------
 # zero_variance: the window's mean `frac_reward_zero_std` above ZERO_VARIANCE_MAX (0.90, runs/metrics.py, advise's rule too):
 # more than 9 groups in 10 give GRPO no gradient, the rule `reasontune advise` applies before training.
+ZERO_SIGNAL_STEPS = 3  # ...or every group alike on each of the first 3 logged steps: the loss is exactly 0, the
+# policy has not moved since the start, so its next groups are drawn from the same model (no signal to come)
 HARD_LEVEL = 0.10  # answer level at or below: the uniform groups are all wrong (a random model scores 0.03)
 EASY_LEVEL = 0.90  # answer level at or above: the uniform groups are all right (advise's PASS_AT_1_MAX)
 NO_RIGHT_LEVEL = 0.05  # answer level at or below on every step of the window: almost no completion is right.
@@ -157,15 +164,27 @@ class Window:
         return [v for v in (self.level(r, kind) for r in self.rows) if v is not None]
 
 
+def _needs(w: Window, key: str, steps: int, what: str = "") -> str | None:
+    """Why a check cannot run yet: fewer than `steps` logged values of `key` (None: it can)."""
+    have = len(w.values(key))
+    return None if have >= steps else f"{what}needs {steps} logged steps of {key}, {have} logged"
+
+
 def _zero_variance(w: Window):
-    zs = w.last("frac_reward_zero_std")
-    if zs is None or _mean(zs) <= ZERO_VARIANCE_MAX:
+    vals = w.values("frac_reward_zero_std")
+    early = len(vals) >= ZERO_SIGNAL_STEPS and min(vals[:ZERO_SIGNAL_STEPS]) >= 1.0
+    zs = vals[:ZERO_SIGNAL_STEPS] if early else w.last("frac_reward_zero_std")
+    if zs is None:
+        ran = f"; the no-signal rule (its first {ZERO_SIGNAL_STEPS} steps) ran" if len(vals) >= ZERO_SIGNAL_STEPS else ""
+        return _needs(w, "frac_reward_zero_std", w.size) + ran
+    if _mean(zs) <= ZERO_VARIANCE_MAX:
         return None
-    lv = w.levels("answer")[-w.size:]
-    p = _mean(lv)
+    p = _mean(w.levels("answer")[:ZERO_SIGNAL_STEPS] if early else w.levels("answer")[-w.size:])
     figures = {"frac_reward_zero_std": round(_mean(zs), 3), "answer_level": None if p is None else round(p, 3),
-               "window": w.size}
-    head = (f"{_mean(zs):.0%} of groups scored all alike over the last {w.size} logged steps (above "
+               "window": len(zs), "first_steps": early}
+    head = (f"every group scored all alike on each of the first {ZERO_SIGNAL_STEPS} logged steps: GRPO has had no "
+            "signal since the start (loss 0, the policy unchanged)" if early else
+            f"{_mean(zs):.0%} of groups scored all alike over the last {w.size} logged steps (above "
             f"{ZERO_VARIANCE_MAX:.0%}): GRPO learns nothing from them")
     if p is None:
         why = ("the task is too hard or too easy for this model (no answer reward was recognised to say which): "
@@ -186,7 +205,9 @@ def _zero_variance(w: Window):
 
 def _truncation(w: Window):
     cs = w.last("completions/clipped_ratio")
-    if cs is None or _mean(cs) < CLIPPED_MAX:
+    if cs is None:
+        return _needs(w, "completions/clipped_ratio", w.size)
+    if _mean(cs) < CLIPPED_MAX:
         return None
     m = _mean(cs)
     length = _mean(w.values("completions/max_length")[-w.size:])
@@ -196,10 +217,16 @@ def _truncation(w: Window):
             "grpo.max_completion_length (and model.max_seq_length), or ask for shorter working")
 
 
+def _no_reward(w: Window, kind: str) -> str | None:
+    if not any(s.kind == kind for s in w.scales.values()):
+        return f"no {kind} reward recognised (watch.reward_scales) to read"
+    return None
+
+
 def _no_format(w: Window):
     lv = w.levels("format")
     if len(lv) < 2 * w.size:
-        return None
+        return _no_reward(w, "format") or f"a trend: needs {2 * w.size} logged steps of a format reward, {len(lv)} logged"
     first, now = _mean(lv[:w.size]), _mean(lv[-w.size:])
     if now >= FORMAT_LEVEL_MIN or now - first >= FORMAT_RISE_MIN:
         return None
@@ -211,7 +238,9 @@ def _no_format(w: Window):
 
 def _no_right_answers(w: Window):
     lv = w.levels("answer")
-    if len(lv) < w.size or max(lv[-w.size:]) > NO_RIGHT_LEVEL:
+    if len(lv) < w.size:
+        return _no_reward(w, "answer") or f"needs {w.size} logged steps of an answer reward, {len(lv)} logged"
+    if max(lv[-w.size:]) > NO_RIGHT_LEVEL:
         return None
     return ({"answer_level_max": round(max(lv[-w.size:]), 3), "window": w.size},
             f"the answer rewards stayed at their minimum for {w.size} logged steps (at most "
@@ -223,7 +252,7 @@ def _no_right_answers(w: Window):
 def _entropy(w: Window, rising: bool):
     fl = w.first_and_last("entropy")
     if fl is None:
-        return None
+        return _needs(w, "entropy", 2 * w.size, "a trend: ")
     first, now = fl
     figures = {"entropy_first": round(first, 4), "entropy_now": round(now, 4), "window": w.size}
     if rising and now > ENTROPY_RISE_FACTOR * first:
@@ -240,8 +269,10 @@ def _entropy(w: Window, rising: bool):
 
 def _length_shrink(w: Window):
     fl, lv = w.first_and_last("completions/mean_length"), w.levels("answer")
-    if fl is None or len(lv) < 2 * w.size:
-        return None
+    if fl is None:
+        return _needs(w, "completions/mean_length", 2 * w.size, "a trend: ")
+    if len(lv) < 2 * w.size:
+        return _no_reward(w, "answer") or f"a trend: needs {2 * w.size} logged steps of an answer reward, {len(lv)} logged"
     (first, now), a0, a1 = fl, _mean(lv[:w.size]), _mean(lv[-w.size:])
     if now >= LENGTH_SHRINK_FRAC * first or abs(a1 - a0) >= ACCURACY_FLAT:
         return None
@@ -264,6 +295,7 @@ def _nonfinite(w: Window):
             "rewards; grpo.max_nonfinite_steps stops the run")
 
 
+# Each check: None (checked, silent), (figures, message) (fired), or a str: why it could not run on these rows.
 CHECKS = {"zero_variance": _zero_variance, "truncation": _truncation, "no_format": _no_format,
           "no_right_answers": _no_right_answers, "entropy_collapse": lambda w: _entropy(w, False),
           "entropy_rise": lambda w: _entropy(w, True), "length_shrink": _length_shrink, "nonfinite": _nonfinite}
@@ -301,7 +333,8 @@ class Watch(TrainerCallback):
     """Checks every logged row; warns once per condition; stops (with a checkpoint) on those in `stop_on`.
 
     Every rank sees the same gathered metrics, so every rank takes the same stop decision; only rank 0
-    writes RUN/status.json. `scales` (reward_scales) is set once the trainer and its rewards exist."""
+    writes RUN/status.json. `scales` (reward_scales) is set once the trainer and its rewards exist.
+    `checked`: the conditions evaluated at least once; `not_checked`: why each other one could not be."""
 
     def __init__(self, window: int, stop_on=(), run=None, stage: str = "grpo", scales=None):
         self.window, self.stop_on, self.run, self.stage = window, tuple(stop_on), run, stage
@@ -310,10 +343,28 @@ class Watch(TrainerCallback):
         self.warnings: list[dict] = []  # {"condition", "stage", "step", "message", "figures"}
         self.stopped: dict | None = None  # the warning that stopped the run
         self._stop_at_next_step = False
+        self.checked: set[str] = set()
+        self.not_checked: dict[str, str] = {c: "no logged step" for c in STAGE_CONDITIONS[stage]}
+        self.not_checked["low_learning_rate"] = "the run did not start"
 
     @property
     def fired(self) -> set[str]:
         return {w["condition"] for w in self.warnings}
+
+    def _ran(self, name: str, why: str | None = None) -> None:
+        """Note that `name` was evaluated (why=None) or could not be (why)."""
+        if why is None:
+            self.checked.add(name)
+            self.not_checked.pop(name, None)
+        elif name not in self.checked:
+            self.not_checked[name] = why
+
+    def coverage(self) -> dict:
+        """What status.json `watched` records for this stage: which conditions ran on how many logged steps."""
+        order = STAGE_CONDITIONS[self.stage]
+        return {"window": self.window, "logged_steps": len(self.rows),
+                "checked": [c for c in order if c in self.checked],
+                "not_checked": {c: self.not_checked[c] for c in order if c in self.not_checked}}
 
     def observe(self, logs: dict, step: int) -> list[dict]:
         """Add one logged row; return the warnings it fires (the callback's logic, without a Trainer)."""
@@ -325,7 +376,8 @@ class Watch(TrainerCallback):
             if check is None or name in self.fired:
                 continue
             hit = check(w)
-            if hit is not None:
+            self._ran(name, hit if isinstance(hit, str) else None)
+            if isinstance(hit, tuple):
                 out.append(self._record(name, step, *hit))
         return out
 
@@ -345,6 +397,8 @@ class Watch(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         shape = lora_shape(model) if model is not None else None
+        self._ran("low_learning_rate", "no LoRA adapter: a full fine-tune's learning rate is not checked"
+                  if shape is None else None)
         if shape is None or "low_learning_rate" in self.fired:
             return
         hit = check_learning_rate(args.learning_rate, *shape, stage=self.stage)
@@ -355,6 +409,10 @@ class Watch(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self._stop_at_next_step:  # flags set at train begin are reset before the first step
             control.should_save = control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.run is not None and state.is_world_process_zero:
+            self.run.set_watched(self.stage, self.coverage())
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not logs or "train_runtime" in logs:

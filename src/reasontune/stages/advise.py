@@ -187,7 +187,7 @@ def sample_and_score(cfg: RunConfig, engine, tokenizer, rows: list[dict]) -> tup
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, max_new)
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     common = dict(max_new_tokens=max_new, stop=stop_rule(cfg), batch_size=cfg.eval.batch_size, progress=True,
-                  autocast_setting=cfg.grpo.bf16)
+                  autocast_setting=cfg.grpo.bf16, max_length=cfg.model.max_seq_length)
     torch.manual_seed(cfg.seed)
     gens = generate(prompts, **sampling_for(cfg), num_return_sequences=k, desc=f"advise: {k} samples", **common)
     records = _records(rows, prompts, gens, "sample", cfg, funcs)

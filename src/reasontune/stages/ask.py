@@ -75,12 +75,15 @@ def answer(model, tok, prompt: str, cfg, max_new: int, on_text, tuned: bool):
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from reasontune.engines.generation import _eos_ids, _StopCheck, apply_stop_rule
+    from reasontune.engines.generation import _eos_ids, _StopCheck, apply_stop_rule, completion_budgets, to_generation
     from reasontune.models.prompting import stop_rule
 
     rule = stop_rule(cfg)
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     n = ids["input_ids"].shape[1]
+    (max_new,) = completion_budgets([n], max_new, cfg.model.max_seq_length)  # eval's cap, and vLLM's
+    if not max_new:
+        return to_generation(tok, [], "limit")
     check = _StopCheck(tok, rule)
 
     class _Rule(StoppingCriteria):  # the StopRule inside HF generate (EOS is HF's own stop)
@@ -154,7 +157,7 @@ def vllm_answer(engine, prompt: str, cfg, max_new: int, on_text, tuned: bool):
     from reasontune.models.prompting import stop_rule
 
     g = engine.generate([prompt], max_new_tokens=max_new, temperature=0.0, stop=stop_rule(cfg),
-                        use_adapter=tuned)[0][0]
+                        use_adapter=tuned, max_length=cfg.model.max_seq_length)[0][0]
     on_text(g.text)
     return g
 

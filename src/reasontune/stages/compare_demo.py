@@ -6,9 +6,11 @@ read from its metrics.json, so `demo --compare` trains it once, not twice): its 
 given), its GRPO step time sizes the GRPO-only arm (max_steps = budget / step time, so the LR
 schedule fits the run), and its SFT time per example sizes the SFT-only arm (more distinct worked
 solutions first, then more epochs). A `TimeBudget` callback stops any arm whose budget is spent, so
-no arm trains longer than the budget plus one step. Only training time counts; loading and
-evaluation do not. Held-out accuracy is measured on the training distribution's test split, and
-out-of-distribution accuracy on harder problems (procedural level 5 when training used 1-4).
+no arm trains longer than the budget plus one step. Only training time counts, one definition for every
+arm, the demo's included: the seconds inside trainer.train() (SFT's and GRPO's); loading, building the
+trainer, the reward probe, saving and evaluation do not. Held-out accuracy is measured on the training
+distribution's test split, and out-of-distribution accuracy on harder problems (procedural level 5 when
+training used 1-4).
 
 Writes OUT/compare/metrics.json, OUT/compare/table.md and, per arm, OUT/compare/ARM/ (a run
 folder: config, status, metrics.jsonl, adapter/, evals/heldout, evals/ood).
@@ -17,7 +19,6 @@ folder: config, status, metrics.jsonl, adapter/, evals/heldout, evals/ood).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,23 +41,24 @@ def _fresh(cfg: RunConfig):
     return model, tok
 
 
-def _sft_stage(cfg: RunConfig, model, tok, train, run, deadline: float) -> dict:
+def _sft_stage(cfg: RunConfig, model, tok, train, run, left: float | None) -> dict:
     from reasontune.stages.sft import warmup_sft
     from reasontune.stages.train import TimeBudget
 
-    cb = TimeBudget(deadline=deadline)
+
+    cb = TimeBudget(seconds=left)  # counted from inside trainer.train(), as the stage's `seconds` are
     out = warmup_sft(cfg, model, tok, train, run=run, out_dir=str(run.path), callbacks=[cb])
     return {**out, "steps": cb.steps, "stopped_by_budget": cb.fired, "batch_size": cfg.warmup.batch_size}
 
 
-def _grpo_stage(cfg: RunConfig, model, tok, train, run, deadline: float) -> dict:
+def _grpo_stage(cfg: RunConfig, model, tok, train, run, left: float | None) -> dict:
     from reasontune.engines.guards import NonFiniteGuard
     from reasontune.runs.callbacks import MetricsCallback
     from reasontune.stages.train import TimeBudget, build_grpo_trainer, prepare_prompts
 
-    if time.perf_counter() >= deadline:
+    if left is not None and left <= 0:
         return {"steps": 0, "seconds": 0.0, "stopped_by_budget": True}
-    cb, guard = TimeBudget(deadline=deadline), NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)
+    cb, guard = TimeBudget(seconds=left), NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)
     own = TimeBudget(seconds=cfg.grpo.max_seconds)  # the recipe's own GRPO budget (the calibrating arm)
     trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(train, tok, cfg),
                                  [guard, MetricsCallback(run), cb, own])
@@ -88,14 +90,14 @@ def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None,
     model, tok = _fresh(acfg)
     run = RunFolder(acfg.output_dir)
     run.start(acfg, extra={"arm": arm, "budget_s": budget_s})
-    t0 = time.perf_counter()
-    deadline = t0 + budget_s if budget_s else math.inf
     stages = {}
+    # the budget is training seconds (trainer.train()'s, each stage's `seconds`): building a trainer is not counted
     if arm in ("sft_then_grpo", "sft_only"):
-        stages["sft"] = _sft_stage(acfg, model, tok, data["train"], run, deadline)
+        stages["sft"] = _sft_stage(acfg, model, tok, data["train"], run, budget_s or None)
     if arm in ("sft_then_grpo", "grpo_only"):
-        stages["grpo"] = _grpo_stage(acfg, model, tok, data["train"], run, deadline)
-    wall = time.perf_counter() - t0
+        left = budget_s - stages.get("sft", {}).get("seconds", 0.0) if budget_s else None
+        stages["grpo"] = _grpo_stage(acfg, model, tok, data["train"], run, left)
+    wall = sum(s["seconds"] for s in stages.values())  # training seconds, as rows_from_demo counts the demo's
     save_adapter(model, tok, run.path / "adapter", acfg, f"reasontune compare, arm {arm}")
     result = {"arm": arm, "wall_seconds": wall, "stages": stages,
               "stopped_by_budget": any(s.get("stopped_by_budget") for s in stages.values()),
@@ -143,9 +145,11 @@ def figures(name: str, m: dict) -> dict:
 
 def rows_from_demo(s: dict) -> dict:
     """The base row and the SFT-then-GRPO arm from a finished demo's metrics.json summary (`run_demo`'s return):
-    same recipe, fresh model, SFT then GRPO; only its training seconds count, as in `run_arm`."""
+    same recipe, fresh model, SFT then GRPO; only its training seconds count, as in `run_arm`: trainer.train()'s
+    (warmup_sft's `seconds`, train()'s `grpo_seconds`), not the demo's GRPO stage timing, which also holds
+    validation, prompt preparation, the trainer's build, the reward probe and the adapter's save."""
     sft = {"steps": s["warmup_sft"]["steps"], "seconds": s["warmup_sft"]["seconds"]}
-    grpo = {"steps": s["grpo_steps"], "seconds": s["timings"]["grpo"],
+    grpo = {"steps": s["grpo_steps"], "seconds": s["grpo"]["grpo_seconds"],
             "max_steps": s["settings"]["grpo"]["max_steps"]}
     ood = s.get("ood") or {}
 
@@ -173,7 +177,7 @@ def finished_demo(out_dir: str | Path) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"--compare-only needs a finished demo in {out_dir} and {path} cannot be read ({e}): run "
                           f"`reasontune demo --out {out_dir}` first, or `reasontune demo --compare` for both") from e
-    missing = [k for k in ("warmup_sft", "timings", "settings", "after") if k not in summary]
+    missing = [k for k in ("warmup_sft", "grpo", "settings", "after") if k not in summary]
     if missing:
         raise ConfigError(f"{path} lacks {missing}: it is not a finished demo of this version; run "
                           f"`reasontune demo --out {out_dir}` again")

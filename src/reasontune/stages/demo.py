@@ -293,10 +293,10 @@ def write_markdown(out: Path, s: dict) -> None:
     warned = (read_json(out / "train" / "status.json") if (out / "train" / "status.json").is_file() else {})
     for w in warned.get("warnings") or []:  # the watcher's (watch.py), during GRPO
         lines += ["", f"Warning at GRPO step {w['step']} ({w['condition']}): {w['message']}"]
-    if warned and not warned.get("warnings"):  # say so: a silent report cannot tell "none fired" from "not run"
-        from reasontune.config import WATCH_CONDITIONS
+    if warned:  # what it checked: a silent report cannot tell "none fired" from "not run" (trends need 2 windows)
+        from reasontune.stages.report import watched_lines
 
-        lines += ["", f"The watcher (watch.py) fired no warning during GRPO: {', '.join(WATCH_CONDITIONS)}."]
+        lines += [x for line in watched_lines(warned) for x in ("", line)]
     lines += ["", "## Three problems, before and after", ""]
     for b, a in _examples(out):
         lines += [f"**Q:** {b.get('question', '')}  ", f"reference answer: `{b.get('answer')}`", "",

@@ -179,7 +179,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     max_new, e = max_new_tokens_for(cfg), cfg.eval
     common = dict(max_new_tokens=max_new, stop=stop_rule(cfg), batch_size=e.batch_size,
-                  progress=progress, autocast_setting=cfg.grpo.bf16)
+                  progress=progress, autocast_setting=cfg.grpo.bf16, max_length=cfg.model.max_seq_length)
     funcs = _build_rewards(cfg, tokenizer, max_new)
     t_gen = time.perf_counter()
     greedy = engine.generate(prompts, temperature=0.0, desc="eval greedy", **common)

@@ -270,8 +270,27 @@ def labels_sentence(p: Path, demo: dict) -> str:
     return sentence(labels)
 
 
+def watched_lines(st: dict, stage: str = "grpo") -> list[str]:
+    """What the watcher checked in `stage`, from RUN/status.json: the conditions it evaluated (and which of them
+    fired), and those it could not (why). A condition that did not run is never reported as 'no warning'."""
+    cov = (st.get("watched") or {}).get(stage)
+    if cov is None:
+        return [f"Which conditions the watcher (watch.py) could check during {stage} was not recorded (status.json "
+                "has no `watched`): no claim is made for the conditions that did not warn."]
+    fired = {w.get("condition") for w in st.get("warnings") or [] if w.get("stage", stage) == stage}
+    said = [f"fired {', '.join(c for c in cov['checked'] if c in fired)}"] if fired & set(cov["checked"]) else []
+    quiet = [c for c in cov["checked"] if c not in fired]
+    said += [f"no warning from {', '.join(quiet)}"] if quiet else []
+    out = [f"The watcher (watch.py) checked {len(cov['checked'])} conditions over {cov['logged_steps']} logged "
+           f"{stage} steps (window {cov['window']}): {'; '.join(said) or 'none'}."]
+    if cov.get("not_checked"):
+        out.append("Not checked: " + "; ".join(f"{c} ({why})" for c, why in cov["not_checked"].items()) + ".")
+    return out
+
+
 def warnings_html(p: Path) -> str:
-    """The watcher's warnings (watch.py) from RUN/status.json (a demo's: OUT/train/), as the report's first section."""
+    """The watcher's warnings (watch.py) from RUN/status.json (a demo's: OUT/train/), and what it checked, as the
+    report's first section."""
     import html
 
     st = next((read_json(f) for f in (p / "status.json", p / "train" / "status.json") if f.is_file()), {})
@@ -279,7 +298,11 @@ def warnings_html(p: Path) -> str:
                     f"{w.get('step')}): {html.escape(str(w.get('message')))}</li>" for w in st.get("warnings") or [])
     stop = (f"<p class='head'>stopped: {html.escape(str(st.get('reason')))}</p>"
             if st.get("status") == "stopped" and st.get("reason") else "")
-    return f"<h2>Warnings while training</h2>{stop}<ul class='card'>{items}</ul>" if items else ""
+    checked = "".join(f"<p class='kv'>{html.escape(line)}</p>" for stage in (st.get("watched") or {})
+                      for line in watched_lines(st, stage))
+    if not (items or checked):
+        return ""
+    return f"<h2>Warnings while training</h2>{stop}" + (f"<ul class='card'>{items}</ul>" if items else "") + checked
 
 
 def build_report(path, out=None) -> Path:

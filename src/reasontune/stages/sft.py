@@ -46,9 +46,9 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
 
     watch = Watch(cfg.grpo.watch_window, run=run, stage="warmup")  # warns only: grpo.stop_on is GRPO's
     callbacks = [watch] + ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
-    t0 = time.perf_counter()
     trainer = LeanSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              callbacks=callbacks)
+    t0 = time.perf_counter()  # trainer.train() only: the training seconds every compare arm counts
     result = trainer.train(resume_from_checkpoint=resume_from)
     secs = time.perf_counter() - t0
     logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,

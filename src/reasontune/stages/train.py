@@ -353,6 +353,7 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     portable.cfg = cfg
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=resume_from)
+    train_s = time.perf_counter() - t0  # trainer.train() only: the training seconds every compare arm counts
     if guard.tripped:
         raise NonFiniteError(guard.message())
     if not stopper.requested and trainer.accelerator.is_main_process:
@@ -363,6 +364,6 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     labels = total(w["examples"] if warm else 0,
                    grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args, trainer.state.global_step))
     return {"global_step": trainer.state.global_step, "train_loss": out.training_loss, "labels": labels,
-            "grpo_seconds": time.perf_counter() - t0, "stopped_by_time_budget": budget.fired,
+            "grpo_seconds": train_s, "stopped_by_time_budget": budget.fired,
             "warned": [w["condition"] for w in watch.warnings],
             **({"stopped_by": watch.stopped} if watch.stopped else {})}
