@@ -86,13 +86,13 @@ OURS = {r"^token_embd\.weight$": "q8_0", r"^blk\.\d+\.attn_q\.weight$": "q8_0", 
     # the default: our q8_0 pattern asked for all three narrow kinds, but a user pattern took attn_k first
     (MATS, "q4_k_m", {"attn_k": "q5_0", **OURS}, {"attn_k": "q5_0"}, "q8_0",
      "4 matrices as written: 2 Q8_0, 1 Q4_K, 1 Q5_0",
-     "3 of 4 matrices have rows 576 wide, not a multiple of 256 as q4_k_m's k-quant types need; as written: "
-     "2 Q8_0 (--gguf-fallback q8_0), 1 Q5_0 (--gguf-tensor-type attn_k=q5_0)"),
+     ("3 of 4 matrices have rows 576 wide, not a multiple of 256 as q4_k_m's k-quant types need; as written: "
+      "2 Q8_0 (--gguf-fallback q8_0), 1 Q5_0 (--gguf-tensor-type attn_k=q5_0)")),
     # llama.cpp's own mix: nothing of ours, the card says what llama.cpp chose
     ({**MATS, "blk.0.attn_q.weight": (576, "Q5_0")}, "q4_k_m", {}, {}, "llama.cpp",
      "4 matrices as written: 2 Q5_0, 1 Q4_K, 1 Q8_0",
-     "3 of 4 matrices have rows 576 wide, not a multiple of 256 as q4_k_m's k-quant types need; as written: "
-     "2 Q5_0 (llama.cpp's own choice), 1 Q8_0 (llama.cpp's own choice)"),
+     ("3 of 4 matrices have rows 576 wide, not a multiple of 256 as q4_k_m's k-quant types need; as written: "
+      "2 Q5_0 (llama.cpp's own choice), 1 Q8_0 (llama.cpp's own choice)")),
     # a legacy type: no k-quant block, so no narrow-tensor note
     (MATS, "q4_0", {}, {}, "q8_0", "4 matrices as written: 2 Q8_0, 1 Q4_K, 1 Q5_0", None),
     # every row a multiple of 256

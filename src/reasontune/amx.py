@@ -67,7 +67,8 @@ def warn_if_amx(kind: str, pin: str, path: str | Path | None = None) -> str | No
     Quantizing is safe here (it does not multiply through the AMX buffer); running the file may not be."""
     if kind in ("f32", "f16", "bf16", "auto") or not has_amx(path):
         return None
-    msg = f"this CPU has AMX ({AMX_FLAG} in {path or CPUINFO}), and the {kind} file may crash llama.cpp here. {note(pin)}"
+    msg = (f"this CPU has AMX ({AMX_FLAG} in {path or CPUINFO}), and the {kind} file may crash llama.cpp here. "
+           f"{note(pin)}")
     try:
         import llama_cpp
     except ImportError:

@@ -210,9 +210,9 @@ def write_modelfile(gguf_path: str | Path, tok, fmt: FormatConfig) -> Path:
     gguf_path = Path(gguf_path)
     stop = tok.eos_token
     amx = [f"# {note(LLAMA_CPP_PIN)}", ""] if _quantized(gguf_path.name) else []  # Ollama skips comment lines
-    lines = [*amx, f"FROM ./{gguf_path.name}", "", f"TEMPLATE {_quoted(ollama_template(tok, fmt), 'chat template')}", "",
-             f"SYSTEM {_quoted(fmt.prompt, 'system prompt')}", "",
-             f"PARAMETER stop {stop}" if stop else ""]
+    lines = [*amx, f"FROM ./{gguf_path.name}", "",
+             f"TEMPLATE {_quoted(ollama_template(tok, fmt), 'chat template')}", "",
+             f"SYSTEM {_quoted(fmt.prompt, 'system prompt')}", "", f"PARAMETER stop {stop}" if stop else ""]
     path = gguf_path.with_suffix(".Modelfile")
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
     return path
