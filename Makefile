@@ -47,16 +47,35 @@ test-gpustack: $(GPUSTACK)/.installed sandbox-tools
 	$(GPUSTACK)/bin/python -m pytest -q -x --durations=15 --deselect tests/test_demo.py
 
 # The GGUF export through llama.cpp itself (llama-cpp-python, pinned): it loads, renders the training prompt,
-# answers greedily as transformers does, stops on EOS, and quantizes to q4_k_m/q5_k_m/q6_k. The pip install
-# builds llama.cpp from source the first time (measured 16.5 min on a shared 2-core CPU, about 7 alone);
-# pip caches the wheel, so a rebuilt venv installs it in seconds.
+# answers greedily as transformers does, stops on EOS, and quantizes to q4_k_m/q5_k_m/q6_k. llama.cpp is built
+# from source (measured 16.5 min on a shared 2-core CPU, about 7 alone) with -march=native (GGML_NATIVE) but
+# without AMX: on an AMX CPU (Intel Sapphire Rapids and later; amx_int8 in /proc/cpuinfo) -march=native defines
+# __AMX_INT8__, which compiles in ggml's AMX buffer type, and its quantized matmul segfaults in decode
+# (ggml_backend_amx_mul_mat, ggml-org/llama.cpp issue 20824; our issue 36). GCC applies these -mno-amx-* after
+# its expansion of -march=native, so they win; all three are needed (GCC 12: -march=sapphirerapids -mno-amx-tile
+# still defines __AMX_INT8__). AVX-512 (VNNI, BF16) stays. Pip's wheel cache keys a built wheel by the sdist
+# only, so it could hand an AMX build to this lane: the wheel is built with --no-cache-dir into a folder named by
+# a hash of the version, the CMake arguments and this CPU's flags (-march=native), and installed from there; a
+# venv built under another key is rebuilt. tests/test_gguf_llamacpp.py checks the installed build has no AMX.
+LLAMACPP_VERSION := 0.3.36
+GGUF_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+GGUF_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$(GGUF_NO_AMX)' -DCMAKE_CXX_FLAGS='$(GGUF_NO_AMX)'
+GGUF_KEY := $(shell printf '%s\n' 'llama-cpp-python==$(LLAMACPP_VERSION)' "$(GGUF_CMAKE_ARGS)" "$$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)" | sha256sum | cut -c1-16)
+GGUF_WHEELS := $(HOME)/.cache/reasontune/llama-cpp-wheels/$(GGUF_KEY)
 GGUFENV := .venv-gguf
+ifneq ($(shell cat $(GGUFENV)/.installed 2>/dev/null),$(GGUF_KEY))
+.PHONY: $(GGUFENV)/.installed
+endif
 $(GGUFENV)/.installed: pyproject.toml
-	$(PY) -m venv $(GGUFENV)
+	$(PY) -m venv --clear $(GGUFENV)
 	$(GGUFENV)/bin/pip install -q --upgrade pip
 	$(GGUFENV)/bin/pip install -q torch==2.13.0
-	$(GGUFENV)/bin/pip install -q -e ".[dev]" llama-cpp-python==0.3.36
-	touch $@
+	# The full compile log (each compiler command line) is kept next to the wheel.
+	ls $(GGUF_WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl >/dev/null 2>&1 || { mkdir -p $(GGUF_WHEELS) && \
+	  CMAKE_ARGS="$(GGUF_CMAKE_ARGS)" $(GGUFENV)/bin/pip wheel -v --no-deps --no-cache-dir -w $(GGUF_WHEELS) \
+	    llama-cpp-python==$(LLAMACPP_VERSION) > $(GGUF_WHEELS)/build.log 2>&1 || { tail -40 $(GGUF_WHEELS)/build.log; exit 1; }; }
+	$(GGUFENV)/bin/pip install -q -e ".[dev]" $(GGUF_WHEELS)/llama_cpp_python-$(LLAMACPP_VERSION)-*.whl
+	echo $(GGUF_KEY) > $@
 
 test-gguf: $(GGUFENV)/.installed
 	$(GGUFENV)/bin/python -m pytest -q -x --durations=10 tests/test_gguf_llamacpp.py tests/test_gguf_modelfile.py tests/test_gguf_metadata.py tests/test_export.py

@@ -1,6 +1,8 @@
 """The GGUF export in llama.cpp itself (llama-cpp-python; `make test-gguf` builds a venv with it): it loads,
 its chat template renders the training prompt, its greedy tokens are transformers' on the merged folder, its
-EOS is the model's and it stops on it, and q4_k_m comes out of llama.cpp's quantizer.
+EOS is the model's and it stops on it, and q4_k_m comes out of llama.cpp's quantizer. The lane's llama.cpp is built
+without AMX (issue 36: its AMX path segfaults on quantized files), checked first, and q8_0 and q4_k_m files generate
+on this host whatever its CPU.
 
 The model is a random tiny Llama with SmolLM2's real tokenizer, hidden 256 so that the k-quants apply to its
 matrices, with a wide init so that greedy margins stand above f32 rounding."""
@@ -8,6 +10,8 @@ matrices, with a wide init so that greedy margins stand above f32 rounding."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,6 +25,20 @@ FORMAT = {"reasoning_start": "<think>", "reasoning_end": "</think>", "solution_s
           "system_prompt": "Solve the problem. Write your working between <think> and </think>, then the final "
                            "answer between <answer> and </answer>."}
 QUESTIONS = ["What is 12 + 30?", "Ava has 9 coins and loses 4. How many are left?", "What is 7 + 8?"]
+
+
+def test_the_lanes_llama_cpp_was_built_without_amx():
+    """First, so that on an AMX host a build with the AMX path fails here with the fix named, not later with a
+    segfault: the Makefile builds .venv-gguf with amx.NO_AMX_FLAGS. (On a CPU without AMX, -march=native never
+    compiles it in, so this holds there whatever the flags; tests/test_amx.py checks the Makefile itself.)"""
+    from reasontune.export.amx import CMAKE_ARGS, build_has_amx, has_amx
+
+    info = llama_cpp.llama_print_system_info()
+    assert b"CPU : " in info and b"SSE3 = 1" in info, info  # the feature list the check reads is there
+    print(f"host has AMX: {has_amx()}; llama.cpp: {info.decode().strip()}")
+    assert not build_has_amx(llama_cpp), (
+        f"this llama-cpp-python was built with AMX ({info.decode()}); on this AMX CPU quantized files segfault in "
+        f"ggml_backend_amx_mul_mat (issue 36). Rebuild .venv-gguf with the Makefile (CMAKE_ARGS=\"{CMAKE_ARGS}\").")
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +77,11 @@ def _tiny_run(tiny_model_dir, root, hidden: int):
 
 @pytest.fixture(scope="module")
 def exports(wide_run, tmp_path_factory):
-    """`reasontune export RUN --merged --gguf --gguf-type T` for f32, f16 and q4_k_m, into one folder."""
+    """`reasontune export RUN --merged --gguf --gguf-type T` for f32, f16, q8_0 and q4_k_m, into one folder."""
     run, _ = wide_run
     out = tmp_path_factory.mktemp("gguf-out") / "merged"
     results = {}
-    for kind in ("f32", "f16", "q4_k_m"):
+    for kind in ("f32", "f16", "q8_0", "q4_k_m"):
         assert cli.main(["export", str(run), "--merged", "--dtype", "float32", "--gguf", "--gguf-type", kind,
                          "--out", str(out)]) == 0
         results[kind] = out / f"model-{kind}.gguf"
@@ -100,6 +118,30 @@ def test_q4_k_m_comes_from_llama_cpps_quantizer_and_loads(exports):
     assert q4.stat().st_size < 0.5 * f16.stat().st_size
     print(f"f16 {f16.stat().st_size / 1e6:.1f} MB, q4_k_m {q4.stat().st_size / 1e6:.1f} MB, "
           f"tensor types {sorted(types)}")
+
+
+GENERATE = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=2, verbose=False, seed=0)
+r = llm.create_chat_completion(messages=[{"role": "user", "content": "What is 12 + 30?"}], temperature=0.0,
+                               max_tokens=8)
+print(r["usage"]["completion_tokens"])
+"""
+
+
+@pytest.mark.parametrize("kind", ["q8_0", "q4_k_m"])
+def test_quantized_files_generate_on_this_host(exports, kind):
+    """The files issue 36 saw crash on an AMX CPU (q8_0 and q4_k_m, the weights llama.cpp's AMX buffer takes)
+    answer here, in a child process so that a segfault fails this test with its cause instead of ending pytest."""
+    from reasontune.export.amx import has_amx
+
+    _, paths = exports
+    r = subprocess.run([sys.executable, "-c", GENERATE, str(paths[kind])], capture_output=True, text=True,
+                       timeout=300)
+    where = "an AMX" if has_amx() else "a non-AMX"
+    assert r.returncode == 0, (f"{kind} on {where} CPU: exit {r.returncode} (-11 is the segfault of issue 36, "
+                               f"llama.cpp's AMX path)\n{r.stderr[-2000:]}")
+    assert r.stdout.split()[-1] == "8", r.stdout
 
 
 def test_the_files_chat_template_renders_the_training_prompt(exports, wide_run):
@@ -330,7 +372,46 @@ def test_narrow_rows_stay_at_q8_0_by_default_and_llama_cpps_mix_on_request(tiny_
     assert {theirs_t[n] for n in narrow} - {"Q8_0"}, theirs_t  # llama.cpp's legacy fallback (Q5_0) for some
     assert {ours_t[n] for n in ours_t if "ffn_down" in n} <= {"Q4_K", "Q6_K"}
     assert all(ours_t[n] == theirs_t[n] for n in ours_t if n not in narrow)
-    assert KV_FALLBACK in ours.fields and KV_FALLBACK not in theirs.fields
+    assert "Q8_0 (--gguf-fallback q8_0)" in ours.fields[KV_FALLBACK].contents()
+    assert "(llama.cpp's own choice)" in theirs.fields[KV_FALLBACK].contents()  # what llama.cpp wrote, said
     assert "13 of 15 matrices have rows 160 wide" in (tmp_path / "q8_0" / "README.md").read_text()
     for path in files.values():
         assert _llama(path).create_completion("What is 7 + 8?", max_tokens=4)["choices"][0]["text"] is not None
+
+
+def test_the_card_and_metadata_state_the_types_written_and_a_users_pattern_is_never_overridden(tiny_model_dir,
+                                                                                                tmp_path):
+    """Issue 35 item 7. A user pattern identical to one of ours (attn_q's) keeps the user's type (it was replaced
+    by q8_0), another (attn_k) comes before ours, and the file's metadata and the card say what the file holds,
+    read back from its tensors (they said "kept at q8_0" for all 13 narrow matrices)."""
+    import re
+    from collections import Counter
+
+    import gguf
+
+    from reasontune.export.llamacpp import KV_FALLBACK, KV_TYPES
+
+    run, _ = _tiny_run(tiny_model_dir, tmp_path, hidden=160)
+    attn_q = r"^blk\.\d+\.attn_q\.weight$"  # what fallback_overrides writes for attn_q
+    out = tmp_path / "mix"
+    assert cli.main(["export", str(run), "--gguf", "--gguf-type", "q4_k_m", "--gguf-tensor-type", f"{attn_q}=f16",
+                     "--gguf-tensor-type", "attn_k=q5_0", "--out", str(out)]) == 0
+    path = out / "model-q4_k_m.gguf"
+    reader = gguf.GGUFReader(path)
+    types = {t.name: t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
+    narrow = {t.name for t in reader.tensors if len(t.shape) == 2 and int(t.shape[0]) == 160}
+    assert {types[n] for n in narrow if "attn_q" in n} == {"F16"}, types  # the user's type, not q8_0
+    assert {types[n] for n in narrow if "attn_k" in n} == {"Q5_0"}, types
+    assert Counter(types[n] for n in narrow) == {"Q8_0": 9, "F16": 2, "Q5_0": 2}
+    fallback = reader.fields[KV_FALLBACK].contents()
+    assert fallback == ("13 of 15 matrices have rows 160 wide, not a multiple of 256 as q4_k_m's k-quant types "
+                        "need; as written: 9 Q8_0 (--gguf-fallback q8_0), 2 F16 (--gguf-tensor-type "
+                        rf"{attn_q}=f16), 2 Q5_0 (--gguf-tensor-type attn_k=q5_0)"), fallback
+    stated = reader.fields[KV_TYPES].contents()
+    assert stated.startswith("15 matrices as written: ")
+    assert Counter({t: int(n) for n, t in re.findall(r"(\d+) (\w+)", stated.split(": ", 1)[1])}) == Counter(
+        types.values()), stated
+    card = (out / "README.md").read_text()
+    assert f"`model-q4_k_m.gguf`: {stated}; {fallback}" in card and "kept at" not in card
+    r = subprocess.run([sys.executable, "-c", GENERATE, str(path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split()[-1] == "8", r.stderr[-2000:]  # the rewritten file still runs

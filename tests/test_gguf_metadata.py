@@ -73,3 +73,60 @@ def test_rope_scaling_is_written_or_refused(tiny_model_dir, tmp_path):
         _gguf_arch(llama3)
     plain = _fields(_tiny_gguf(tiny_model_dir, tmp_path))
     assert "llama.rope.scaling.type" not in plain
+
+
+# ---- what a quantized file holds, read back (gguf_types.py) ------------------------------------------------
+# {name: (row width, type as written)}: SmolLM2-like shapes, 576-wide kinds and a 1536-wide ffn_down
+MATS = {"token_embd.weight": (576, "Q8_0"), "blk.0.attn_q.weight": (576, "Q8_0"),
+        "blk.0.attn_k.weight": (576, "Q5_0"), "blk.0.ffn_down.weight": (1536, "Q4_K")}
+OURS = {r"^token_embd\.weight$": "q8_0", r"^blk\.\d+\.attn_q\.weight$": "q8_0", r"^blk\.\d+\.attn_k\.weight$": "q8_0"}
+
+
+@pytest.mark.parametrize("mats, kind, patterns, user, fallback, types, narrow", [
+    # the default: our q8_0 pattern asked for all three narrow kinds, but a user pattern took attn_k first
+    (MATS, "q4_k_m", {"attn_k": "q5_0", **OURS}, {"attn_k": "q5_0"}, "q8_0",
+     "4 matrices as written: 2 Q8_0, 1 Q4_K, 1 Q5_0",
+     ("3 of 4 matrices have rows 576 wide, not a multiple of 256 as q4_k_m's k-quant types need; as written: "
+      "2 Q8_0 (--gguf-fallback q8_0), 1 Q5_0 (--gguf-tensor-type attn_k=q5_0)")),
+    # llama.cpp's own mix: nothing of ours, the card says what llama.cpp chose
+    ({**MATS, "blk.0.attn_q.weight": (576, "Q5_0")}, "q4_k_m", {}, {}, "llama.cpp",
+     "4 matrices as written: 2 Q5_0, 1 Q4_K, 1 Q8_0",
+     ("3 of 4 matrices have rows 576 wide, not a multiple of 256 as q4_k_m's k-quant types need; as written: "
+      "2 Q5_0 (llama.cpp's own choice), 1 Q8_0 (llama.cpp's own choice)")),
+    # a legacy type: no k-quant block, so no narrow-tensor note
+    (MATS, "q4_0", {}, {}, "q8_0", "4 matrices as written: 2 Q8_0, 1 Q4_K, 1 Q5_0", None),
+    # every row a multiple of 256
+    ({"blk.0.attn_q.weight": (512, "Q4_K")}, "q4_k_m", {}, {}, "q8_0", "1 matrices as written: 1 Q4_K", None),
+])
+def test_the_written_types_note_counts_the_file_and_names_who_asked(mats, kind, patterns, user, fallback, types,
+                                                                      narrow):
+    from reasontune.export.gguf_types import written_types_kv
+    from reasontune.export.llamacpp import KV_FALLBACK, KV_TYPES
+
+    kv = written_types_kv(mats, kind, patterns, user, fallback)
+    assert kv.get(KV_TYPES) == types and kv.get(KV_FALLBACK) == narrow
+    assert "kept at" not in str(kv)
+
+
+def test_set_string_kv_keeps_every_key_and_tensor_byte(tiny_model_dir, tmp_path):
+    """The metadata rewrite after quantizing: the new keys set (an existing one replaced), the rest as it was."""
+    import gguf
+    import numpy as np
+
+    from reasontune.export.gguf_types import set_string_kv
+
+    path = _tiny_gguf(tiny_model_dir, tmp_path)
+    before = gguf.GGUFReader(path)
+    old = {k: (f.types, f.contents()) for k, f in before.fields.items() if not k.startswith("GGUF.")}
+    tensors = {t.name: (t.tensor_type, np.array(t.data)) for t in before.tensors}
+    set_string_kv(path, {"reasontune.test": "one"})
+    set_string_kv(path, {"reasontune.test": "two", "general.name": "renamed"})
+    after = gguf.GGUFReader(path)
+    new = {k: (f.types, f.contents()) for k, f in after.fields.items() if not k.startswith("GGUF.")}
+    assert new.pop("reasontune.test")[1] == "two" and new.pop("general.name")[1] == "renamed"
+    old.pop("general.name")
+    assert new == old
+    assert [t.name for t in after.tensors] == list(tensors)
+    for t in after.tensors:
+        assert t.tensor_type == tensors[t.name][0] and np.array_equal(np.array(t.data), tensors[t.name][1]), t.name
+    assert not list(tmp_path.glob("*.tmp"))

@@ -53,6 +53,35 @@ def test_modelfile_renders_the_training_prompt(capsys, run_dir, tmp_path):
     assert "{{ .System }}" in mf["TEMPLATE"] and "{{ .Prompt }}" in mf["TEMPLATE"]
     card = (tmp_path / "g" / "README.md").read_text()
     assert "ollama create NAME -f model-f16.Modelfile" in card and "--jinja" in card
+    assert "AMX" not in card and "AMX" not in (tmp_path / "g" / "model-f16.Modelfile").read_text()  # f16 only
+
+
+def test_a_quantized_export_on_an_amx_host_warns_and_its_modelfile_and_card_say_why(run_dir, tmp_path, caplog,
+                                                                                    monkeypatch):
+    """Issue 36: on a CPU with AMX (a fake /proc/cpuinfo here), `export --gguf --gguf-type q8_0` logs a warning
+    naming llama.cpp's bug and the workaround; the Modelfile (as a comment Ollama skips) and the card say it."""
+    import logging
+
+    from reasontune.export import amx
+    from reasontune.export.llamacpp import parse_modelfile
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n")
+    monkeypatch.setattr(amx, "CPUINFO", str(cpuinfo))
+    with caplog.at_level(logging.WARNING, logger="reasontune.export.amx"):
+        assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "q8_0", "--out", str(tmp_path / "g")]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.name == "reasontune.export.amx"]
+    assert len(warned) == 1 and "issue 20824" in warned[0] and amx.NO_AMX_FLAGS in warned[0], warned
+    text = (tmp_path / "g" / "model-q8_0.Modelfile").read_text()
+    assert text.startswith("# On CPUs with Intel AMX") and "issue 20824" in text.splitlines()[0]
+    assert parse_modelfile(text)["FROM"] == "./model-q8_0.gguf"  # the comment changes nothing Ollama reads
+    card = (tmp_path / "g" / "README.md").read_text()
+    assert "**CPUs with Intel AMX**" in card and "--no-repack" in card and amx.NO_AMX_FLAGS in card
+    caplog.clear()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma bmi2\n")  # no AMX: no warning, same files
+    with caplog.at_level(logging.WARNING, logger="reasontune.export.amx"):
+        assert cli.main(["export", str(run_dir), "--gguf", "--gguf-type", "q8_0", "--out", str(tmp_path / "h")]) == 0
+    assert not [r for r in caplog.records if r.name == "reasontune.export.amx"]
 
 
 def test_render_go_refuses_what_it_cannot_render():
@@ -136,15 +165,30 @@ SMOL = {"token_embd.weight": 576, "blk.0.attn_q.weight": 576, "blk.0.ffn_down.we
 def test_fallback_overrides_type_the_tensors_the_k_quants_cannot_take(widths, kind, fallback, expected):
     import re
 
-    from reasontune.export.llamacpp import KV_FALLBACK, fallback_overrides
+    from reasontune.export.llamacpp import fallback_overrides
 
-    patterns, kv = fallback_overrides(widths, kind, fallback)
+    patterns = fallback_overrides(widths, kind, fallback)
     assert patterns == expected
     matched = {n for n in widths if any(re.search(p, n) for p in patterns)}  # llama.cpp searches each name
     assert matched == {n for n, w in widths.items() if expected and w % 256 and not w % 32}
-    assert bool(kv) == bool(expected)
-    if expected:
-        assert f"{len(matched)} of {len(widths)} matrices" in kv[KV_FALLBACK] and "not a multiple of 256" in kv[KV_FALLBACK]
+
+
+ATTN_Q = r"^blk\.\d+\.attn_q\.weight$"  # the pattern fallback_overrides writes for SMOL's attn_q
+
+
+@pytest.mark.parametrize("user, expected", [
+    # a user pattern identical to ours keeps the user's type (it was silently replaced by q8_0)
+    ({ATTN_Q: "f16"}, [(ATTN_Q, "f16"), (r"^token_embd\.weight$", "q8_0")]),
+    # the user's patterns come first, in their order (llama.cpp takes the first that matches)
+    ({"ffn_down": "q6_k", "attn": "q5_0"}, [("ffn_down", "q6_k"), ("attn", "q5_0"), (ATTN_Q, "q8_0"),
+                                            (r"^token_embd\.weight$", "q8_0")]),
+    ({ATTN_Q: "q8_0"}, [(ATTN_Q, "q8_0"), (r"^token_embd\.weight$", "q8_0")]),
+])
+def test_the_users_tensor_types_come_first_and_are_never_overridden(user, expected):
+    from reasontune.export.llamacpp import fallback_overrides
+
+    assert list(fallback_overrides(SMOL, "q4_k_m", "q8_0", user=user).items()) == expected
+    assert fallback_overrides(SMOL, "q4_k_m", "llama.cpp", user=user) == user  # llama.cpp's mix: the user's only
 
 
 def test_an_unknown_fallback_is_refused():

@@ -27,8 +27,8 @@ TENSOR_TYPES = ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q
                 "q6_k", "iq4_nl", "iq4_xs")
 # The k-quant mixes, whose types need rows a multiple of QK_K wide; llama.cpp quantizes a narrower tensor to a
 # legacy type instead (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; llama-quant.cpp). On the demo's 576-wide SmolLM2
-# that is 180 of 272 tensors, and q4_k_m answered 3.5-9.5 points below f16 (docs/export.md). reasontune keeps
-# those tensors at q8_0 by default (2 points below, 135 MB against 105); "llama.cpp" leaves its mix as it is.
+# that is 180 of 272 tensors, and q4_k_m answered 3.5-9.5 points below f16 (docs/export.md). reasontune asks for
+# q8_0 on those tensors by default (2 points below, 135 MB against 105); "llama.cpp" leaves its mix as it is.
 K_QUANTS = ("q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 QK_K, QK8_0 = 256, 32  # ggml's k-quant super-block and q8_0's block, in columns
 FALLBACKS = ("q8_0", "llama.cpp")
@@ -36,7 +36,9 @@ DEFAULT_FALLBACK = FALLBACKS[0]
 # The keys llama.cpp's llama-quantize writes into a file it quantized with an imatrix (tools/quantize).
 KV_DATASET, KV_ENTRIES, KV_CHUNKS = ("quantize.imatrix.dataset", "quantize.imatrix.entries_count",
                                      "quantize.imatrix.chunks_count")
-KV_FALLBACK = "reasontune.quantize.fallback"  # what the card says of a file whose fallback tensors we typed
+# Metadata a llama.cpp-quantized file gets after it is written, read back from its tensors (gguf_types.py): the
+# matrices' types, and for a k-quant the types of the tensors too narrow for it and who asked for each.
+KV_TYPES, KV_FALLBACK = "reasontune.quantize.types", "reasontune.quantize.fallback"
 # Sentinels rendered through the chat template, then replaced by Ollama's variables.
 _SYS, _USER = "\x00REASONTUNE_SYSTEM\x00", "\x00REASONTUNE_PROMPT\x00"
 
@@ -112,35 +114,37 @@ def parse_tensor_types(specs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def fallback_overrides(widths: dict[str, int], kind: str, fallback: str = DEFAULT_FALLBACK) -> tuple[dict, dict]:
-    """({regex: type} for the matrices a k-quant mix cannot take (rows not a multiple of QK_K; {GGUF name: row
-    width} from export.gguf_row_widths), the metadata that records it) for `kind`; nothing for the legacy types,
-    for fallback="llama.cpp", and for a model whose rows all fit. One pattern per tensor kind (blk.N. dropped)
+def fallback_overrides(widths: dict[str, int], kind: str, fallback: str = DEFAULT_FALLBACK,
+                       user: dict[str, str] | None = None) -> dict[str, str]:
+    """The {regex: type} the quantizer gets for `kind`: the `user`'s --gguf-tensor-type patterns first, in their
+    order (llama.cpp takes the first that matches, and a pattern of ours identical to one of the user's is
+    dropped, never given our type), then the `fallback` type for the matrices a k-quant mix cannot take (rows not
+    a multiple of QK_K; {GGUF name: row width} from export.gguf_row_widths). Ours are none for the legacy types,
+    for fallback="llama.cpp", and for a model whose rows all fit; one pattern per tensor kind (blk.N. dropped)
     when every layer's tensor of that kind is narrow, else one per tensor."""
     import re
 
     if fallback not in FALLBACKS:
         raise ConfigError(f"--gguf-fallback={fallback!r}: use one of {', '.join(FALLBACKS)}")
-    if kind not in K_QUANTS or fallback == "llama.cpp":
-        return {}, {}
+    user = dict(user or {})
     narrow = {n for n, w in widths.items() if w % QK_K and not w % QK8_0}  # q8_0 needs 32-column blocks
-    if not narrow:
-        return {}, {}
+    if kind not in K_QUANTS or fallback == "llama.cpp" or not narrow:
+        return user
     by_kind: dict[str, list[str]] = {}
     for name in widths:
         by_kind.setdefault(re.sub(r"^blk\.\d+\.", "", name), []).append(name)
-    patterns = {}
+    ours = {}
     for suffix, names in sorted(by_kind.items()):
         if all(n in narrow for n in names):
             prefix = r"blk\.\d+\." if names[0].startswith("blk.") else ""
-            patterns[f"^{prefix}{re.escape(suffix)}$"] = fallback
+            ours[f"^{prefix}{re.escape(suffix)}$"] = fallback
         else:
-            patterns.update({f"^{re.escape(n)}$": fallback for n in sorted(narrow & set(names))})
+            ours.update({f"^{re.escape(n)}$": fallback for n in sorted(narrow & set(names))})
     cols = ", ".join(str(w) for w in sorted({widths[n] for n in narrow}))
-    note = (f"{len(narrow)} of {len(widths)} matrices have rows {cols} wide, not a multiple of {QK_K}: kept at "
-            f"{fallback} instead of llama.cpp's legacy fallback types (`--gguf-fallback llama.cpp` for those)")
-    logger.info("GGUF %s: %s", kind, note)
-    return patterns, {KV_FALLBACK: note}
+    logger.info("GGUF %s: %d of %d matrices have rows %s wide, not a multiple of %d: asking llama.cpp for %s on them "
+                "(after your --gguf-tensor-type patterns; `--gguf-fallback llama.cpp` for its legacy types)",
+                kind, len(narrow), len(widths), cols, QK_K, fallback)
+    return {**user, **{p: t for p, t in ours.items() if p not in user}}
 
 
 def tensor_overrides(llama_cpp, tensor_types: dict[str, str]):
@@ -202,14 +206,22 @@ def _quoted(text: str, what: str) -> str:
 
 def write_modelfile(gguf_path: str | Path, tok, fmt: FormatConfig) -> Path:
     """OUT/model-TYPE.Modelfile next to OUT/model-TYPE.gguf: `ollama create NAME -f` it."""
+    from .amx import note
+
     gguf_path = Path(gguf_path)
     stop = tok.eos_token
-    lines = [f"FROM ./{gguf_path.name}", "", f"TEMPLATE {_quoted(ollama_template(tok, fmt), 'chat template')}", "",
-             f"SYSTEM {_quoted(fmt.prompt, 'system prompt')}", "",
-             f"PARAMETER stop {stop}" if stop else ""]
+    amx = [f"# {note(LLAMA_CPP_PIN)}", ""] if _quantized(gguf_path.name) else []  # Ollama skips comment lines
+    lines = [*amx, f"FROM ./{gguf_path.name}", "",
+             f"TEMPLATE {_quoted(ollama_template(tok, fmt), 'chat template')}", "",
+             f"SYSTEM {_quoted(fmt.prompt, 'system prompt')}", "", f"PARAMETER stop {stop}" if stop else ""]
     path = gguf_path.with_suffix(".Modelfile")
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
     return path
+
+
+def _quantized(name: str) -> bool:
+    """model-TYPE.gguf holds quantized matrices (what llama.cpp's AMX path takes: amx.py)."""
+    return Path(name).stem.removeprefix("model-") not in ("f32", "f16", "bf16")
 
 
 def parse_modelfile(text: str) -> dict:
@@ -231,9 +243,12 @@ GGUF_MARK = "## GGUF (llama.cpp, Ollama, LM Studio)"
 
 
 def gguf_card(files: list[str], fmt: FormatConfig, eos: str | None, notes: dict | None = None) -> str:
+    from .amx import note
+
     start = f"`{fmt.reasoning_start}`" if fmt.prefill_reasoning else "nothing"
     rows = "\n".join(f"- `{f}`" + (f": {notes[f]}" if (notes or {}).get(f) else "") for f in files)
     first = files[-1]
+    amx = f"- **CPUs with Intel AMX**: {note(LLAMA_CPP_PIN)}\n" if any(_quantized(f) for f in files) else ""
     return f"""
 {GGUF_MARK}
 
@@ -255,7 +270,7 @@ EOS is `{eos}`.
   file: its TEMPLATE is the training prompt, SYSTEM the system prompt, `PARAMETER stop` the end of turn).
 - **LM Studio**: load the file; it reads the file's Jinja template. Check its prompt-template settings
   keep it, and set the system prompt to the one above if the app replaces it.
-"""
+{amx}"""
 
 
 def write_gguf_card(folder: str | Path, files: list[str], fmt: FormatConfig, eos: str | None) -> Path:
@@ -269,7 +284,8 @@ def write_gguf_card(folder: str | Path, files: list[str], fmt: FormatConfig, eos
 
 def quantize_note(path: Path) -> str:
     """What the card says about how a file was quantized: with an importance matrix (its quantize.imatrix.* keys),
-    and which tensors were kept at the fallback type (its reasontune.quantize.fallback key)."""
+    and the types its matrices were written with (its KV_TYPES and KV_FALLBACK keys, read back from its tensors
+    after quantizing: gguf_types.record_written_types)."""
     import gguf
 
     fields = gguf.GGUFReader(path).fields
@@ -277,8 +293,7 @@ def quantize_note(path: Path) -> str:
     if KV_CHUNKS in fields:
         notes.append(f"quantized by llama.cpp with an importance matrix from {fields[KV_CHUNKS].contents()} training "
                      f"rows in the training format (`{fields[KV_DATASET].contents()}`)")
-    if KV_FALLBACK in fields:
-        notes.append(fields[KV_FALLBACK].contents())
+    notes += [fields[k].contents() for k in (KV_TYPES, KV_FALLBACK) if k in fields]
     return "; ".join(notes)
 
 

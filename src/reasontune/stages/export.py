@@ -46,7 +46,7 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
     """OUT.model-KIND.gguf beside OUT (OUT may not exist yet): our converter, then llama.cpp's quantizer for
     the k-quants (from an f16 file it deletes after), with `imatrix` = (matrix, info) from imatrix.calibrate
     when given, the user's `tensor_types` first, then the `fallback` type for the tensors whose rows the
-    k-quants cannot take (llamacpp.fallback_overrides)."""
+    k-quants cannot take (llamacpp.fallback_overrides); the file's metadata then says what it holds (gguf_types)."""
     import shutil
 
     from reasontune.models.prompting import training_chat_template
@@ -59,15 +59,14 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
     template = training_chat_template(tok, cfg.format)
     try:
         if kind in QUANT_TYPES:
+            from reasontune.export.gguf_types import quantize_recorded
             from reasontune.export.imatrix import imatrix_kv
-            from reasontune.export.llamacpp import fallback_overrides, quantize
 
             matrix, info = imatrix or (None, {})
-            ours, kv = fallback_overrides(gguf_row_widths(model), kind, fallback)
             f16 = write_gguf(model, tok, tok_dir, path.with_name(path.name + ".f16"), "f16", chat_template=template,
-                             extra_kv={**imatrix_kv(matrix, info), **kv})  # the quantizer copies these keys
-            try:  # llama.cpp takes the first pattern that matches: the user's before ours
-                quantize(f16, path, kind, imatrix=matrix, tensor_types={**(tensor_types or {}), **ours})
+                             extra_kv=imatrix_kv(matrix, info))  # the quantizer copies these keys
+            try:  # the user's --gguf-tensor-type patterns first, then the fallback's; the written types read back
+                quantize_recorded(f16, path, kind, gguf_row_widths(model), matrix, tensor_types, fallback)
             finally:
                 f16.unlink(missing_ok=True)
         else:
@@ -100,8 +99,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
     if merged:
         result["merged"] = str(save_merged(model, tok, out, tdtype, cfg))
     if gguf:
+        from reasontune.export.amx import warn_if_amx
         from reasontune.export.llamacpp import write_gguf_card, write_modelfile
 
+        warn_if_amx(kind, LLAMA_CPP_PIN)  # llama.cpp's AMX path crashes on quantized files (issue 36)
         out.mkdir(parents=True, exist_ok=True)
         final = gguf_path.replace(out / f"model-{kind}.gguf")
         result["gguf"] = str(final)
