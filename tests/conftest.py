@@ -40,3 +40,15 @@ def one_thread():
 
     with threads(1):
         yield
+
+
+@pytest.fixture(scope="session")
+def bwrap():
+    """The bubblewrap sandbox (rewards/sandbox.py), checked by running a probe program; skips without it."""
+    from reasontune.config import ConfigError
+    from reasontune.rewards import sandbox
+
+    try:
+        return sandbox.resolve("bwrap")
+    except ConfigError as e:
+        pytest.skip(f"bubblewrap is not usable here ({e}); `make test` installs it")
