@@ -108,5 +108,5 @@ def test_cli_eval_prints_the_code_verdicts(tiny_model_dir, tmp_path, monkeypatch
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "accuracy         0.200" in printed
-    assert "code verdicts    pass 1, wrong 1, syntax 1, no_code 1, error 1 (of 5)" in printed
+    assert "  verdicts         pass 1, wrong 1, syntax 1, no_code 1, error 1 (of 5)" in printed
     assert json.loads((out / "metrics.json").read_text())["code"]["n"] == 5

@@ -428,8 +428,8 @@ def cmd_eval(args) -> int:
                 "truncation_rate", "wall_seconds"):
         if metrics.get(key) is not None:
             print(f"  {key:16s} {metrics[key]:.3f}" if isinstance(metrics[key], float) else f"  {key:16s} {metrics[key]}")
-    for key in ("code", "sample_code"):  # code rows: why the failures failed
+    for key, label in (("code", "verdicts"), ("sample_code", "sample verdicts")):  # code rows: why they failed
         if metrics.get(key):
             kinds = ", ".join(f"{kind} {count}" for kind, count in metrics[key]["kinds"].items())
-            print(f"  {key + ' verdicts':16s} {kinds} (of {metrics[key]['n']})")
+            print(f"  {label:16s} {kinds} (of {metrics[key]['n']})")
     return 0
