@@ -136,20 +136,12 @@ CODE_HUB = {"humaneval": ("openai/openai_humaneval", None, "test"), "mbpp_full":
 
 
 @pytest.mark.parametrize("name", list(CODE_HUB))
-def test_code_hub_ids_load_through_the_same_adapter(tmp_path, monkeypatch, name):
+def test_code_hub_ids_load_through_the_same_adapter(tmp_path, hub_from_file, name):
     """The hub path: datasets.load_dataset(hub id, config, split=...) and then the same adapter as a file."""
     hub_id, config, split = CODE_HUB[name]
     path = tmp_path / f"{name}.parquet"
     write(path, SETS[name][0], 9)
-    real, calls = datasets.load_dataset, []
-
-    def fake(path_or_id, name=None, **kw):
-        if path_or_id == hub_id:
-            calls.append((path_or_id, name, kw.get("split")))
-            return real("parquet", data_files=str(path), split="train")
-        return real(path_or_id, name, **kw)
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
+    calls = hub_from_file(hub_id, path)
     from_hub = build_datasets(cfg(hub_id), FMT)
     assert calls == [(hub_id, config, split)]
     assert from_hub["train"].to_list() == build_datasets(cfg(path), FMT)["train"].to_list()
