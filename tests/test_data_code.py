@@ -7,8 +7,8 @@ import zipfile
 
 import datasets
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from test_data_sources import write  # one writer of schema'd sample files
 
 from reasontune.config import DataConfig, FormatConfig
 from reasontune.data import DataError, build_datasets, eval_split, parse_spec
@@ -64,16 +64,6 @@ OPENR1_CODE = {  # open-r1/verifiable-coding-problems-python
             {"fn_name": None, "input": "5\n", "output": f"{5 + i}\n", "type": "stdin_stdout"}] if i % 3 else [
             {"fn_name": "f", "input": "[1]", "output": "[2]", "type": "function_call"}]}},
 }
-
-
-def write(path, spec, n):
-    rows = [spec["row"](i) for i in range(1, n + 1)]
-    table = pa.Table.from_pylist(rows, schema=spec["schema"])
-    if str(path).endswith(".parquet"):
-        pq.write_table(table, path)
-    else:
-        path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
-    return rows
 
 
 def every_row(ds):

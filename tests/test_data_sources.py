@@ -79,7 +79,7 @@ def write(path, spec, n):
     if str(path).endswith(".parquet"):
         pq.write_table(table, path)
     else:
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))  # as the schema types them
     return rows
 
 
