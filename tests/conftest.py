@@ -40,3 +40,39 @@ def one_thread():
 
     with threads(1):
         yield
+
+
+@pytest.fixture(scope="session")
+def bwrap():
+    """The bubblewrap sandbox (rewards/sandbox.py), checked by running a probe program; skips without it."""
+    from reasontune.config import ConfigError
+    from reasontune.rewards import sandbox
+
+    try:
+        return sandbox.resolve("bwrap")
+    except ConfigError as e:
+        pytest.skip(f"bubblewrap is not usable here ({e}); `make test` installs it")
+
+
+@pytest.fixture
+def hub_from_file(monkeypatch):
+    """hub_from_file(hub_id, path) -> calls: datasets.load_dataset(hub_id, ...) reads the local parquet
+    `path` instead (no hub here), so a hub id goes through exactly the real loading code; `calls`
+    collects the (id, config, split) asked for."""
+    import datasets
+
+    real = datasets.load_dataset
+
+    def install(hub_id, path):
+        calls = []
+
+        def fake(path_or_id, name=None, **kw):
+            if path_or_id == hub_id:
+                calls.append((path_or_id, name, kw.get("split")))
+                return real("parquet", data_files=str(path), split="train")
+            return real(path_or_id, name, **kw)
+
+        monkeypatch.setattr(datasets, "load_dataset", fake)
+        return calls
+
+    return install

@@ -79,7 +79,7 @@ def write(path, spec, n):
     if str(path).endswith(".parquet"):
         pq.write_table(table, path)
     else:
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))  # as the schema types them
     return rows
 
 
@@ -113,20 +113,12 @@ def test_adapter_on_local_file(tmp_path, name, ext):
 
 
 @pytest.mark.parametrize("name", list(SETS))
-def test_hub_load_uses_the_same_adapter_path(tmp_path, monkeypatch, name):
+def test_hub_load_uses_the_same_adapter_path(tmp_path, hub_from_file, name):
     """A hub id loads through datasets.load_dataset(hub_id, config, split=...) and then the same adapter."""
     spec, hub_id, config, split, _ = SETS[name]
     path = tmp_path / f"{name}.parquet"
     write(path, spec, 10)
-    real, calls = datasets.load_dataset, []
-
-    def fake(path_or_id, name=None, **kw):
-        if path_or_id == hub_id:
-            calls.append((path_or_id, name, kw.get("split")))
-            return real("parquet", data_files=str(path), split="train")
-        return real(path_or_id, name, **kw)
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
+    calls = hub_from_file(hub_id, path)
     from_hub = build_datasets(cfg(hub_id), FMT)
     assert calls == [(hub_id, config, split)]
     from_file = build_datasets(cfg(path), FMT)

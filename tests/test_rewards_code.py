@@ -6,7 +6,6 @@ Controls run the same harm programs without a sandbox and show that the probes d
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reasontune.config import ConfigError, FormatConfig, RewardsConfig
+from reasontune.config import FormatConfig, RewardsConfig
 from reasontune.rewards import code_hacks, sandbox
 from reasontune.rewards.code import check_many, extract_code, parse_tests
 
@@ -24,14 +23,6 @@ S0, S1 = "<SOLUTION>", "</SOLUTION>"
 
 def answer(body: str) -> str:
     return f"Some working.<end_working_out>{S0}{body}{S1}"
-
-
-@pytest.fixture(scope="module")
-def bwrap():
-    try:
-        return sandbox.resolve("bwrap")
-    except ConfigError as e:
-        pytest.skip(f"bubblewrap is not usable here ({e}); `make test` installs it")
 
 
 @pytest.mark.parametrize("text,code", [
@@ -122,9 +113,10 @@ def test_every_hack_scores_zero_and_the_host_is_unharmed_under_bubblewrap(bwrap,
 def outside_tmp():
     """A folder for the stand-in user files outside /tmp (the unshare sandbox covers /tmp with a tmpfs,
     which would hide them for the wrong reason)."""
-    base = Path(os.environ.get("REASONTUNE_HOME", Path.home() / ".cache" / "reasontune"))
-    base.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="test-hacks-", dir=base) as d:
+    from reasontune.models import home
+
+    home().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="test-hacks-", dir=home()) as d:
         yield Path(d)
 
 

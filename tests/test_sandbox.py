@@ -21,14 +21,6 @@ from reasontune.rewards.sandbox import SandboxError, SandboxLimits, run_program
 FAST = SandboxLimits(cpu_s=1.0, wall_s=2.0, memory_mb=256)
 
 
-@pytest.fixture(scope="module")
-def bwrap():
-    try:
-        return sandbox.resolve("bwrap")
-    except ConfigError as e:
-        pytest.skip(f"bubblewrap is not usable here ({e}); `make test` installs it")
-
-
 # ---------------------------------------------------------------- the codec
 def _same(a, b) -> bool:
     """Equal, with the same exact types all the way down (NaN equal to NaN)."""

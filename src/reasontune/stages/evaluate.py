@@ -1,5 +1,9 @@
 """Held-out evaluation: greedy pass@1, optional pass@k / maj@k, format and length statistics.
 
+Code rows (a `tests` column, data/code.py) are graded by running their tests in the sandbox
+(rewards/code.check_many): right means every test passed, and the verdicts' kinds (pass, wrong, error,
+syntax, timeout, no_code) are counted in metrics.json's `code` (greedy) and `sample_code` (sampled).
+
 Writes DIR/metrics.json and DIR/completions.jsonl (atomically). `reasontune eval` is the CLI.
 Heavy imports (torch, transformers) happen inside functions: cli.py imports this module to
 build its parser.
@@ -69,9 +73,14 @@ def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict
     from reasontune.rewards.scoring import label_free, score
 
     recs, src = [], []
+    verdicts = _code_verdicts(rows, gens, cfg)
     for i, (row, prompt, samples) in enumerate(zip(rows, prompts, gens)):
         for j, g in enumerate(samples):
-            pred, correct = grade(g.text, str(row.get("answer")), cfg.format, **rg_columns(row))
+            v = verdicts.get((i, j))
+            if v is None:
+                pred, correct = grade(g.text, str(row.get("answer")), cfg.format, **rg_columns(row))
+            else:
+                pred, correct = v["extracted"], v["code"] == "pass"
             rec = {"index": i, "kind": kind, "sample": j, "prompt": prompt, "question": row.get("question"),
                    "answer": str(row.get("answer")), "completion": g.text, "extracted": pred, "correct": correct,
                    "format_ok": bool(has_format(g.text, cfg.format)), "num_tokens": g.num_tokens,
@@ -80,6 +89,8 @@ def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict
             for col in ("difficulty", "subject"):
                 if row.get(col) is not None:
                     rec[col] = row[col]
+            if v is not None:
+                rec.update(code=v["code"], tests_passed=v["passed"], tests_total=v["total"])
             recs.append(rec)
             src.append((row, g))
     if funcs and recs:
@@ -89,6 +100,38 @@ def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict
         for r, s in zip(recs, scores):
             r["scores"] = s
     return recs
+
+
+def _code_verdicts(rows, gens, cfg: RunConfig) -> dict[tuple[int, int], dict]:
+    """{(row index, sample index): verdict} for the completions of code rows, run in the run's sandbox
+    (rewards.code_sandbox) with its answer markers, in parallel workers (one per CPU)."""
+    from reasontune.data.code import is_code_row
+
+    keys = [(i, j) for i, (row, samples) in enumerate(zip(rows, gens)) if is_code_row(row)
+            for j in range(len(samples))]
+    if not keys:
+        return {}
+    from reasontune.rewards.code import check_many, extract_code
+
+    texts = [gens[i][j].text for i, j in keys]
+    got = check_many(texts, [rows[i]["tests"] for i, _ in keys], sandbox=cfg.rewards.code_sandbox, fmt=cfg.format)
+    return {key: {"code": v.kind, "passed": v.passed, "total": v.total, "extracted": extract_code(t, cfg.format)}
+            for key, v, t in zip(keys, got, texts)}
+
+
+def code_summary(records: list[dict]) -> dict | None:
+    """{n, pass_rate, tests_passed (mean fraction), kinds: {verdict kind: count}} over code records; None
+    when there are none. The kinds say why the rest failed: wrong output, an error, a syntax error, a
+    timeout, or no code in the answer block."""
+    code = [r for r in records if r.get("code") is not None]
+    if not code:
+        return None
+    kinds: dict[str, int] = {}
+    for r in code:
+        kinds[r["code"]] = kinds.get(r["code"], 0) + 1
+    return {"n": len(code), "pass_rate": mean([r["code"] == "pass" for r in code]),
+            "tests_passed": mean([r["tests_passed"] / r["tests_total"] for r in code if r.get("tests_total")]),
+            "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
 
 
 def summarize(greedy: list[dict], sampled: list[dict] | None = None, k: int | None = None) -> dict:
@@ -112,6 +155,9 @@ def summarize(greedy: list[dict], sampled: list[dict] | None = None, k: int | No
                     out[key].setdefault(level, {})["pass_at_k"] = value
     if sampled and k:
         out.update(_sample_metrics(sampled, k))
+    for key, recs in (("code", greedy), ("sample_code", sampled or [])):
+        if code_summary(recs) is not None:
+            out[key] = code_summary(recs)
     return out
 
 
@@ -136,6 +182,8 @@ def _sample_metrics(sampled: list[dict], k: int) -> dict:
                for x in ks}
     maj = []
     for rs in by_problem.values():
+        if rs[0].get("code") is not None:
+            continue  # code has no answer to vote on (two programs are not compared as answers)
         vote = majority_vote([r["extracted"] for r in rs], same=lambda a, b: is_correct(b, a))
         # the vote is one of the extracted answers: its grade (reasoning-gym's scorer for rg logic rows) decides
         maj.append(vote is not None and next(r["correct"] for r in rs if r["extracted"] == vote))
@@ -379,4 +427,8 @@ def cmd_eval(args) -> int:
                 "truncation_rate", "wall_seconds"):
         if metrics.get(key) is not None:
             print(f"  {key:16s} {metrics[key]:.3f}" if isinstance(metrics[key], float) else f"  {key:16s} {metrics[key]}")
+    for key, label in (("code", "verdicts"), ("sample_code", "sample verdicts")):  # code rows: why they failed
+        if metrics.get(key):
+            kinds = ", ".join(f"{kind} {count}" for kind, count in metrics[key]["kinds"].items())
+            print(f"  {label:16s} {kinds} (of {metrics[key]['n']})")
     return 0
