@@ -10,7 +10,7 @@ import pytest
 
 from reasontune.engines.steptime import PARTS, StepTimes, breakdown
 
-from test_trainer import tiny_cfg
+from test_trainer import NEEDS_TRL_CPU_FUSED_HEAD, tiny_cfg
 
 
 def test_breakdown_derives_the_parts_from_nested_timers():
@@ -42,6 +42,7 @@ def test_every_grpo_step_logs_its_time_by_part(tmp_path, tiny_model_dir, one_thr
         assert r["rows/trained"] + r["rows/skipped"] == 4  # per_device_train_batch_size completions a step
 
 
+@NEEDS_TRL_CPU_FUSED_HEAD  # plain TRL computes its log-probs with it
 def test_the_same_instrument_times_plain_trl(tmp_path, tiny_model_dir, one_thread):
     from trl import GRPOConfig, GRPOTrainer
 
