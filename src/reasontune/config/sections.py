@@ -147,6 +147,10 @@ class RewardsConfig:
     weights: list[float] | None = _f(None, "One weight per reward (0 logs without training); None: all 1.0.")
     on_error: str = _f("none", "What a raising reward does: 'none' (skip that sample, count it) or 'raise'.")
     eos_token: str | None = _f(None, "EOS text allowed after the closing answer marker; None uses the tokenizer's.")
+    answers_only: bool = _f(
+        False, "The rewards see the reference answers only: the `worked` column (worked solutions) never reaches a "
+        "reward in GRPO or eval, so step_check checks right, grounded lines without a reference path, and a reward "
+        "that needs worked solutions is refused. The SFT warm-up still trains on its worked solutions (counted).")
 
     def __post_init__(self):
         _check(bool(self.names), "rewards.names", self.names, "name at least one reward or a preset")

@@ -13,6 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 _NOT_COLUMNS = ("prompt", "completion", "completion_ids")  # TRL leaves these out of the keyword arguments
+LABEL_COLUMNS = ("worked",)  # worked solutions: what `rewards.answers_only` keeps from every reward
+
+
+def label_free(ds_or_rows, answers_only: bool):
+    """A dataset (or list of row dicts) without the worked-solution column when `answers_only`: the one place
+    GRPO's training rows and eval's scored rows lose it, so no reward can read a worked solution."""
+    if not answers_only:
+        return ds_or_rows
+    if hasattr(ds_or_rows, "remove_columns"):
+        drop = [c for c in LABEL_COLUMNS if c in ds_or_rows.column_names]
+        return ds_or_rows.remove_columns(drop) if drop else ds_or_rows
+    return [{k: v for k, v in row.items() if k not in LABEL_COLUMNS} for row in ds_or_rows]
+
+
+def needs_labels(funcs: Sequence[Callable]) -> list[str]:
+    """Names of the rewards that declare (`fn.needs_columns`) a column `answers_only` withholds."""
+    return [f.__name__ for f in funcs if set(getattr(f, "needs_columns", ())) & set(LABEL_COLUMNS)]
 
 
 def reward_columns(rows: Sequence[dict]) -> dict[str, list]:

@@ -35,10 +35,16 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
         check_output_dir(cfg)
     try:
         # unknown names fail here, listing valid ones; the real completion budget needs the tokenizer (train.py)
-        build_reward_funcs(cfg.rewards, cfg.format,
-                           max_completion_length=cfg.grpo.max_completion_length or cfg.model.max_seq_length)
+        funcs, _ = build_reward_funcs(cfg.rewards, cfg.format,
+                                      max_completion_length=cfg.grpo.max_completion_length or cfg.model.max_seq_length)
     except ConfigError as e:
         raise ConfigError(f"rewards.names={list(cfg.rewards.names)!r}: {e}") from e
+    if cfg.rewards.answers_only:
+        from reasontune.rewards.scoring import needs_labels
+
+        if bad := needs_labels(funcs):
+            raise ConfigError(f"rewards.answers_only=true, but reward(s) {bad} need worked solutions: drop them from "
+                              "rewards.names, or set rewards.answers_only=false")
     if is_local_or_procedural(cfg.data.dataset):
         from reasontune.engines.curriculum import check_column
         from reasontune.data import build_datasets

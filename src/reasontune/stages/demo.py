@@ -152,6 +152,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     end_stage("grpo")
     save_adapter(model, tok, out / "adapter", cfg, "the demo: SFT format warm-up, then GRPO")
     measure("after")
+    from reasontune.runs.labels import total as labels_total
+
     summary = {k: stage_summary(v) for k, v in stages.items()}
     if ood_stages:
         summary["ood"] = {"difficulty": ood_cfg.difficulty, "n": len(ood),
@@ -169,6 +171,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
                    quick=quick, grpo=result["summary"], grpo_steps=result["summary"].get("global_step"),
                    # what `demo --compare` sizes its other arms from (this run is its SFT-then-GRPO arm)
                    warmup_sft={k: sft_out[k] for k in ("steps", "seconds", "examples") if k in sft_out},
+                   labels=labels_total(sft_out.get("examples", 0), result["summary"].get("labels")),
                    load_average={"start": load_start, "end": machine_load(), "shared_at_start": shared},
                    settings=cfg.to_dict())
     atomic_write_json(out / "metrics.json", summary)
@@ -254,7 +257,11 @@ def write_markdown(out: Path, s: dict) -> None:
     from reasontune.stages.overlap import novelty_markdown
     from reasontune.runs.folder import atomic_write_text
 
-    lines = ["# reasontune demo", "", f"Wall time: {s['wall_seconds']:.0f} s. Backend: {s['backend']}.", "",
+    from reasontune.runs.labels import sentence
+
+    learned = sentence(s.get("labels"))
+    lines = ["# reasontune demo", "", f"Wall time: {s['wall_seconds']:.0f} s. Backend: {s['backend']}."
+             + (f" The tuned model {learned}." if learned else ""), "",
              "Stops on its own: the answer block closed, then EOS within grpo.stop_grace_tokens, sampled by the model "
              "(what a client without our stop rule sees).", "",
              "| stage | accuracy | format rate | stops on its own | mean length | working lines | n |",

@@ -66,7 +66,7 @@ def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict
     from reasontune.engines.generation import stopped_on_own
     from reasontune.rewards import grade, has_format, rg_columns
     from reasontune.rewards.steps import working_lines
-    from reasontune.rewards.scoring import score
+    from reasontune.rewards.scoring import label_free, score
 
     recs, src = [], []
     for i, (row, prompt, samples) in enumerate(zip(rows, prompts, gens)):
@@ -83,7 +83,8 @@ def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict
             recs.append(rec)
             src.append((row, g))
     if funcs and recs:
-        scores = score(funcs, [r for r, _ in src], [r["prompt"] for r in recs], [g.text for _, g in src],
+        scores = score(funcs, label_free([r for r, _ in src], cfg.rewards.answers_only), [r["prompt"] for r in recs],
+                       [g.text for _, g in src],
                        [g.token_ids for _, g in src])
         for r, s in zip(recs, scores):
             r["scores"] = s

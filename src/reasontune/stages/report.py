@@ -257,6 +257,19 @@ def headline(stages: dict[str, dict], accs: list[tuple[str, float]]) -> str:
     return f"accuracy {chain} ({gains}){stop}"
 
 
+def labels_sentence(p: Path, demo: dict) -> str:
+    """'learned from N worked solutions and M answers': a demo's metrics.json, else the run's status.json."""
+    from reasontune.runs.labels import sentence
+
+    labels = demo.get("labels")
+    if labels is None:
+        for status in (p / "status.json", p / "train" / "status.json"):
+            if status.is_file():
+                labels = read_json(status).get("labels")
+                break
+    return sentence(labels)
+
+
 def warnings_html(p: Path) -> str:
     """The watcher's warnings (watch.py) from RUN/status.json (a demo's: OUT/train/), as the report's first section."""
     import html
@@ -292,6 +305,8 @@ def build_report(path, out=None) -> Path:
     accs = [(s, m["accuracy"]) for s, m in stages.items() if isinstance(m.get("accuracy"), (int, float))]
     if len(accs) > 1:
         parts.append(f"<p class='head'>{headline(stages, accs)}</p>")
+    if learned := labels_sentence(p, demo):
+        parts.append(f"<p class='head'>The model {html.escape(learned)}.</p>")
     if stages:
         parts.append("<h2>Evaluation</h2>" + _table(stages))
         figs = [stage_bars(stages)] + [u for u in [difficulty_bars(stages)] if u]

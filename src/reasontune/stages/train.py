@@ -202,7 +202,10 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
     from reasontune.rewards import run_reward_funcs
     from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
+    from reasontune.rewards.scoring import label_free
+
     train_ds, plen = fit_prompts(train_ds, tokenizer, cfg.grpo.max_prompt_length)
+    train_ds = label_free(train_ds, cfg.rewards.answers_only)  # TRL passes every column to every reward
     args = grpo_args(cfg, plen)
     # the completion budget GRPO samples with is the one overlong_soft measures against
     funcs, weights = run_reward_funcs(cfg, tokenizer.eos_token, args.max_completion_length)
@@ -352,7 +355,11 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     if not stopper.requested and trainer.accelerator.is_main_process:
         stage = "SFT warm-up, then GRPO" if cfg.warmup.kind == "sft" else "GRPO"
         save_adapter(trainer.model, tokenizer, run.path / "adapter", cfg, stage)
-    return {"global_step": trainer.state.global_step, "train_loss": out.training_loss,
+    from reasontune.runs.labels import grpo_labels, total
+
+    labels = total(w["examples"] if warm else 0,
+                   grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args, trainer.state.global_step))
+    return {"global_step": trainer.state.global_step, "train_loss": out.training_loss, "labels": labels,
             "grpo_seconds": time.perf_counter() - t0, "stopped_by_time_budget": budget.fired,
             "warned": [w["condition"] for w in watch.warnings],
             **({"stopped_by": watch.stopped} if watch.stopped else {})}
