@@ -15,6 +15,7 @@ SPEC_FORMS = (
     "a hub id owner/name (adapters for openai/gsm8k, open-r1/OpenR1-Math-220k, "
     "open-r1/DAPO-Math-17k-Processed, HuggingFaceH4/MATH-500; aliases gsm8k, openr1-math, dapo-math, math-500)",
     "a local file ending in .jsonl, .json, .csv or .parquet",
+    "phrased_otherwise (84 word problems shipped with reasontune, phrased unlike the generators)",
 )
 
 

@@ -132,6 +132,9 @@ def run_sft(cfg: RunConfig, model=None, tokenizer=None, datasets=None, examples:
     except BaseException as e:
         run.set_status("failed", error=f"{type(e).__name__}: {e}")
         raise
+    from reasontune.runs.labels import total
+
+    summary["labels"] = total(summary["examples_seen"], None)  # worked solutions only: no reward read an answer
     run.set_status("done", **summary)
     return {"summary": summary, "run_dir": str(run.path)}
 
