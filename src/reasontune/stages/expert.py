@@ -162,7 +162,7 @@ def save_round(model, run, r: int, state: dict) -> None:
     root = run.path / "checkpoints"
     folder = root / f"checkpoint-{r}"
     model.save_pretrained(str(folder))
-    atomic_write_json(folder / STATE_FILE, {"round": r, **state})
+    atomic_write_json(folder / STATE_FILE, {**state, "round": r})
     for old in root.glob("checkpoint-*"):
         if old != folder:
             shutil.rmtree(old, ignore_errors=True)
@@ -195,6 +195,8 @@ def expert_iteration(cfg: RunConfig, run, model, tokenizer, train_ds, stopper, s
         run.truncate_metrics(state["round"], stage="expert_iteration")
         logger.info("expert iteration: resuming after round %d (%s)", state["round"], resume_from)
     problems = Problems(len(rows), cfg.seed, state["cursor"], state["seen"])
+    if not resume_from:  # round 0: the warm-up's weights, so a signal in round 1 does not cost the warm-up again
+        save_round(model, run, 0, {**state, "seconds": 0.0})
     watch = Watch(cfg.grpo.watch_window, cfg.grpo.stop_on, run, stage="expert_iteration",
                   scales={"verified": RewardScale("answer", 0.0, 1.0)})  # the pass rate is an answer level
     t0 = time.perf_counter()

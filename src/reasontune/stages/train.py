@@ -287,10 +287,7 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
         if stopper.requested:  # checkpointed at the step boundary (RUN/warmup/checkpoint-N); GRPO not begun
             return {"global_step": w["steps"], "stage": "warmup"}
     if cfg.method == "expert_iteration":  # its checkpoints are finished rounds: resume_from is the last one
-        from reasontune.stages.expert import expert_iteration
-
-        return expert_iteration(cfg, run, model, tokenizer, datasets["train"], stopper,
-                                sft_examples=w["examples_seen"] if warm else 0, resume_from=resume_from)
+        return _expert_iteration(cfg, run, model, tokenizer, datasets, stopper, w if warm else None, resume_from)
     train_ds = prepare_prompts(datasets["train"], tokenizer, cfg)
     from reasontune.engines.guards import NonFiniteError, NonFiniteGuard
 
@@ -320,11 +317,24 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     if not stopper.requested and trainer.accelerator.is_main_process:
         stage = "SFT warm-up, then GRPO" if cfg.warmup.kind == "sft" else "GRPO"
         save_adapter(trainer.model, tokenizer, run.path / "adapter", cfg, stage)
-    from reasontune.runs.labels import grpo_labels, total
-
-    labels = total(w["examples_seen"] if warm else 0,
-                   grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args, trainer.state.global_step))
+    labels = _grpo_labels(trainer, w["examples_seen"] if warm else 0)
     return {"global_step": trainer.state.global_step, "train_loss": out.training_loss, "labels": labels,
             "grpo_seconds": time.perf_counter() - t0, "stopped_by_time_budget": budget.fired,
             "warned": [w["condition"] for w in watch.warnings],
             **({"stopped_by": watch.stopped} if watch.stopped else {})}
+
+
+def _grpo_labels(trainer, sft_examples: int) -> dict:
+    """The run's labels (runs/labels.py): the warm-up's worked solutions, and what GRPO's rewards read."""
+    from reasontune.runs.labels import grpo_labels, total
+
+    return total(sft_examples, grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args,
+                                           trainer.state.global_step))
+
+
+def _expert_iteration(cfg, run, model, tokenizer, datasets, stopper, warmed: dict | None, resume_from) -> dict:
+    """Expert iteration instead of GRPO (stages/expert.py), after the warm-up `warmed` (None: none ran here)."""
+    from reasontune.stages.expert import expert_iteration
+
+    return expert_iteration(cfg, run, model, tokenizer, datasets["train"], stopper,
+                            sft_examples=warmed["examples_seen"] if warmed else 0, resume_from=resume_from)
