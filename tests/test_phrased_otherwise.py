@@ -79,6 +79,8 @@ def test_the_demo_evaluates_the_set_for_the_arithmetic_generators_only():
     cfg = demo_config("o")
     assert len(phrased_set(cfg, None)) == len(rows())
     assert phrased_set(replace(cfg, data=replace(cfg.data, dataset="procedural:linear")), None) is None
+    few = phrased_set(demo_config("o", quick=True), None)  # --quick: data.test_size of them, of several kinds
+    assert len(few) == 8 and len(set(few["subject"])) > 1
     stage = {"n": 84, "accuracy": 0.5, "stop_rate": 1.0, "by_subject": {"terse": {"accuracy": 0.25}},
              "by_difficulty": {"1": {"accuracy": 0.75}}}
     s = phrased_summary({"before": {**stage, "accuracy": 0.0}, "after": stage})

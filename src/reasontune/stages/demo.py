@@ -199,12 +199,16 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
 
 
 def phrased_set(cfg: RunConfig, tokenizer):
-    """The rows of the phrased-otherwise set, when the demo trains an arithmetic generator; else None."""
-    if cfg.data.dataset not in PHRASED_FOR:
+    """The rows of the phrased-otherwise set, when the demo trains an arithmetic generator (at most data.test_size,
+    as the OOD set: --quick evaluates a few); else None."""
+    if cfg.data.dataset not in PHRASED_FOR or cfg.data.test_size == 0:
         return None
     from reasontune.data import eval_split
 
-    return eval_split(replace(cfg.data, dataset=PHRASED), cfg.format, tokenizer)
+    ds = eval_split(replace(cfg.data, dataset=PHRASED), cfg.format, tokenizer)
+    if len(ds) <= cfg.data.test_size:
+        return ds
+    return ds.shuffle(seed=cfg.data.seed).select(range(cfg.data.test_size))  # the file is in order of kind
 
 
 def phrased_summary(stages: dict) -> dict:
