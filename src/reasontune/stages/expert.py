@@ -129,12 +129,10 @@ def train_round(cfg: RunConfig, model, tokenizer, prompts: list[str], kept: list
         return {"loss": None, "sft_steps": 0, "sft_seconds": 0.0}
     e, w, eos = cfg.expert_iteration, cfg.warmup, tokenizer.eos_token or ""
     data = datasets.Dataset.from_list([{"prompt": prompts[i], "completion": t + eos} for i, t in kept])
-    t0 = time.perf_counter()
-    trainer, result = sft_train(cfg, model, tokenizer, data, out, epochs=e.epochs,
-                                learning_rate=e.learning_rate or w.learning_rate,
-                                batch_size=e.batch_size or w.batch_size, callbacks=callbacks)
-    return {"loss": result.training_loss, "sft_steps": trainer.state.global_step,
-            "sft_seconds": time.perf_counter() - t0}
+    trainer, result, seconds = sft_train(cfg, model, tokenizer, data, out, epochs=e.epochs,
+                                         learning_rate=e.learning_rate or w.learning_rate,
+                                         batch_size=e.batch_size or w.batch_size, callbacks=callbacks)
+    return {"loss": result.training_loss, "sft_steps": trainer.state.global_step, "sft_seconds": seconds}
 
 
 def round_row(r: int, counts: dict, gens: list[list], trained: dict, seconds: dict, problems: Problems) -> dict:

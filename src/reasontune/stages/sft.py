@@ -29,12 +29,10 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
     data = sft_rows(train_ds, tokenizer, cfg, w.examples)
     watch = Watch(cfg.grpo.watch_window, run=run, stage="warmup")  # warns only: grpo.stop_on is GRPO's
     callbacks = [watch] + ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
-    t0 = time.perf_counter()
-    trainer, result = sft_train(cfg, model, tokenizer, data, Path(out_dir or cfg.output_dir) / "warmup",
-                                epochs=w.epochs, learning_rate=w.learning_rate, batch_size=w.batch_size,
-                                gradient_accumulation_steps=w.gradient_accumulation_steps, callbacks=callbacks,
-                                resume_from=resume_from)
-    secs = time.perf_counter() - t0
+    trainer, result, secs = sft_train(cfg, model, tokenizer, data, Path(out_dir or cfg.output_dir) / "warmup",
+                                      epochs=w.epochs, learning_rate=w.learning_rate, batch_size=w.batch_size,
+                                      gradient_accumulation_steps=w.gradient_accumulation_steps, callbacks=callbacks,
+                                      resume_from=resume_from)
     logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,
                 result.training_loss, secs)
     steps = trainer.state.global_step
@@ -46,8 +44,9 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
 
 def sft_train(cfg: RunConfig, model, tokenizer, data, out: Path, *, epochs: float, learning_rate: float,
               batch_size: int, gradient_accumulation_steps: int = 1, callbacks=(), resume_from: str | None = None):
-    """(trainer, train result): TRL's SFT (our LeanSFTTrainer) on prompt/completion rows, loss on the completion,
-    in place on the (LoRA) model. The warm-up, `reasontune sft` and expert iteration's rounds all train here."""
+    """(trainer, train result, seconds of trainer.train() alone: the training seconds every compare arm counts):
+    TRL's SFT (our LeanSFTTrainer) on prompt/completion rows, loss on the completion, in place on the (LoRA) model.
+    The warm-up, `reasontune sft` and expert iteration's rounds all train here."""
     import torch
     from trl import SFTConfig
 
@@ -66,7 +65,9 @@ def sft_train(cfg: RunConfig, model, tokenizer, data, out: Path, *, epochs: floa
     )
     trainer = LeanSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              callbacks=list(callbacks))
-    return trainer, trainer.train(resume_from_checkpoint=resume_from)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    return trainer, result, time.perf_counter() - t0
 
 
 def _sft_bf16(cfg: RunConfig) -> bool:
