@@ -79,14 +79,9 @@ def train_format_model(base, out, problems: int = STOP_PROBLEMS, steps: int = 30
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import vllm_jobs
-<<<<<<< HEAD
-    from reasontune.stages.evaluate import _messages, _rows
-    from reasontune.models.prompting import render_prompt
-=======
     from reasontune.stages.evaluate import _messages, _rows
     from reasontune.models.prompting import render_prompt
     from reasontune.models.speed import threads
->>>>>>> 3d92236 (test_vllm: the format model learns 3 problems (one per ending) on one thread, until p >= 0.995 per token: 47 s at load average 7, against 33 min for 6 problems on two threads)
 
     tok = AutoTokenizer.from_pretrained(base)
     cfg = vllm_jobs._cfg(str(base), problems, "transformers", "float32")
