@@ -37,14 +37,14 @@ def problems_drawn(args, global_step: int, rows: int) -> int:
 def grpo_labels(funcs: Sequence[Callable], train_ds, args, global_step: int) -> dict:
     """The labels GRPO read: its distinct problems' answers and, where a reward reads it, their worked solutions."""
     drawn = problems_drawn(args, global_step, len(train_ds))
-    has_worked = "worked" in train_ds.column_names
+    worked_readers = readers(funcs, "worked") if "worked" in train_ds.column_names else []
+    answer_readers = readers(funcs, "answer")
+    # the share of rows with a worked solution, counted only when a reward reads them
     share = (sum(1 for w in train_ds["worked"] if w is not None and str(w).strip()) / len(train_ds)
-             if has_worked and len(train_ds) else 0.0)
-    worked_readers = readers(funcs, "worked") if has_worked else []
-    worked = int(round(drawn * share)) if worked_readers else 0
-    return {"grpo_problems": drawn, "answers": drawn if readers(funcs, "answer") else 0,
-            "grpo_worked_read": worked, "worked_estimated": bool(worked_readers) and 0.0 < share < 1.0,
-            "rewards_reading_worked": worked_readers, "rewards_reading_answer": readers(funcs, "answer")}
+             if worked_readers and len(train_ds) else 0.0)
+    return {"grpo_problems": drawn, "answers": drawn if answer_readers else 0,
+            "grpo_worked_read": int(round(drawn * share)), "worked_estimated": 0.0 < share < 1.0,
+            "rewards_reading_worked": worked_readers, "rewards_reading_answer": answer_readers}
 
 
 def total(sft_examples: int, grpo: dict | None) -> dict:

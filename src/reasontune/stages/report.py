@@ -262,12 +262,12 @@ def labels_sentence(p: Path, demo: dict) -> str:
     from reasontune.runs.labels import sentence
 
     labels = demo.get("labels")
-    if labels is None:
-        for status in (p / "status.json", p / "train" / "status.json"):
-            if status.is_file():
-                labels = read_json(status).get("labels")
-                break
-    return sentence(labels)
+    return sentence(run_status(p).get("labels") if labels is None else labels)
+
+
+def run_status(p: Path) -> dict:
+    """RUN/status.json (a demo's: OUT/train/status.json), or {} when the folder has none."""
+    return next((read_json(f) for f in (p / "status.json", p / "train" / "status.json") if f.is_file()), {})
 
 
 def watched_lines(st: dict, stage: str = "grpo") -> list[str]:
@@ -293,7 +293,7 @@ def warnings_html(p: Path) -> str:
     report's first section."""
     import html
 
-    st = next((read_json(f) for f in (p / "status.json", p / "train" / "status.json") if f.is_file()), {})
+    st = run_status(p)
     items = "".join(f"<li><b>{html.escape(str(w.get('condition')))}</b> ({html.escape(str(w.get('stage')))} step "
                     f"{w.get('step')}): {html.escape(str(w.get('message')))}</li>" for w in st.get("warnings") or [])
     stop = (f"<p class='head'>stopped: {html.escape(str(st.get('reason')))}</p>"
