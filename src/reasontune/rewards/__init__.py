@@ -21,6 +21,7 @@ from reasontune.rewards import code as _code  # noqa: F401  (registers code_test
 from reasontune.rewards import recipe as _recipe  # noqa: F401  (registers the recipe rewards)
 from reasontune.rewards import steps as _steps  # noqa: F401  (registers step_check)
 from reasontune.rewards import verified as _verified  # noqa: F401  (registers the verified rewards)
+from reasontune.rewards import workcheck as _workcheck  # noqa: F401  (registers work_check)
 from reasontune.rewards.check import DEFAULT_TIMEOUT_S, is_correct, parse_number
 from reasontune.rewards.extract import completion_text, extract_answer, has_format
 from reasontune.rewards.registry import (
