@@ -64,8 +64,11 @@ def _grpo_stage(cfg: RunConfig, model, tok, train, run, left: float | None) -> d
                                  [guard, MetricsCallback(run), cb, own])
     t = time.perf_counter()
     trainer.train()
+    from reasontune.runs.labels import grpo_labels
+
     return {"steps": trainer.state.global_step, "max_steps": cfg.grpo.max_steps, "seconds": time.perf_counter() - t,
-            "stopped_by_budget": cb.fired, "stopped_by_max_seconds": own.fired, "nonfinite": guard.tripped}
+            "stopped_by_budget": cb.fired, "stopped_by_max_seconds": own.fired, "nonfinite": guard.tripped,
+            "labels": grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args, trainer.state.global_step)}
 
 
 def _arm_config(cfg: RunConfig, arm: str, plan: dict, root: Path) -> RunConfig:
@@ -99,10 +102,13 @@ def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None,
         stages["grpo"] = _grpo_stage(acfg, model, tok, data["train"], run, left)
     wall = sum(s["seconds"] for s in stages.values())  # training seconds, as rows_from_demo counts the demo's
     save_adapter(model, tok, run.path / "adapter", acfg, f"reasontune compare, arm {arm}")
-    result = {"arm": arm, "wall_seconds": wall, "stages": stages,
+    from reasontune.runs.labels import total
+
+    labels = total(stages.get("sft", {}).get("examples_seen", 0), stages.get("grpo", {}).get("labels"))
+    result = {"arm": arm, "wall_seconds": wall, "stages": stages, "labels": labels,
               "stopped_by_budget": any(s.get("stopped_by_budget") for s in stages.values()),
               **_evaluate(acfg, model, tok, evals, run.path / "evals", marks)}
-    run.set_status("done", wall_seconds=wall, stopped_by_budget=result["stopped_by_budget"])
+    run.set_status("done", wall_seconds=wall, stopped_by_budget=result["stopped_by_budget"], labels=labels)
     logger.info("compare %s: %.0f s, held-out %.3f, OOD %s", arm, wall, result["heldout_accuracy"],
                 result.get("ood_accuracy"))
     return result
@@ -143,6 +149,13 @@ def figures(name: str, m: dict) -> dict:
             f"{name}_working_lines_by_level": {str(k): v.get("working_lines") for k, v in sorted(levels.items())}}
 
 
+def _no_labels() -> dict:
+    """The base model's labels: it learned from nothing."""
+    from reasontune.runs.labels import total
+
+    return total(0, None)
+
+
 def rows_from_demo(s: dict) -> dict:
     """The base row and the SFT-then-GRPO arm from a finished demo's metrics.json summary (`run_demo`'s return):
     same recipe, fresh model, SFT then GRPO; only its training seconds count, as in `run_arm`: trainer.train()'s
@@ -154,7 +167,8 @@ def rows_from_demo(s: dict) -> dict:
     ood = s.get("ood") or {}
 
     def row(arm, stage, wall, stages):
-        r = {"arm": arm, "wall_seconds": wall, **figures("heldout", s[stage]), "from_demo": True}
+        labels = s.get("labels") if stages else _no_labels()
+        r = {"arm": arm, "wall_seconds": wall, **figures("heldout", s[stage]), "from_demo": True, "labels": labels}
         if stage in ood:
             r.update({"ood_accuracy": ood[stage], "ood_n": ood.get("n")})
         return {**r, "stages": stages} if stages else r
@@ -252,7 +266,7 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
         if include_base:
             model, tok = _fresh(cfg)
             base = _evaluate(cfg, model, tok, evals, root / "base", marks)
-            rows["base"] = {"arm": "base", "wall_seconds": 0.0, **base}
+            rows["base"] = {"arm": "base", "wall_seconds": 0.0, **base, "labels": _no_labels()}
             del model
         rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root, marks)
     plan = plan_from(rows["sft_then_grpo"], cfg, budget_s, count_worked(data["train"]))
@@ -277,14 +291,18 @@ def write_table(root: Path, s: dict) -> None:
     lines = ["# SFT vs GRPO vs SFT then GRPO", "",
              f"Budget: {s['budget_s']:.0f} s of training per arm (training only). Held-out: training "
              f"distribution (difficulty {s['train_difficulty']}); OOD: {ood}.", "",
-             "| arm | wall s | held-out accuracy | no near-duplicate in training | OOD accuracy | format rate | "
-             "stops on its own | working lines | working lines by level | stopped by budget |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "Labels: the worked solutions an arm learned from (SFT examples, and GRPO problems whose reference working "
+             "a reward read) and the reference answers its rewards read (runs/labels.py).", "",
+             "| arm | labels: worked solutions / answers | wall s | held-out accuracy | no near-duplicate in training | "
+             "OOD accuracy | format rate | stops on its own | working lines | working lines by level | stopped by budget |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in s["arms"].items():
         by = " / ".join(f"L{k} {f(v)}" for k, v in (r.get("heldout_working_lines_by_level") or {}).items())
         name = f"{arm} (the demo's run)" if r.get("from_demo") and arm != "base" else arm
         novel = f(r.get("heldout_novel_accuracy")) + (f" ({r['heldout_novel_n']})" if r.get("heldout_novel_n") else "")
-        lines.append(f"| {name} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | {novel} | "
+        lab = r.get("labels")
+        lab = f"{lab['worked_solutions']} / {lab['answers']}" if lab else "n/a"
+        lines.append(f"| {name} | {lab} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | {novel} | "
                      f"{f(r.get('ood_accuracy'))} | {f(r.get('heldout_format_rate'))} | "
                      f"{f(r.get('heldout_stop_rate'))} | {f(r.get('heldout_working_lines'))} | {by or 'n/a'} | "
                      f"{'yes' if r.get('stopped_by_budget') else 'no'} |")

@@ -35,6 +35,11 @@ WARMUP_SAMPLED_PROBLEMS = 64
 # Problems of the harder level training never saw (ood_data_config), greedy, at each stage; written to
 # OUT/evals_ood/<stage>, apart from OUT/evals/, whose last stage the report reads as the result.
 OOD_PROBLEMS = 100
+# Problems phrased unlike the generators (data/phrased_otherwise.jsonl: the number first, the question first,
+# units, first person, other names and settings, terse notes; levels 1-3), greedy, at each stage, into
+# OUT/evals_phrased/<stage>: whether what training taught carries to other wording. For the arithmetic demos only.
+PHRASED = "phrased_otherwise"
+PHRASED_FOR = ("procedural:small_arithmetic", "procedural:arithmetic")
 
 # A measurement runs alone: two cores shared with a helper, CI or a benchmark give fewer GRPO steps (28 a
 # run where 56 ran on an idle machine, issue 24). A 1-minute load average above this many runnable tasks per
@@ -106,7 +111,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     if ood_cfg is not None:
         ood_cfg = replace(ood_cfg, test_size=min(OOD_PROBLEMS, cfg.data.test_size))
         ood = build_datasets(ood_cfg, cfg.format, tokenizer=tok)["test"]
-    stages, timings, peaks, ood_stages = {}, {}, {}, {}  # peak RSS (MB) of each stage
+    phrased = phrased_set(cfg, tok)
+    stages, timings, peaks, ood_stages, phrased_stages = {}, {}, {}, {}, {}  # peak RSS (MB) of each stage
     sft_out = {}
 
     def end_stage(name):
@@ -124,6 +130,9 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         if ood is not None:
             ood_stages[stage] = evaluate(override(cfg, {"eval.limit": len(ood)}), model=model, tokenizer=tok,
                                          dataset=ood, out_dir=out / "evals_ood" / stage, progress=False)
+        if phrased is not None:
+            phrased_stages[stage] = evaluate(override(cfg, {"eval.limit": len(phrased)}), model=model, tokenizer=tok,
+                                             dataset=phrased, out_dir=out / "evals_phrased" / stage, progress=False)
         timings[f"eval_{stage}"] = time.perf_counter() - t
         end_stage(f"eval_{stage}")
         logger.info("%s: accuracy %.3f, format %.3f, mean length %.1f", stage, stages[stage]["accuracy"],
@@ -159,6 +168,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         summary["ood"] = {"difficulty": ood_cfg.difficulty, "n": len(ood),
                           **{k: v["accuracy"] for k, v in ood_stages.items()},
                           "stop_rate": {k: v.get("stop_rate") for k, v in ood_stages.items()}}
+    if phrased_stages:
+        summary[PHRASED] = phrased_summary(phrased_stages)
     summary["turned"] = turned_into_greedy(out)
     try:  # held-out accuracy without the problems whose working training already holds (overlap.py)
         from reasontune.stages.overlap import add_novelty, heldout_marks
@@ -185,6 +196,30 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         logger.warning("HTML report failed: %s", e)
     logger.info("demo done in %.0f s: %s", summary["wall_seconds"], out)
     return summary
+
+
+def phrased_set(cfg: RunConfig, tokenizer):
+    """The rows of the phrased-otherwise set, when the demo trains an arithmetic generator (at most data.test_size,
+    as the OOD set: --quick evaluates a few); else None."""
+    if cfg.data.dataset not in PHRASED_FOR or cfg.data.test_size == 0:
+        return None
+    from reasontune.data import eval_split
+
+    ds = eval_split(replace(cfg.data, dataset=PHRASED), cfg.format, tokenizer)
+    if len(ds) <= cfg.data.test_size:
+        return ds
+    return ds.shuffle(seed=cfg.data.seed).select(range(cfg.data.test_size))  # the file is in order of kind
+
+
+def phrased_summary(stages: dict) -> dict:
+    """metrics.json's `phrased_otherwise`: accuracy at each stage, and by kind of phrasing and by level."""
+    first = next(iter(stages.values()))
+    return {"n": first["n"], **{k: v["accuracy"] for k, v in stages.items()},
+            "by_phrasing": {k: {kind: m["accuracy"] for kind, m in (v.get("by_subject") or {}).items()}
+                            for k, v in stages.items()},
+            "by_level": {k: {lv: m["accuracy"] for lv, m in (v.get("by_difficulty") or {}).items()}
+                         for k, v in stages.items()},
+            "stop_rate": {k: v.get("stop_rate") for k, v in stages.items()}}
 
 
 def ood_data_config(data: DataConfig) -> DataConfig | None:
@@ -283,6 +318,12 @@ def write_markdown(out: Path, s: dict) -> None:
         o = s["ood"]
         lines += ["", f"Out of distribution (difficulty {o['difficulty']}, never trained on, {o['n']} problems, "
                   f"greedy): base {_f(o.get('before'))}, warm-up {_f(o.get('warmup'))}, GRPO {_f(o.get('after'))}."]
+    if s.get(PHRASED):
+        p = s[PHRASED]
+        kinds = p["by_phrasing"].get("after") or {}
+        lines += ["", f"Phrased otherwise ({p['n']} problems written apart from the generators, levels 1-3, greedy): "
+                  f"base {_f(p.get('before'))}, warm-up {_f(p.get('warmup'))}, GRPO {_f(p.get('after'))}. After GRPO "
+                  "by kind: " + ", ".join(f"{k} {_f(v)}" for k, v in sorted(kinds.items())) + "."]
     if s.get("turned"):
         t = s["turned"]
         among = (f"{t['fixed_among_sampled_problems']} of them among the {t['sampled_problems']} problems the warm-up "
