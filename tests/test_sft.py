@@ -135,7 +135,7 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
 
     real = demo.demo_config
 
-    def tiny(out_dir, quick=False, updates=None):
+    def tiny(out_dir, quick=False, updates=None, recipe=None):
         return override(real(out_dir, quick=False), {
             "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
             "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
@@ -169,9 +169,9 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     assert grpo["stopped_by_budget"] or grpo["steps"] == grpo["max_steps"], grpo
     assert s["plan"]["budget_s"] == 2.0 and s["plan"]["sft_examples"] >= 1
     table = (root / "table.md").read_text()
-    assert ("| arm | labels: worked solutions / answers | wall s | held-out accuracy | no near-duplicate in training | "
-            "OOD accuracy | format rate |") in table
-    assert f"GRPO-only: {grpo['steps']} steps run of {grpo['max_steps']} planned" in table
+    assert ("| arm | labels: worked solutions / answers | training s | held-out | no near-duplicate | level 5 | "
+            "phrased otherwise | working lines by level | stops on its own | steps run |") in table
+    assert f"| GRPO {grpo['steps']}" in table.split("| grpo_only |")[1].splitlines()[0]
     # the labels each arm learned from: its SFT examples, and the problems GRPO drew (8 a step: 2 completions x 8
     # micro-batches, 2 per problem), whose answers the recipe's rewards read and whose working step_check read
     for arm, r in m["arms"].items():
@@ -225,7 +225,7 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
 
     real = demo.demo_config
 
-    def tiny(out_dir, quick=False, updates=None):
+    def tiny(out_dir, quick=False, updates=None, recipe=None):
         return override(real(out_dir, quick=False), {
             "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
             "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,

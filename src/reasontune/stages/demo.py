@@ -2,8 +2,8 @@
 
 base eval -> SFT format warm-up -> eval -> GRPO -> eval, then metrics.json, report.md,
 report.html, the PEFT adapter (adapter/) and the warm-up's adapter (warmup/adapter/) in the output
-folder. The settings live in recipes/demo.yaml (one place); --quick shrinks them to a smoke test
-that proves the plumbing, not a result.
+folder. The settings live in recipes/demo.yaml (one place; `--recipe` names another, e.g. the labelled
+recipes/demo-worked.yaml); --quick shrinks them to a smoke test that proves the plumbing, not a result.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from reasontune.config import DataConfig, RunConfig, load_yaml, override
 logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # reasontune/recipes
+DEFAULT_RECIPE = "demo.yaml"  # `reasontune demo` without --recipe
 
 # The demo's promise: done in 20 minutes on a 2-core laptop CPU. GRPO gets what is left of it (after
 # loading, the evals and the warm-up, keeping room for the final eval), capped by grpo.max_seconds, so
@@ -72,8 +73,27 @@ QUICK = {"data.train_size": 64, "data.test_size": 8, "eval.limit": 8, "warmup.ex
          "grpo.max_steps": 2, "grpo.max_completion_length": 32}
 
 
-def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None) -> RunConfig:
-    cfg = load_yaml(RECIPES / "demo.yaml")
+def recipe_path(recipe: str | Path | None = None) -> Path:
+    """The demo's recipe file: None is the shipped recipes/demo.yaml; a path that exists is read as given; a
+    shipped recipe's name (`demo-worked.yaml`, or `recipes/demo-worked.yaml` outside the repository) is found in the
+    package. Anything else is a ConfigError naming the shipped recipes, raised before a model loads."""
+    from reasontune.config import ConfigError
+
+    if recipe is None:
+        return RECIPES / DEFAULT_RECIPE
+    p = Path(recipe)
+    if p.is_file():
+        return p
+    if p.parent in (Path("."), Path("recipes")) and (RECIPES / p.name).is_file():
+        return RECIPES / p.name
+    shipped = ", ".join(sorted(f"recipes/{q.name}" for q in RECIPES.glob("demo*.yaml")))
+    raise ConfigError(f"--recipe {str(recipe)!r} is not a file: pass a recipe YAML that exists, or a shipped demo "
+                      f"recipe ({shipped})")
+
+
+def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None,
+                recipe: str | Path | None = None) -> RunConfig:
+    cfg = load_yaml(recipe_path(recipe))
     fixed = {"output_dir": str(Path(out_dir) / "train"), "overwrite": True}
     if quick:
         fixed.update(QUICK)
@@ -85,7 +105,8 @@ def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None) 
     return cfg
 
 
-def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | None = None) -> dict:
+def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | None = None,
+             recipe: str | Path | None = None) -> dict:
     import torch
 
     from reasontune.data import build_datasets
@@ -102,7 +123,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     shared = warn_if_shared(load_start)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = demo_config(out_dir, quick, updates)
+    cfg = demo_config(out_dir, quick, updates, recipe)
     torch.manual_seed(cfg.seed)
     model, tok, backend = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     data = build_datasets(cfg.data, cfg.format, tokenizer=tok)
@@ -184,7 +205,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
                    warmup_sft={k: sft_out[k] for k in ("steps", "seconds", "examples") if k in sft_out},
                    labels=labels_total(sft_out.get("examples", 0), result["summary"].get("labels")),
                    load_average={"start": load_start, "end": machine_load(), "shared_at_start": shared},
-                   settings=cfg.to_dict())
+                   recipe=str(recipe_path(recipe)), settings=cfg.to_dict())
     atomic_write_json(out / "metrics.json", summary)
     write_markdown(out, summary)
     try:
