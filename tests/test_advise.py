@@ -39,11 +39,13 @@ CASES = [  # (id, changes, recommendation, words the rule must contain)
     ("zero-var at threshold", dict(zero_variance_fraction=A.ZERO_VARIANCE_MAX), "rft", "-> rft"),
     ("precedence: no verifier beats pass@k", dict(has_verifier=False, pass_at_k=0.0), "sft", "no verifier"),
     ("precedence: pass@k beats format", dict(pass_at_k=0.0, format_rate=0.0), "sft_then_rft", "pass@k"),
-    # plenty of worked solutions and pass@1 under half: SFT on them first (measured by demo --compare)
-    ("plenty worked, pass@1 low", dict(worked_rows=A.WORKED_ROWS_PLENTY, pass_at_1=A.SFT_FIRST_PASS_AT_1 - 1e-9),
+    # plenty of worked solutions: SFT on them first, whatever pass@1 (measured by demo --compare)
+    ("plenty worked, pass@1 low", dict(worked_rows=A.WORKED_ROWS_PLENTY, pass_at_1=0.1), "sft_then_rft",
+     "worked_rows >= 1000"),
+    ("plenty worked, pass@1 high", dict(worked_rows=A.WORKED_ROWS_PLENTY, pass_at_1=0.7, pass_at_k=0.9),
      "sft_then_rft", "worked_rows >= 1000"),
-    ("plenty worked, pass@1 at the cut", dict(worked_rows=A.WORKED_ROWS_PLENTY, pass_at_1=A.SFT_FIRST_PASS_AT_1),
-     "rft", "-> rft"),
+    ("precedence: headroom beats plenty", dict(worked_rows=5000, pass_at_1=0.95, pass_at_k=1.0), "neither",
+     "pass@1"),
     ("just under plenty", dict(worked_rows=A.WORKED_ROWS_PLENTY - 1, pass_at_1=0.1), "rft", "-> rft"),
     ("plenty rows but no usable solutions", dict(worked_rows=5000, pass_at_1=0.1, has_worked_solutions=False), "rft",
      "-> rft"),
@@ -69,6 +71,45 @@ def test_decide_covers_every_recommendation_and_accepts_a_dict():
     assert seen == set(A.RECOMMENDATIONS)
     d = {k: v for k, v in facts().__dict__.items() if k != "extra"}
     assert A.decide(d) == A.decide(facts())
+
+
+# the label axis: (id, changes, recommendation, method, primer examples); FREE is A.LABEL_FREE_METHOD, whatever the
+# lead set it to from the compare
+LABEL_CASES = [
+    ("answers only", dict(has_worked_solutions=False, worked_rows=0, answer_rows=2000), "rft", "FREE", 0),
+    ("few worked, format learnt", dict(worked_rows=100, answer_rows=2000), "rft", "FREE", 0),
+    ("few worked, format low", dict(worked_rows=100, format_rate=0.1), "sft_then_rft", "primer_then_FREE", 100),
+    ("primer capped", dict(worked_rows=500, format_rate=0.1), "sft_then_rft", "primer_then_FREE", A.PRIMER_MAX),
+    ("few worked, pass@k 0", dict(worked_rows=40, pass_at_k=0.0, pass_at_1=0.0), "sft_then_rft", "primer_then_FREE",
+     40),
+    ("just under plenty", dict(worked_rows=A.WORKED_ROWS_PLENTY - 1, answer_rows=2000), "rft", "FREE", 0),
+    ("plenty worked", dict(worked_rows=A.WORKED_ROWS_PLENTY, answer_rows=2000), "sft_then_rft", "sft_all_then_grpo",
+     0),
+    ("no verifier, worked", dict(has_verifier=False, worked_rows=100), "sft", "sft", 0),
+    ("no verifier, no worked", dict(has_verifier=False, has_worked_solutions=False), "neither", None, 0),
+]
+
+
+@pytest.mark.parametrize("free", list(A.LABEL_FREE_METHODS))
+@pytest.mark.parametrize("changes,rec,method,primer", [c[1:] for c in LABEL_CASES], ids=[c[0] for c in LABEL_CASES])
+def test_label_plan_table(changes, rec, method, primer, free, monkeypatch):
+    """With answers and few worked solutions the method is LABEL_FREE_METHOD (one constant: each value is tried);
+    with plenty of worked solutions, SFT on all of them first."""
+    monkeypatch.setattr(A, "LABEL_FREE_METHOD", free)
+    f = facts(**changes)
+    got, _, _ = A.decide(f)
+    plan = A.label_plan(f, got)
+    assert (got, plan["method"], plan["primer_examples"]) == (rec, method and method.replace("FREE", free), primer)
+    if method and "FREE" in method:  # the command to run it names the method's own flag
+        assert A.LABEL_FREE_METHODS[free][1] in plan["how"]
+        assert ("warmup.examples=" in plan["how"]) == (primer > 0)
+    assert f"{f.worked_rows} worked solutions" in plan["labels"]
+
+
+def test_label_free_method_must_be_one_on_offer(monkeypatch):
+    monkeypatch.setattr(A, "LABEL_FREE_METHOD", "dpo")
+    with pytest.raises(A.ConfigError, match="LABEL_FREE_METHOD='dpo' is not one of grpo_answers_only"):
+        A.label_plan(facts(), "rft")
 
 
 def test_reward_variance_and_total_reward():
@@ -164,6 +205,9 @@ def test_cli_advise_json_end_to_end(tiny_model_dir, tmp_path, capsys):
     assert (out["pass_at_1"], out["pass_at_k"], out["format_rate"]) == (0.0, 0.0, 0.0)
     assert out["has_worked_solutions"] is True and out["has_verifier"] is True
     assert out["recommendation"] == "sft_then_rft" and "pass@k" in out["rule"]
+    # a few worked solutions (every row has one, and an answer): a primer of all of them, then the label-free method
+    assert out["method"] == f"primer_then_{A.LABEL_FREE_METHOD}" and out["primer_examples"] == out["worked_rows"] > 0
+    assert out["labels"] == f"{out['worked_rows']} worked solutions and {out['train_rows']} reference answers"
     recs = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
     assert len(recs) == 9
     for r in recs:  # GRPO's reward: the weighted (all 1.0) sum of the per-reward scores

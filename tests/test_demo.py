@@ -45,6 +45,10 @@ def test_demo_writes_metrics_for_each_stage(quick_demo):
     # the OOD evals live apart: the report reads the last stage under evals/ as the demo's result
     assert sorted(p.name for p in (out / "evals").iterdir()) == ["after", "before", "warmup"]
     assert sorted(p.name for p in (out / "evals_ood").iterdir()) == ["after", "before", "warmup"]
+    assert sorted(p.name for p in (out / "evals_phrased").iterdir()) == ["after", "before", "warmup"]
+    p = m["phrased_otherwise"]  # the transfer set, 8 of its problems with --quick, by kind of phrasing
+    assert p["n"] == 8 and set(p) >= {"before", "warmup", "after", "by_phrasing", "by_level"} and p["by_phrasing"]["after"]
+    assert m["labels"]["sft_examples"] == 8 and m["labels"]["answers"] == m["labels"]["grpo_problems"] > 0
     assert set(m["turned"]) == {"fixed", "fixed_within_warmup_samples", "fixed_among_sampled_problems",
                                 "sampled_problems", "lost"}
 
@@ -77,6 +81,7 @@ def test_demo_report_and_adapter(quick_demo):
     md = (out / "report.md").read_text()
     assert "| before |" in md and "| after |" in md
     assert "warm-up pass@8" in md and "Out of distribution (difficulty [5]" in md
+    assert "Phrased otherwise (8 problems" in md and "The tuned model learned from" in md
     assert (out / "report.html").is_file()
     base = AutoModelForCausalLM.from_pretrained(ensure_embedded())
     model = PeftModel.from_pretrained(base, out / "adapter")

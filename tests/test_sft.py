@@ -135,7 +135,7 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
 
     real = demo.demo_config
 
-    def tiny(out_dir, quick=False, updates=None):
+    def tiny(out_dir, quick=False, updates=None, recipe=None):
         return override(real(out_dir, quick=False), {
             "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
             "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
@@ -169,9 +169,18 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     assert grpo["stopped_by_budget"] or grpo["steps"] == grpo["max_steps"], grpo
     assert s["plan"]["budget_s"] == 2.0 and s["plan"]["sft_examples"] >= 1
     table = (root / "table.md").read_text()
-    assert "| arm | wall s | held-out accuracy | no near-duplicate in training | OOD accuracy | format rate |" in table
-    assert f"GRPO-only: {grpo['steps']} steps run of {grpo['max_steps']} planned" in table
-    assert all(f"| {arm} |" in table for arm in m["arms"])
+    assert ("| arm | labels: worked solutions / answers | training s | held-out | no near-duplicate | level 5 | "
+            "phrased otherwise | working lines by level | stops on its own | steps run |") in table
+    assert f"| GRPO {grpo['steps']}" in table.split("| grpo_only |")[1].splitlines()[0]
+    # the labels each arm learned from: its SFT examples, and the problems GRPO drew (8 a step: 2 completions x 8
+    # micro-batches, 2 per problem), whose answers the recipe's rewards read and whose working step_check read
+    for arm, r in m["arms"].items():
+        st = r["stages"]
+        sft = min(st["sft"]["examples"], st["sft"]["steps"] * 2) if "sft" in st else 0
+        drawn = min(16, st["grpo"]["steps"] * 8) if "grpo" in st else 0
+        assert (r["labels"]["sft_examples"], r["labels"]["answers"]) == (sft, drawn), arm
+        assert r["labels"]["worked_solutions"] == sft + drawn, arm
+        assert f"| {arm} | {sft + drawn} / {drawn} |" in table
 
 
 @pytest.mark.parametrize("eval_s", [0.0, 25.0, 90.0])
@@ -216,7 +225,7 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
 
     real = demo.demo_config
 
-    def tiny(out_dir, quick=False, updates=None):
+    def tiny(out_dir, quick=False, updates=None, recipe=None):
         return override(real(out_dir, quick=False), {
             "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
             "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
@@ -229,6 +238,7 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
     summary = {"before": {**stage, "accuracy": 0.0}, "after": stage, "ood": {"before": 0.0, "after": 0.25, "n": 2},
                "warmup_sft": {"steps": 4, "seconds": 0.5, "examples": 2}, "grpo_steps": 3, "timings": {"grpo": 9.0},
                "grpo": {"grpo_seconds": 1.5},
+               "labels": {"worked_solutions": 26, "answers": 24, "sft_examples": 2},
                "settings": json.loads(json.dumps(tiny(str(tmp_path)).to_dict()))}  # the demo ran this recipe
     s = run_compare(str(tmp_path), demo_summary=summary)
     root = tmp_path / "compare"
@@ -243,6 +253,7 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
         assert by_level and by_level == {str(k): v["working_lines"] for k, v in held["by_difficulty"].items()}, arm
     table = (root / "table.md").read_text()
     assert "sft_then_grpo (the demo's run)" in table and "L1 1.000 / L2 2.000" in table
+    assert "| sft_then_grpo (the demo's run) | 26 / 24 |" in table and "| base | 0 / 0 |" in table
 
 
 def test_the_demo_arm_counts_trainer_train_seconds_as_the_other_arms_do():

@@ -64,20 +64,31 @@ def _resume_base(args) -> RunConfig | None:
 
 
 def cmd_demo(args) -> int:
-    from reasontune.stages.demo import run_demo
+    from reasontune.stages.compare_arms import parse_arms
+    from reasontune.stages.demo import demo_config, run_demo
 
     updates = parse_set(args.set)
-    if getattr(args, "compare_only", False):  # the demo in --out already ran: only the other two arms train
-        from reasontune.stages.compare_demo import finished_demo, run_compare
+    recipe, compare_only = getattr(args, "recipe", None), getattr(args, "compare_only", False)
+    compare = compare_only or getattr(args, "compare", False)
+    # every flag is checked before the demo (or any model) starts: the recipe, its --set, the arms
+    demo_config(args.out, args.quick, updates, recipe)
+    arms = parse_arms(getattr(args, "arms", None))
+    seconds = getattr(args, "compare_seconds", None)
+    if not compare and (getattr(args, "arms", None) is not None or seconds is not None):
+        raise ConfigError("--arms and --compare-seconds pick the compare's arms and budget: add --compare (or "
+                          "--compare-only after a finished demo)")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"--compare-seconds={seconds} is invalid: give the training seconds per arm (> 0)")
+    from reasontune.stages.compare_demo import finished_demo, run_compare  # it builds on demo.py, not the reverse
 
-        run_compare(args.out, args.quick, updates=updates, demo_summary=finished_demo(args.out))
+    kw = dict(updates=updates, arms=arms, recipe=recipe, budget_s=seconds)
+    if compare_only:  # the demo in --out already ran: only the other arms train
+        run_compare(args.out, args.quick, demo_summary=finished_demo(args.out), **kw)
         return 0
-    summary = run_demo(out_dir=args.out, quick=args.quick, updates=updates)
-    if getattr(args, "compare", False):  # SFT only / GRPO only / SFT then GRPO under one budget: OUT/compare/
-        from reasontune.stages.compare_demo import run_compare  # it builds on demo.py, so demo.py does not call it
-
-        # the demo just ran SFT then GRPO from a fresh model: it is that arm (and the base row), not run twice
-        run_compare(args.out, args.quick, updates=updates, demo_summary=summary)
+    summary = run_demo(out_dir=args.out, quick=args.quick, updates=updates, recipe=recipe)
+    if compare:  # the arms under one budget of training seconds: OUT/compare/
+        # the demo just ran its recipe from a fresh model: it is the SFT-then-GRPO arm (and the base row), not run twice
+        run_compare(args.out, args.quick, demo_summary=summary, **kw)
     return 0
 
 
@@ -94,15 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     p.set_defaults(func=cmd_train)
 
+    from reasontune.stages.compare_arms import ARMS, DEFAULT_ARMS  # the config layer only: cheap to import
+
     p = sub.add_parser("demo", help="the whole loop offline on a CPU with the embedded model")
     p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--recipe", default=None, metavar="PATH",
+                   help="the demo's recipe (default recipes/demo.yaml; recipes/demo-worked.yaml is the labelled one: "
+                        "1000 worked solutions and step_check with the reference)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a field of recipes/demo.yaml, e.g. --set grpo.max_steps=10 (repeatable)")
+                   help="override a field of the recipe, e.g. --set grpo.max_steps=10 (repeatable)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke-test run (minutes, not a result)")
-    p.add_argument("--compare", action="store_true", help="also run SFT-only / GRPO-only / SFT+GRPO")
+    p.add_argument("--compare", action="store_true",
+                   help="then train the compare's arms (--arms) under one budget of training seconds: OUT/compare/")
     p.add_argument("--compare-only", action="store_true",
                    help="run only the compare's SFT-only and GRPO-only arms against the demo already finished in "
-                        "--out (its metrics.json is the SFT-then-GRPO arm); give the --set it ran with")
+                        "--out (its metrics.json is the SFT-then-GRPO arm); give the --recipe and --set it ran with")
+    p.add_argument("--arms", default=None, metavar="A,B,...",
+                   help=f"the compare's arms (default {','.join(DEFAULT_ARMS)}): any of {', '.join(ARMS)}")
+    p.add_argument("--compare-seconds", type=float, default=None, metavar="S",
+                   help="training seconds per arm (default: the demo's own, SFT plus GRPO inside trainer.train())")
     p.set_defaults(func=cmd_demo)
 
     # Subcommands owned by other modules register themselves; a missing one is skipped.

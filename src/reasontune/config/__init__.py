@@ -1,6 +1,7 @@
 """Run configuration, the lowest layer: every other module may import it, and it imports none of them.
 
-* sections.py: the dataclasses (`model`, `lora`, `format`, `data`, `rewards`, `warmup`, `grpo`, `eval`) with
+* sections.py: the dataclasses (`model`, `lora`, `format`, `data`, `rewards`, `warmup`, `grpo`, `eval`,
+  `expert_iteration`) with
   `help` metadata, validated in `__post_init__`. One place defines every default.
 * loader.py: a RunConfig from a dict or a YAML recipe, and dotted overrides (`--set section.field=value`).
 * args.py: the command-line flags every command shares, turned into a RunConfig.
@@ -11,12 +12,14 @@ from reasontune.config.sections import (
     CODE_SANDBOXES,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
+    METHODS,
     RECIPE_TARGETS,
     SECTIONS,
     WATCH_CONDITIONS,
     ConfigError,
     DataConfig,
     EvalConfig,
+    ExpertIterationConfig,
     FormatConfig,
     GRPOSettings,
     LoraConfig,
@@ -26,6 +29,7 @@ from reasontune.config.sections import (
     WarmupConfig,
 )
 
-__all__ = ["CODE_SANDBOXES", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_MODEL", "RECIPE_TARGETS", "SECTIONS", "WATCH_CONDITIONS", "ConfigError", "DataConfig",
-           "EvalConfig", "FormatConfig", "GRPOSettings", "LoraConfig", "ModelConfig", "RewardsConfig", "RunConfig",
+__all__ = ["CODE_SANDBOXES", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_MODEL", "METHODS", "RECIPE_TARGETS", "SECTIONS", "WATCH_CONDITIONS",
+           "ConfigError", "DataConfig", "EvalConfig", "ExpertIterationConfig", "FormatConfig", "GRPOSettings", "LoraConfig",
+           "ModelConfig", "RewardsConfig", "RunConfig",
            "WarmupConfig", "from_dict", "load_yaml", "override", "parse_set"]

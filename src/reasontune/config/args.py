@@ -32,6 +32,7 @@ TRAIN_FLAGS = {
     "--batch-size": ("grpo.per_device_train_batch_size", int, "completions per device per step"),
     "--max-completion-length": ("grpo.max_completion_length", int, "completion token budget"),
     "--warmup": ("warmup.kind", str, "none | sft: formatting warm-up before GRPO"),
+    "--method": ("method", str, "grpo | expert_iteration: what trains after the warm-up"),
     "--lora-r": ("lora.r", int, "LoRA rank"),
 }
 

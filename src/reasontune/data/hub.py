@@ -47,6 +47,10 @@ class Adapter:
 
 
 ADAPTERS = [
+    # data/phrased_otherwise.jsonl (local.BUNDLED): its kind of phrasing is the `subject` eval breaks down by
+    Adapter("phrased_otherwise", None, "question", "answer", worked="worked",
+            extras={"difficulty": "difficulty", "subject": "phrasing"},
+            signature=frozenset({"question", "answer", "worked", "difficulty", "phrasing"})),
     Adapter("math500", "HuggingFaceH4/MATH-500", "problem", "answer", worked="solution",
             extras={"subject": "subject", "difficulty": "level"},
             signature=frozenset({"problem", "solution", "answer", "subject", "level", "unique_id"}),

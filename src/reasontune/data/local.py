@@ -10,6 +10,16 @@ from reasontune.data.errors import DataError
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# Sets shipped inside the package, by name (`--dataset phrased_otherwise`): read like a local file.
+# phrased_otherwise: 84 small-number +/- word problems (levels 1-3, like procedural:small_arithmetic's) written
+# apart from the generators, in other words and orders; its `phrasing` column names the kind (data/hub.py).
+BUNDLED = {"phrased_otherwise": "phrased_otherwise.jsonl"}
+
+
+def bundled(spec: str) -> str | None:
+    """The path of a set shipped with reasontune under the name `spec`, else None."""
+    name = BUNDLED.get((spec or "").strip().lower())
+    return str(Path(__file__).resolve().parent / name) if name else None
 
 
 def looks_local(spec: str) -> bool:

@@ -32,6 +32,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
             if not value:
                 raise unknown_spec(spec)
             return prefix, value
+    if local.bundled(spec):  # a set shipped with reasontune: its file
+        return "local", local.bundled(spec)
     if local.looks_local(spec):
         return "local", spec
     if hub.by_hub_id(spec) is not None:

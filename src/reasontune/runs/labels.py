@@ -1,5 +1,6 @@
 """What a run learned from, counted: worked solutions (SFT examples, and GRPO problems whose reference working a
-reward read) and reference answers (GRPO problems whose answer a reward read).
+reward read) and reference answers (GRPO problems whose answer a reward read; expert iteration's sampled problems,
+whose answers verified its samples). RUN/status.json `labels`, a demo's metrics.json and every compare row hold it.
 
 The project's claim is that a verifier makes labels optional, so every run says which labels it used. Which
 rewards read which column is read off the reward functions themselves (a parameter named `worked` or `answer`
@@ -42,13 +43,20 @@ def grpo_labels(funcs: Sequence[Callable], train_ds, args, global_step: int) -> 
     # the share of rows with a worked solution, counted only when a reward reads them
     share = (sum(1 for w in train_ds["worked"] if w is not None and str(w).strip()) / len(train_ds)
              if worked_readers and len(train_ds) else 0.0)
-    return {"grpo_problems": drawn, "answers": drawn if answer_readers else 0,
+    return {"method": "grpo", "grpo_problems": drawn, "answers": drawn if answer_readers else 0,
             "grpo_worked_read": int(round(drawn * share)), "worked_estimated": 0.0 < share < 1.0,
             "rewards_reading_worked": worked_readers, "rewards_reading_answer": answer_readers}
 
 
+def expert_labels(problems: int) -> dict:
+    """The labels expert iteration read: the reference answer of every distinct problem it sampled (each was read
+    to verify the samples), and no worked solution: it trains on the model's own completions that verified."""
+    return {"method": "expert_iteration", "expert_problems": int(problems), "answers": int(problems),
+            "grpo_worked_read": 0}
+
+
 def total(sft_examples: int, grpo: dict | None) -> dict:
-    """The run's labels: SFT's worked solutions plus what GRPO read."""
+    """The run's labels: SFT's worked solutions plus what GRPO (or expert iteration: `expert_labels`) read."""
     g = {k: v for k, v in (grpo or {}).items() if k not in ("worked_solutions", "sft_examples")}  # GRPO's own
     return {**g, "worked_solutions": int(sft_examples) + int(g.get("grpo_worked_read", 0)),
             "answers": int(g.get("answers", 0)), "sft_examples": int(sft_examples)}
@@ -58,5 +66,6 @@ def sentence(labels: dict | None) -> str:
     """'learned from N worked solutions and M answers' (the report's and the demo's headline)."""
     if not labels:
         return ""
-    return (f"learned from {labels['worked_solutions']} worked solutions ({labels['sft_examples']} in SFT, "
-            f"{labels.get('grpo_worked_read', 0)} read by GRPO's rewards) and {labels['answers']} answers")
+    read = labels.get("grpo_worked_read", 0)
+    return (f"learned from {labels['worked_solutions']} worked solutions ({labels['sft_examples']} in SFT"
+            + (f", {read} read by GRPO's rewards" if read else "") + f") and {labels['answers']} answers")

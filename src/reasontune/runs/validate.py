@@ -27,7 +27,10 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
     from reasontune.models import check_model_spec
     from reasontune.rewards import build_reward_funcs
 
-    cfg.grpo.check_batch(num_processes())
+    if cfg.method == "expert_iteration":
+        check_expert_iteration(cfg)
+    else:  # GRPO's groups must tile its batch; expert iteration has no groups
+        cfg.grpo.check_batch(num_processes())
     check_model_spec(cfg.model)
     if check_output:  # cheapest first: a clobbered or unwritable run folder fails before data is read
         from reasontune.runs.folder import check_output_dir
@@ -70,3 +73,16 @@ def check_4bit(cfg: RunConfig) -> None:
     if not torch.cuda.is_available():
         raise ConfigError("model.load_in_4bit=True needs a CUDA GPU (bitsandbytes 4-bit); on a CPU pass "
                           "--set model.load_in_4bit=false (16-bit LoRA, as the reference recipe)")
+
+
+def check_expert_iteration(cfg: RunConfig) -> None:
+    """What `method: expert_iteration` cannot run with: several processes (its rounds sample and train in one), and
+    GRPO's adaptive curriculum (it draws problems in turn, not by level)."""
+    from reasontune.config import ConfigError
+
+    if num_processes() > 1:
+        raise ConfigError(f"method='expert_iteration' runs in one process, but WORLD_SIZE={num_processes()}: launch "
+                          "it without accelerate/torchrun, or use method grpo")
+    if cfg.grpo.curriculum != "none":
+        raise ConfigError(f"grpo.curriculum={cfg.grpo.curriculum!r} is GRPO's; expert iteration takes the problems in "
+                          "turn: set grpo.curriculum=none, or use method grpo")

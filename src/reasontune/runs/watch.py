@@ -67,7 +67,10 @@ REF_ALPHA = 32
 PROBE_EPS = 1e-6  # probe scores closer than this count as equal
 
 # Conditions each stage checks: the SFT warm-up has no groups, rewards or rollouts.
-STAGE_CONDITIONS = {"grpo": WATCH_CONDITIONS, "warmup": ("low_learning_rate", "nonfinite")}
+# Expert iteration logs one row per round (stages/expert.py): its pass rate is an answer level (`rewards/verified`),
+# its samples' lengths and cuts are GRPO's keys; it has no groups to score alike and no entropy of its samples.
+STAGE_CONDITIONS = {"grpo": WATCH_CONDITIONS, "warmup": ("low_learning_rate", "nonfinite"),
+                    "expert_iteration": ("truncation", "no_right_answers", "length_shrink", "nonfinite")}
 
 
 @dataclass

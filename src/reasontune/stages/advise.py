@@ -29,13 +29,25 @@ CHECKABLE_MIN = 0.90  # fraction of reference answers a verifier can check, for 
 MIN_WORKED_ROWS = 16  # non-empty worked solutions needed to call SFT an option
 ZERO_VARIANCE_EPS = 1e-6  # a group's max - min total reward at or below this is "zero variance"
 CHECKABLE_SAMPLE = 200  # reference answers inspected for the verifier check
-# Plenty of worked solutions and a model that is right less than half the time: imitate them before RFT. Measured by
-# `demo --compare` (docs/advise.md): at the same 769 s of training, SFT on the demo's 2000 solutions reached 0.865
-# held-out against 0.495 for a 128-solution warm-up then GRPO (sampled pass@1 about 0.3 after that warm-up); from a
-# 1000-solution warm-up (greedy 0.77) GRPO added +9.5, level with SFT alone. One task, one model: a cut-off between
-# those two points, not a law.
+# Plenty of worked solutions: imitate them before RFT. Measured by `demo --compare` (docs/advise.md): at the same
+# 769 s of training, SFT on the demo's 2000 solutions reached 0.865 held-out against 0.495 for a 128-solution
+# warm-up then GRPO; from a 1000-solution warm-up (greedy 0.77) GRPO added +9.5, level with SFT alone. One task, one
+# model: a cut-off between those two points, not a law.
 WORKED_ROWS_PLENTY = 1000
-SFT_FIRST_PASS_AT_1 = 0.5
+
+# The label axis (issue 38): with reference answers and fewer worked solutions than WORKED_ROWS_PLENTY, `advise`
+# recommends a label-free method: LABEL_FREE_METHOD, one of LABEL_FREE_METHODS. Set it from the compare's table
+# (`reasontune demo --compare --arms primer_expert,primer_grpo_answers,...`, docs/advise.md): whichever of GRPO on
+# answers only and expert iteration measured better at the same training seconds.
+LABEL_FREE_METHODS = {
+    "grpo_answers_only": ("GRPO on the reference answers alone", "reasontune train --set rewards.answers_only=true"),
+    "expert_iteration": ("expert iteration: sample, keep the completions whose answer verifies, SFT on them",
+                         "reasontune train --method expert_iteration"),
+}
+LABEL_FREE_METHOD = "grpo_answers_only"
+# A primer teaches the format from a few worked solutions before the label-free method: at most this many
+# (the issue's "at most 128"; the seed's recipe uses a few dozen).
+PRIMER_MAX = 128
 
 
 @dataclass
@@ -50,6 +62,7 @@ class Facts:
     has_worked_solutions: bool
     has_verifier: bool
     worked_rows: int = 0  # non-empty worked solutions in the training split
+    answer_rows: int | None = None  # non-empty reference answers in the training split (None: not counted)
     extra: dict = field(default_factory=dict)  # n, checkable_fraction, ... (reported, not decided on)
 
 
@@ -84,14 +97,14 @@ def decide(facts: Facts | dict) -> tuple[str, list[str], str]:
             worked + ": a short SFT warm-up teaches the format cheaply, then RFT improves the answers",
             f"pass@{f.k} = {_pct(f.pass_at_k)}, pass@1 = {_pct(f.pass_at_1)}"], \
             f"format_rate < {FORMAT_RATE_MIN} and worked solutions -> sft_then_rft"
-    if w and f.worked_rows >= WORKED_ROWS_PLENTY and f.pass_at_1 < SFT_FIRST_PASS_AT_1:
+    if w and f.worked_rows >= WORKED_ROWS_PLENTY:
         return "sft_then_rft", [
-            f"the data has {f.worked_rows} worked solutions (>= {WORKED_ROWS_PLENTY}) and pass@1 = {_pct(f.pass_at_1)} "
-            f"< {_pct(SFT_FIRST_PASS_AT_1)}: imitating them teaches more per minute than RFT does",
+            f"the data has {f.worked_rows} worked solutions (>= {WORKED_ROWS_PLENTY}) and pass@1 = {_pct(f.pass_at_1)}: "
+            "imitating them teaches more per minute than RFT does",
             "measured on the demo at equal training time: SFT on 2000 solutions 0.865 held-out, a 128-solution "
             "warm-up then GRPO 0.495 (docs/advise.md); put most of the budget into SFT over all of them "
             "(warmup.examples), then RFT"], \
-            f"worked_rows >= {WORKED_ROWS_PLENTY} and pass@1 < {SFT_FIRST_PASS_AT_1} -> sft_then_rft"
+            f"worked_rows >= {WORKED_ROWS_PLENTY} -> sft_then_rft"
     if f.zero_variance_fraction > ZERO_VARIANCE_MAX:
         zv = (f"{_pct(f.zero_variance_fraction)} of groups have zero reward variance (> {_pct(ZERO_VARIANCE_MAX)}):"
               " GRPO gets no gradient from them")
@@ -108,6 +121,31 @@ def decide(facts: Facts | dict) -> tuple[str, list[str], str]:
         reasons.append(f"format rate = {_pct(f.format_rate)} is low, but with no worked solutions the format "
                        "rewards must teach it")
     return "rft", reasons, "verifier, pass@k and reward variance sufficient -> rft"
+
+
+def label_plan(facts: Facts | dict, recommendation: str) -> dict:
+    """How to train on the label axis: {method, how, primer_examples, labels}. With answers and fewer than
+    WORKED_ROWS_PLENTY worked solutions, RFT is LABEL_FREE_METHOD (after a primer of at most PRIMER_MAX worked
+    solutions when the recommendation is SFT first); with plenty, SFT on all of them, then GRPO."""
+    f = facts if isinstance(facts, Facts) else Facts(**facts)
+    if LABEL_FREE_METHOD not in LABEL_FREE_METHODS:
+        raise ConfigError(f"LABEL_FREE_METHOD={LABEL_FREE_METHOD!r} is not one of {', '.join(LABEL_FREE_METHODS)}")
+    answers = "no count of" if f.answer_rows is None else str(f.answer_rows)
+    counted = f"{f.worked_rows} worked solutions and {answers} reference answers"
+    free, (what, how) = LABEL_FREE_METHOD, LABEL_FREE_METHODS[LABEL_FREE_METHOD]
+    if recommendation == "neither":
+        return {"method": None, "how": None, "primer_examples": 0, "labels": counted}
+    if recommendation == "sft":
+        return {"method": "sft", "how": "reasontune sft", "primer_examples": 0, "labels": counted}
+    plenty = f.has_worked_solutions and f.worked_rows >= WORKED_ROWS_PLENTY
+    if recommendation == "sft_then_rft" and plenty:
+        return {"method": "sft_all_then_grpo", "primer_examples": 0, "labels": counted,
+                "how": f"reasontune train --warmup sft --set warmup.examples={f.worked_rows}"}
+    if recommendation == "sft_then_rft" and f.has_worked_solutions:  # a primer teaches the format, then answers only
+        primer = min(f.worked_rows, PRIMER_MAX)
+        return {"method": f"primer_then_{free}", "primer_examples": primer, "labels": counted,
+                "how": f"{how} --warmup sft --set warmup.examples={primer}  ({what}, after the primer)"}
+    return {"method": free, "how": f"{how}  ({what})", "primer_examples": 0, "labels": counted}
 
 
 # ------------------------------------------------------------------------------ measuring the facts
@@ -155,7 +193,8 @@ def data_facts(train_ds, n_reward_funcs: int) -> dict:
     checkable = sum(bool(e) or answer_checkable(a) for a, e in zip(answers, entries)) / len(answers) if answers else 0.0
     return {"train_rows": rows, "worked_rows": worked, "has_worked_solutions": worked >= min(MIN_WORKED_ROWS, rows)
             and worked > 0, "checkable_fraction": checkable, "reward_funcs": n_reward_funcs,
-            "has_verifier": n_reward_funcs > 0 and checkable >= CHECKABLE_MIN}
+            "has_verifier": n_reward_funcs > 0 and checkable >= CHECKABLE_MIN,
+            "answer_rows": sum(1 for a in train_ds["answer"] if a is not None and str(a).strip()) if rows else 0}
 
 
 def total_reward(scores: dict, names: list[str], weights: list[float]) -> float:
@@ -254,9 +293,9 @@ def advise(cfg: RunConfig, model=None, tokenizer=None, datasets=None, adapter: s
     facts = Facts(pass_at_1=sampled["pass_at_1"], pass_at_k=sampled["pass_at_k"], k=sampled["k"],
                   zero_variance_fraction=sampled["zero_variance_fraction"], format_rate=sampled["format_rate"],
                   has_worked_solutions=dfacts["has_worked_solutions"], has_verifier=dfacts["has_verifier"],
-                  worked_rows=dfacts["worked_rows"])
+                  worked_rows=dfacts["worked_rows"], answer_rows=dfacts["answer_rows"])
     rec, reasons, rule = decide(facts)
-    result = {"recommendation": rec, "reasons": reasons, "rule": rule,
+    result = {"recommendation": rec, "reasons": reasons, "rule": rule, **label_plan(facts, rec),
               **{k: v for k, v in asdict(facts).items() if k != "extra"}, **sampled, **dfacts,
               "model": cfg.model.name, "adapter": adapter, "dataset": cfg.data.dataset, "split": on}
     if out_dir is not None:
@@ -284,7 +323,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_advise)
 
 
-JSON_KEYS = ("recommendation", "pass_at_1", "pass_at_k", "k", "zero_variance_fraction", "format_rate",
+JSON_KEYS = ("recommendation", "method", "how", "primer_examples", "labels", "pass_at_1", "pass_at_k", "k", "zero_variance_fraction", "format_rate",
              "has_worked_solutions", "has_verifier", "reasons", "rule", "headroom")
 
 
@@ -317,6 +356,8 @@ def format_advice(r: dict) -> str:
              f"  verifier                {'yes' if r['has_verifier'] else 'no'} "
              f"({100 * r['checkable_fraction']:.0f}% of answers checkable, {r['reward_funcs']} reward functions)",
              "", f"recommendation: {r['recommendation']}", f"rule: {r['rule']}"]
+    if r.get("method"):
+        lines[-1:-1] = [f"method: {r['method']} (the data has {r['labels']}): {r['how']}"]
     lines += [f"  - {x}" for x in r["reasons"]]
     return "\n".join(lines + format_headroom(r.get("headroom"), r["k"]))
 

@@ -1,4 +1,8 @@
-"""`reasontune demo --compare`: SFT only, GRPO only, and SFT then GRPO under one wall-clock budget.
+"""`reasontune demo --compare`: arms of training under one budget of training seconds, each row with its labels.
+
+The arms (stages/compare_arms.py; `--arms` picks them): by default SFT only, GRPO only and SFT then GRPO; issue
+38's two axes add the primer alone, primer + expert iteration, primer + GRPO on answers only, primer + GRPO with
+the reference step_check, SFT on all worked solutions, and that SFT then GRPO.
 
 Each arm starts from a fresh copy of the base model with a fresh LoRA. The SFT-then-GRPO arm runs
 the demo recipe as written and calibrates the others (after `reasontune demo` it is that demo's own run,
@@ -13,7 +17,7 @@ distribution's test split, and out-of-distribution accuracy on harder problems (
 training used 1-4).
 
 Writes OUT/compare/metrics.json, OUT/compare/table.md and, per arm, OUT/compare/ARM/ (a run
-folder: config, status, metrics.jsonl, adapter/, evals/heldout, evals/ood).
+folder: config, status, metrics.jsonl, adapter/, evals/heldout, evals/ood, evals/phrased).
 """
 
 from __future__ import annotations
@@ -24,11 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from reasontune.config import RunConfig, override
+from reasontune.stages.compare_arms import ARMS, DEFAULT_ARMS, arm_config, expert_stage, plan_arms, steps_run
 from reasontune.stages.demo import OOD_PROBLEMS, ood_data_config  # the held-out harder level, the demo's own
 
 logger = logging.getLogger(__name__)
-
-ARMS = ("sft_then_grpo", "grpo_only", "sft_only")
 
 
 def _fresh(cfg: RunConfig):
@@ -45,7 +48,6 @@ def _sft_stage(cfg: RunConfig, model, tok, train, run, left: float | None) -> di
     from reasontune.stages.sft import warmup_sft
     from reasontune.stages.train import TimeBudget
 
-
     cb = TimeBudget(seconds=left)  # counted from inside trainer.train(), as the stage's `seconds` are
     out = warmup_sft(cfg, model, tok, train, run=run, out_dir=str(run.path), callbacks=[cb])
     return {**out, "steps": cb.steps, "stopped_by_budget": cb.fired, "batch_size": cfg.warmup.batch_size}
@@ -56,28 +58,19 @@ def _grpo_stage(cfg: RunConfig, model, tok, train, run, left: float | None) -> d
     from reasontune.runs.callbacks import MetricsCallback
     from reasontune.stages.train import TimeBudget, build_grpo_trainer, prepare_prompts
 
-    if left is not None and left <= 0:
-        return {"steps": 0, "seconds": 0.0, "stopped_by_budget": True}
+    if left is not None and left <= 0:  # the SFT stage spent the budget: no problem drawn, no label read
+        return {"steps": 0, "seconds": 0.0, "stopped_by_budget": True, "labels": None}
     cb, guard = TimeBudget(seconds=left), NonFiniteGuard(cfg.grpo.max_nonfinite_steps, run.path)
     own = TimeBudget(seconds=cfg.grpo.max_seconds)  # the recipe's own GRPO budget (the calibrating arm)
     trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(train, tok, cfg),
                                  [guard, MetricsCallback(run), cb, own])
     t = time.perf_counter()
     trainer.train()
+    from reasontune.runs.labels import grpo_labels
+
     return {"steps": trainer.state.global_step, "max_steps": cfg.grpo.max_steps, "seconds": time.perf_counter() - t,
-            "stopped_by_budget": cb.fired, "stopped_by_max_seconds": own.fired, "nonfinite": guard.tripped}
-
-
-def _arm_config(cfg: RunConfig, arm: str, plan: dict, root: Path) -> RunConfig:
-    updates = {"output_dir": str(root / arm), "overwrite": True}
-    if arm == "grpo_only":  # the arm's budget stops it, not the recipe's grpo.max_seconds
-        updates.update({"grpo.max_steps": plan["grpo_steps"], "grpo.save_steps": plan["grpo_steps"] + 1,
-                        "grpo.max_seconds": None})
-    elif arm == "sft_only":
-        updates.update({"warmup.examples": plan["sft_examples"], "warmup.epochs": plan["sft_epochs"]})
-    else:
-        updates["grpo.save_steps"] = cfg.grpo.max_steps + 1
-    return override(cfg, updates)
+            "stopped_by_budget": cb.fired, "stopped_by_max_seconds": own.fired, "nonfinite": guard.tripped,
+            "labels": grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args, trainer.state.global_step)}
 
 
 def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None, plan: dict, root: Path,
@@ -86,23 +79,28 @@ def run_arm(cfg: RunConfig, arm: str, data, evals: dict, budget_s: float | None,
     from reasontune.export.portable import save_adapter
     from reasontune.runs.folder import RunFolder
 
-    acfg = _arm_config(cfg, arm, plan, root)
+    acfg = arm_config(cfg, arm, plan, str(root / arm))
     model, tok = _fresh(acfg)
     run = RunFolder(acfg.output_dir)
     run.start(acfg, extra={"arm": arm, "budget_s": budget_s})
-    stages = {}
+    stages, spec = {}, ARMS[arm]
     # the budget is training seconds (trainer.train()'s, each stage's `seconds`): building a trainer is not counted
-    if arm in ("sft_then_grpo", "sft_only"):
+    if spec.sft:
         stages["sft"] = _sft_stage(acfg, model, tok, data["train"], run, budget_s or None)
-    if arm in ("sft_then_grpo", "grpo_only"):
+    if spec.then:
         left = budget_s - stages.get("sft", {}).get("seconds", 0.0) if budget_s else None
-        stages["grpo"] = _grpo_stage(acfg, model, tok, data["train"], run, left)
+        stage = _grpo_stage if spec.then == "grpo" else expert_stage
+        stages[spec.then] = stage(acfg, model, tok, data["train"], run, left)
     wall = sum(s["seconds"] for s in stages.values())  # training seconds, as rows_from_demo counts the demo's
     save_adapter(model, tok, run.path / "adapter", acfg, f"reasontune compare, arm {arm}")
-    result = {"arm": arm, "wall_seconds": wall, "stages": stages,
+    from reasontune.runs.labels import total
+
+    # the worked solutions SFT trained on, and what GRPO's rewards or expert iteration's check read
+    labels = total(stages.get("sft", {}).get("examples_seen", 0), (stages.get(spec.then) or {}).get("labels"))
+    result = {"arm": arm, "wall_seconds": wall, "stages": stages, "labels": labels,
               "stopped_by_budget": any(s.get("stopped_by_budget") for s in stages.values()),
               **_evaluate(acfg, model, tok, evals, run.path / "evals", marks)}
-    run.set_status("done", wall_seconds=wall, stopped_by_budget=result["stopped_by_budget"])
+    run.set_status("done", wall_seconds=wall, stopped_by_budget=result["stopped_by_budget"], labels=labels)
     logger.info("compare %s: %.0f s, held-out %.3f, OOD %s", arm, wall, result["heldout_accuracy"],
                 result.get("ood_accuracy"))
     return result
@@ -143,6 +141,13 @@ def figures(name: str, m: dict) -> dict:
             f"{name}_working_lines_by_level": {str(k): v.get("working_lines") for k, v in sorted(levels.items())}}
 
 
+def _no_labels() -> dict:
+    """The base model's labels: it learned from nothing."""
+    from reasontune.runs.labels import total
+
+    return total(0, None)
+
+
 def rows_from_demo(s: dict) -> dict:
     """The base row and the SFT-then-GRPO arm from a finished demo's metrics.json summary (`run_demo`'s return):
     same recipe, fresh model, SFT then GRPO; only its training seconds count, as in `run_arm`: trainer.train()'s
@@ -151,12 +156,16 @@ def rows_from_demo(s: dict) -> dict:
     sft = {"steps": s["warmup_sft"]["steps"], "seconds": s["warmup_sft"]["seconds"]}
     grpo = {"steps": s["grpo_steps"], "seconds": s["grpo"]["grpo_seconds"],
             "max_steps": s["settings"]["grpo"]["max_steps"]}
-    ood = s.get("ood") or {}
+    ood, phrased = s.get("ood") or {}, s.get("phrased_otherwise") or {}
 
     def row(arm, stage, wall, stages):
-        r = {"arm": arm, "wall_seconds": wall, **figures("heldout", s[stage]), "from_demo": True}
+        labels = s.get("labels") if stages else _no_labels()
+        r = {"arm": arm, "wall_seconds": wall, **figures("heldout", s[stage]), "from_demo": True, "labels": labels}
         if stage in ood:
             r.update({"ood_accuracy": ood[stage], "ood_n": ood.get("n")})
+        if stage in phrased:
+            r.update({"phrased_accuracy": phrased[stage], "phrased_n": phrased.get("n"),
+                      "phrased_stop_rate": (phrased.get("stop_rate") or {}).get(stage)})
         return {**r, "stages": stages} if stages else r
 
     first = row("sft_then_grpo", "after", sft["seconds"] + grpo["seconds"], {"sft": sft, "grpo": grpo})
@@ -213,24 +222,27 @@ def plan_from(first: dict, cfg: RunConfig, budget_s: float | None, worked_rows: 
     passes = budget / per_example if per_example else cfg.warmup.examples * cfg.warmup.epochs
     examples = int(max(1, min(worked_rows, passes)))
     epochs = max(1.0, passes / max(1, worked_rows)) if passes > worked_rows else 1.0
-    return {"budget_s": budget, "grpo_step_seconds": step_s, "grpo_steps": steps, "sft_seconds_per_example":
+    plan = {"budget_s": budget, "grpo_step_seconds": step_s, "grpo_steps": steps, "sft_seconds_per_example":
             per_example, "sft_examples": examples, "sft_epochs": round(epochs, 3)}
+    return {**plan, **plan_arms(plan, cfg, worked_rows)}
 
 
 def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float | None = None,
-                include_base: bool = True, updates: dict | None = None, demo_summary: dict | None = None) -> dict:
-    """Run the three arms (and a base-model row); write OUT/compare/metrics.json and table.md.
+                include_base: bool = True, updates: dict | None = None, demo_summary: dict | None = None,
+                arms: tuple[str, ...] = DEFAULT_ARMS, recipe: str | None = None) -> dict:
+    """Run the arms (and a base-model row); write OUT/compare/metrics.json and table.md.
 
+    The SFT-then-GRPO arm (the recipe as written) always has a row: it calibrates the others' sizes.
     budget_s None: the budget is the SFT-then-GRPO arm's training time (with --quick, the quick recipe's).
     demo_summary: a finished demo of the same recipe (its metrics.json); it is the base row and the
-    SFT-then-GRPO arm, and only the other two arms train.
+    SFT-then-GRPO arm, and only the other arms train.
     """
     from reasontune.stages import demo
     from reasontune.data import build_datasets
     from reasontune.runs.folder import atomic_write_json
     from reasontune.data.worked import count_worked
 
-    cfg = demo.demo_config(out_dir, quick, updates)
+    cfg = demo.demo_config(out_dir, quick, updates, recipe=recipe)
     if demo_summary is not None:
         check_same_settings(demo_summary["settings"], cfg)
     root = Path(out_dir) / "compare"
@@ -244,6 +256,9 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
     if ood_cfg is not None:
         ood_cfg = replace(ood_cfg, test_size=min(OOD_PROBLEMS, cfg.data.test_size))  # the demo's OOD set
         evals["ood"] = build_datasets(ood_cfg, cfg.format, tokenizer=tok)["test"]
+    phrased = demo.phrased_set(cfg, tok)  # the demo's phrased-otherwise rows (None off the arithmetic generators)
+    if phrased is not None:
+        evals["phrased"] = phrased
     marks = _marks(cfg, data, tok)  # one near-duplicate split for every arm
     rows = {}
     if demo_summary is not None:
@@ -252,12 +267,12 @@ def run_compare(out_dir: str = "runs/demo", quick: bool = False, budget_s: float
         if include_base:
             model, tok = _fresh(cfg)
             base = _evaluate(cfg, model, tok, evals, root / "base", marks)
-            rows["base"] = {"arm": "base", "wall_seconds": 0.0, **base}
+            rows["base"] = {"arm": "base", "wall_seconds": 0.0, **base, "labels": _no_labels()}
             del model
         rows["sft_then_grpo"] = run_arm(cfg, "sft_then_grpo", data, evals, budget_s, {}, root, marks)
     plan = plan_from(rows["sft_then_grpo"], cfg, budget_s, count_worked(data["train"]))
     logger.info("compare plan: %s", plan)
-    for arm in ("grpo_only", "sft_only"):
+    for arm in (a for a in arms if a != "sft_then_grpo"):
         rows[arm] = run_arm(cfg, arm, data, evals, plan["budget_s"], plan, root, marks)
     ood_levels = ood_cfg.difficulty if ood_cfg else None
     summary = {"arms": rows, "plan": plan, "budget_s": plan["budget_s"], "quick": quick,
@@ -273,24 +288,27 @@ def write_table(root: Path, s: dict) -> None:
     def f(x):
         return "n/a" if x is None else f"{x:.3f}"
 
-    ood = f"difficulty {s['ood_difficulty']}" if s["ood_difficulty"] else "none (no harder level)"
-    lines = ["# SFT vs GRPO vs SFT then GRPO", "",
-             f"Budget: {s['budget_s']:.0f} s of training per arm (training only). Held-out: training "
-             f"distribution (difficulty {s['train_difficulty']}); OOD: {ood}.", "",
-             "| arm | wall s | held-out accuracy | no near-duplicate in training | OOD accuracy | format rate | "
-             "stops on its own | working lines | working lines by level | stopped by budget |",
+    level = f"level {', '.join(map(str, s['ood_difficulty']))}" if s["ood_difficulty"] else "OOD"
+    lines = ["# The compare: the same training seconds, and the labels each arm learned from", "",
+             f"Budget: {s['budget_s']:.0f} s of training per arm (inside trainer.train(); expert iteration: its "
+             f"rounds). Held-out: training distribution (difficulty {s['train_difficulty']}); {level}: never "
+             "trained on (none when training used the top level); phrased otherwise: data/phrased_otherwise.jsonl.",
+             "", "Labels: the worked solutions an arm learned from (SFT examples, and GRPO problems whose reference "
+             "working a reward read) and the reference answers it read (GRPO's rewards, expert iteration's check; "
+             "runs/labels.py).", "",
+             f"| arm | labels: worked solutions / answers | training s | held-out | no near-duplicate | {level} | "
+             "phrased otherwise | working lines by level | stops on its own | steps run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in s["arms"].items():
         by = " / ".join(f"L{k} {f(v)}" for k, v in (r.get("heldout_working_lines_by_level") or {}).items())
         name = f"{arm} (the demo's run)" if r.get("from_demo") and arm != "base" else arm
         novel = f(r.get("heldout_novel_accuracy")) + (f" ({r['heldout_novel_n']})" if r.get("heldout_novel_n") else "")
-        lines.append(f"| {name} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | {novel} | "
-                     f"{f(r.get('ood_accuracy'))} | {f(r.get('heldout_format_rate'))} | "
-                     f"{f(r.get('heldout_stop_rate'))} | {f(r.get('heldout_working_lines'))} | {by or 'n/a'} | "
-                     f"{'yes' if r.get('stopped_by_budget') else 'no'} |")
-    p, stage = s["plan"], lambda arm, st: ((s["arms"].get(arm) or {}).get("stages") or {}).get(st) or {}
-    lines += ["", f"GRPO-only: {stage('grpo_only', 'grpo').get('steps', 'n/a')} steps run of {p['grpo_steps']} "
-              "planned; "
-              f"SFT-only: {stage('sft_only', 'sft').get('steps', 'n/a')} steps run of {p['sft_examples']} worked "
-              f"solutions x {p['sft_epochs']} epochs planned (sized from the SFT-then-GRPO arm's timings)."]
+        lab = r.get("labels")
+        lab = f"{lab['worked_solutions']} / {lab['answers']}" if lab else "n/a"
+        steps = steps_run(r.get("stages") or {}) + (", stopped by the budget" if r.get("stopped_by_budget") else "")
+        lines.append(f"| {name} | {lab} | {r['wall_seconds']:.0f} | {f(r.get('heldout_accuracy'))} | {novel} | "
+                     f"{f(r.get('ood_accuracy'))} | {f(r.get('phrased_accuracy'))} | {by or 'n/a'} | "
+                     f"{f(r.get('heldout_stop_rate'))} | {steps} |")
+    lines += ["", "Arms: " + "; ".join(f"{a}: {ARMS[a].help}" for a in s["arms"] if a in ARMS) + ".",
+              "", f"Sizes (from the SFT-then-GRPO arm's timings): {s['plan']}."]
     atomic_write_text(root / "table.md", "\n".join(lines) + "\n")

@@ -2,8 +2,8 @@
 
 base eval -> SFT format warm-up -> eval -> GRPO -> eval, then metrics.json, report.md,
 report.html, the PEFT adapter (adapter/) and the warm-up's adapter (warmup/adapter/) in the output
-folder. The settings live in recipes/demo.yaml (one place); --quick shrinks them to a smoke test
-that proves the plumbing, not a result.
+folder. The settings live in recipes/demo.yaml (one place; `--recipe` names another, e.g. the labelled
+recipes/demo-worked.yaml); --quick shrinks them to a smoke test that proves the plumbing, not a result.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from reasontune.config import DataConfig, RunConfig, load_yaml, override
 logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # reasontune/recipes
+DEFAULT_RECIPE = "demo.yaml"  # `reasontune demo` without --recipe
 
 # The demo's promise: done in 20 minutes on a 2-core laptop CPU. GRPO gets what is left of it (after
 # loading, the evals and the warm-up, keeping room for the final eval), capped by grpo.max_seconds, so
@@ -35,6 +36,11 @@ WARMUP_SAMPLED_PROBLEMS = 64
 # Problems of the harder level training never saw (ood_data_config), greedy, at each stage; written to
 # OUT/evals_ood/<stage>, apart from OUT/evals/, whose last stage the report reads as the result.
 OOD_PROBLEMS = 100
+# Problems phrased unlike the generators (data/phrased_otherwise.jsonl: the number first, the question first,
+# units, first person, other names and settings, terse notes; levels 1-3), greedy, at each stage, into
+# OUT/evals_phrased/<stage>: whether what training taught carries to other wording. For the arithmetic demos only.
+PHRASED = "phrased_otherwise"
+PHRASED_FOR = ("procedural:small_arithmetic", "procedural:arithmetic")
 
 # A measurement runs alone: two cores shared with a helper, CI or a benchmark give fewer GRPO steps (28 a
 # run where 56 ran on an idle machine, issue 24). A 1-minute load average above this many runnable tasks per
@@ -67,8 +73,27 @@ QUICK = {"data.train_size": 64, "data.test_size": 8, "eval.limit": 8, "warmup.ex
          "grpo.max_steps": 2, "grpo.max_completion_length": 32}
 
 
-def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None) -> RunConfig:
-    cfg = load_yaml(RECIPES / "demo.yaml")
+def recipe_path(recipe: str | Path | None = None) -> Path:
+    """The demo's recipe file: None is the shipped recipes/demo.yaml; a path that exists is read as given; a
+    shipped recipe's name (`demo-worked.yaml`, or `recipes/demo-worked.yaml` outside the repository) is found in the
+    package. Anything else is a ConfigError naming the shipped recipes, raised before a model loads."""
+    from reasontune.config import ConfigError
+
+    if recipe is None:
+        return RECIPES / DEFAULT_RECIPE
+    p = Path(recipe)
+    if p.is_file():
+        return p
+    if p.parent in (Path("."), Path("recipes")) and (RECIPES / p.name).is_file():
+        return RECIPES / p.name
+    shipped = ", ".join(sorted(f"recipes/{q.name}" for q in RECIPES.glob("demo*.yaml")))
+    raise ConfigError(f"--recipe {str(recipe)!r} is not a file: pass a recipe YAML that exists, or a shipped demo "
+                      f"recipe ({shipped})")
+
+
+def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None,
+                recipe: str | Path | None = None) -> RunConfig:
+    cfg = load_yaml(recipe_path(recipe))
     fixed = {"output_dir": str(Path(out_dir) / "train"), "overwrite": True}
     if quick:
         fixed.update(QUICK)
@@ -80,7 +105,8 @@ def demo_config(out_dir: str, quick: bool = False, updates: dict | None = None) 
     return cfg
 
 
-def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | None = None) -> dict:
+def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | None = None,
+             recipe: str | Path | None = None) -> dict:
     import torch
 
     from reasontune.data import build_datasets
@@ -97,7 +123,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     shared = warn_if_shared(load_start)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = demo_config(out_dir, quick, updates)
+    cfg = demo_config(out_dir, quick, updates, recipe)
     torch.manual_seed(cfg.seed)
     model, tok, backend = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     data = build_datasets(cfg.data, cfg.format, tokenizer=tok)
@@ -106,7 +132,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
     if ood_cfg is not None:
         ood_cfg = replace(ood_cfg, test_size=min(OOD_PROBLEMS, cfg.data.test_size))
         ood = build_datasets(ood_cfg, cfg.format, tokenizer=tok)["test"]
-    stages, timings, peaks, ood_stages = {}, {}, {}, {}  # peak RSS (MB) of each stage
+    phrased = phrased_set(cfg, tok)
+    stages, timings, peaks, ood_stages, phrased_stages = {}, {}, {}, {}, {}  # peak RSS (MB) of each stage
     sft_out = {}
 
     def end_stage(name):
@@ -124,6 +151,9 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         if ood is not None:
             ood_stages[stage] = evaluate(override(cfg, {"eval.limit": len(ood)}), model=model, tokenizer=tok,
                                          dataset=ood, out_dir=out / "evals_ood" / stage, progress=False)
+        if phrased is not None:
+            phrased_stages[stage] = evaluate(override(cfg, {"eval.limit": len(phrased)}), model=model, tokenizer=tok,
+                                             dataset=phrased, out_dir=out / "evals_phrased" / stage, progress=False)
         timings[f"eval_{stage}"] = time.perf_counter() - t
         end_stage(f"eval_{stage}")
         logger.info("%s: accuracy %.3f, format %.3f, mean length %.1f", stage, stages[stage]["accuracy"],
@@ -159,6 +189,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         summary["ood"] = {"difficulty": ood_cfg.difficulty, "n": len(ood),
                           **{k: v["accuracy"] for k, v in ood_stages.items()},
                           "stop_rate": {k: v.get("stop_rate") for k, v in ood_stages.items()}}
+    if phrased_stages:
+        summary[PHRASED] = phrased_summary(phrased_stages)
     summary["turned"] = turned_into_greedy(out)
     try:  # held-out accuracy without the problems whose working training already holds (overlap.py)
         from reasontune.stages.overlap import add_novelty, heldout_marks
@@ -173,7 +205,7 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
                    warmup_sft={k: sft_out[k] for k in ("steps", "seconds", "examples") if k in sft_out},
                    labels=labels_total(sft_out.get("examples", 0), result["summary"].get("labels")),
                    load_average={"start": load_start, "end": machine_load(), "shared_at_start": shared},
-                   settings=cfg.to_dict())
+                   recipe=str(recipe_path(recipe)), settings=cfg.to_dict())
     atomic_write_json(out / "metrics.json", summary)
     write_markdown(out, summary)
     try:
@@ -185,6 +217,30 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, updates: dict | No
         logger.warning("HTML report failed: %s", e)
     logger.info("demo done in %.0f s: %s", summary["wall_seconds"], out)
     return summary
+
+
+def phrased_set(cfg: RunConfig, tokenizer):
+    """The rows of the phrased-otherwise set, when the demo trains an arithmetic generator (at most data.test_size,
+    as the OOD set: --quick evaluates a few); else None."""
+    if cfg.data.dataset not in PHRASED_FOR or cfg.data.test_size == 0:
+        return None
+    from reasontune.data import eval_split
+
+    ds = eval_split(replace(cfg.data, dataset=PHRASED), cfg.format, tokenizer)
+    if len(ds) <= cfg.data.test_size:
+        return ds
+    return ds.shuffle(seed=cfg.data.seed).select(range(cfg.data.test_size))  # the file is in order of kind
+
+
+def phrased_summary(stages: dict) -> dict:
+    """metrics.json's `phrased_otherwise`: accuracy at each stage, and by kind of phrasing and by level."""
+    first = next(iter(stages.values()))
+    return {"n": first["n"], **{k: v["accuracy"] for k, v in stages.items()},
+            "by_phrasing": {k: {kind: m["accuracy"] for kind, m in (v.get("by_subject") or {}).items()}
+                            for k, v in stages.items()},
+            "by_level": {k: {lv: m["accuracy"] for lv, m in (v.get("by_difficulty") or {}).items()}
+                         for k, v in stages.items()},
+            "stop_rate": {k: v.get("stop_rate") for k, v in stages.items()}}
 
 
 def ood_data_config(data: DataConfig) -> DataConfig | None:
@@ -283,6 +339,12 @@ def write_markdown(out: Path, s: dict) -> None:
         o = s["ood"]
         lines += ["", f"Out of distribution (difficulty {o['difficulty']}, never trained on, {o['n']} problems, "
                   f"greedy): base {_f(o.get('before'))}, warm-up {_f(o.get('warmup'))}, GRPO {_f(o.get('after'))}."]
+    if s.get(PHRASED):
+        p = s[PHRASED]
+        kinds = p["by_phrasing"].get("after") or {}
+        lines += ["", f"Phrased otherwise ({p['n']} problems written apart from the generators, levels 1-3, greedy): "
+                  f"base {_f(p.get('before'))}, warm-up {_f(p.get('warmup'))}, GRPO {_f(p.get('after'))}. After GRPO "
+                  "by kind: " + ", ".join(f"{k} {_f(v)}" for k, v in sorted(kinds.items())) + "."]
     if s.get("turned"):
         t = s["turned"]
         among = (f"{t['fixed_among_sampled_problems']} of them among the {t['sampled_problems']} problems the warm-up "

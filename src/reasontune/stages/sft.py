@@ -22,18 +22,39 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
 
     Checkpoints are written only when a callback asks (train()'s GracefulStop on a signal), into
     OUT/warmup/checkpoint-N; `resume_from` continues from one (optimizer, schedule, data position, RNG)."""
+    from reasontune.runs.callbacks import MetricsCallback
+    from reasontune.runs.watch import Watch
+
+    w = cfg.warmup
+    data = sft_rows(train_ds, tokenizer, cfg, w.examples)
+    watch = Watch(cfg.grpo.watch_window, run=run, stage="warmup")  # warns only: grpo.stop_on is GRPO's
+    callbacks = [watch] + ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
+    trainer, result, secs = sft_train(cfg, model, tokenizer, data, Path(out_dir or cfg.output_dir) / "warmup",
+                                      epochs=w.epochs, learning_rate=w.learning_rate, batch_size=w.batch_size,
+                                      gradient_accumulation_steps=w.gradient_accumulation_steps, callbacks=callbacks,
+                                      resume_from=resume_from)
+    logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,
+                result.training_loss, secs)
+    steps = trainer.state.global_step
+    # the worked solutions it trained on: all of them after an epoch, fewer when a time budget stopped it sooner
+    seen = min(len(data), steps * w.batch_size * w.gradient_accumulation_steps)
+    return {"examples": len(data), "examples_seen": seen, "loss": result.training_loss, "seconds": secs,
+            "steps": steps, "warned": [w["condition"] for w in watch.warnings]}
+
+
+def sft_train(cfg: RunConfig, model, tokenizer, data, out: Path, *, epochs: float, learning_rate: float,
+              batch_size: int, gradient_accumulation_steps: int = 1, callbacks=(), resume_from: str | None = None):
+    """(trainer, train result, seconds of trainer.train() alone: the training seconds every compare arm counts):
+    TRL's SFT (our LeanSFTTrainer) on prompt/completion rows, loss on the completion, in place on the (LoRA) model.
+    The warm-up, `reasontune sft` and expert iteration's rounds all train here."""
     import torch
     from trl import SFTConfig
 
     from reasontune.engines.sft_trainer import LeanSFTTrainer
-    from reasontune.runs.callbacks import MetricsCallback
 
-    w = cfg.warmup
-    data = sft_rows(train_ds, tokenizer, cfg, w.examples)
-    out = Path(out_dir or cfg.output_dir) / "warmup"
     args = SFTConfig(
-        output_dir=str(out), num_train_epochs=w.epochs, learning_rate=w.learning_rate,
-        per_device_train_batch_size=w.batch_size, gradient_accumulation_steps=w.gradient_accumulation_steps,
+        output_dir=str(out), num_train_epochs=epochs, learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
         lr_scheduler_type="constant", logging_steps=1,
         save_strategy="no", report_to="none", seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
         completion_only_loss=True, max_length=cfg.model.max_seq_length, disable_tqdm=False,
@@ -42,19 +63,11 @@ def warmup_sft(cfg: RunConfig, model, tokenizer, train_ds, run=None, out_dir: st
         bf16=_sft_bf16(cfg), gradient_checkpointing=cfg.lora.gradient_checkpointing,
         dataloader_num_workers=0,
     )
-    from reasontune.runs.watch import Watch
-
-    watch = Watch(cfg.grpo.watch_window, run=run, stage="warmup")  # warns only: grpo.stop_on is GRPO's
-    callbacks = [watch] + ([MetricsCallback(run, stage="warmup")] if run is not None else []) + list(callbacks)
     trainer = LeanSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                             callbacks=callbacks)
+                             callbacks=list(callbacks))
     t0 = time.perf_counter()  # trainer.train() only: the training seconds every compare arm counts
     result = trainer.train(resume_from_checkpoint=resume_from)
-    secs = time.perf_counter() - t0
-    logger.info("warm-up: %d examples, %.1f epochs, loss %.3f, %.0f s", len(data), w.epochs,
-                result.training_loss, secs)
-    return {"examples": len(data), "loss": result.training_loss, "seconds": secs, "steps": trainer.state.global_step,
-            "warned": [w["condition"] for w in watch.warnings]}
+    return trainer, result, time.perf_counter() - t0
 
 
 def _sft_bf16(cfg: RunConfig) -> bool:
@@ -120,6 +133,9 @@ def run_sft(cfg: RunConfig, model=None, tokenizer=None, datasets=None, examples:
     except BaseException as e:
         run.set_status("failed", error=f"{type(e).__name__}: {e}")
         raise
+    from reasontune.runs.labels import total
+
+    summary["labels"] = total(summary["examples_seen"], None)  # worked solutions only: no reward read an answer
     run.set_status("done", **summary)
     return {"summary": summary, "run_dir": str(run.path)}
 

@@ -1,4 +1,5 @@
-"""`reasontune.train(config)`: optional SFT warm-up, then GRPO with TRL, into a run folder."""
+"""`reasontune.train(config)`: optional SFT warm-up, then GRPO with TRL (or expert iteration: stages/expert.py,
+`method: expert_iteration`), into a run folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from reasontune.config import RunConfig
-from reasontune.runs.callbacks import MetricsCallback  # noqa: F401  (compare_demo and tests take it from here)
+# compare_demo and tests take these from here; TimeBudget lives below the stages so expert.py can use it too
+from reasontune.runs.callbacks import MetricsCallback, TimeBudget, generation_cycle  # noqa: F401
 from reasontune.runs.folder import RunFolder, clear_run
 from reasontune.models.speed import release_freed_memory
 
@@ -28,48 +30,6 @@ class ReleaseMemory(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         release_freed_memory()
-
-
-def generation_cycle(args) -> int:
-    """Optimizer steps per GRPO generation: TRL generates once per steps_per_generation x num_iterations
-    micro-batches, and an optimizer step takes gradient_accumulation_steps of them (1 for SFT)."""
-    iters = int(getattr(args, "num_iterations", 1) or 1)
-    ga = int(getattr(args, "gradient_accumulation_steps", 1) or 1)
-    spg = int(getattr(args, "steps_per_generation", None) or ga)
-    return max(1, -(-iters * spg // ga))
-
-
-class TimeBudget(TrainerCallback):
-    """Stop at the first step boundary after which another step would end past a deadline: `seconds` after
-    training begins (grpo.max_seconds) or an absolute `deadline` (a time.perf_counter() value). Waiting for the
-    deadline itself overran it by up to a step (40 s on a slow host, measured in the demo). The next step is
-    predicted as the longest of the last generation cycle's steps: with num_iterations > 1 a cheap step that
-    reuses the rollouts is followed by one that generates, and the last step alone would overrun by a rollout.
-    The adapter is still saved."""
-
-    def __init__(self, seconds: float | None = None, deadline: float | None = None):
-        self.seconds, self.deadline, self.fired, self.steps = seconds, deadline, False, 0
-        self._last: float | None = None  # perf_counter() at the last step boundary (or at train begin)
-        self._recent: list[float] = []  # step durations of the last generation cycle
-
-    def on_train_begin(self, args, state, control, **kw):
-        self._last = time.perf_counter()
-        if self.deadline is None and self.seconds is not None:
-            self.deadline = self._last + self.seconds
-
-    def on_step_end(self, args, state, control, **kw):
-        self.steps += 1
-        now = time.perf_counter()
-        step_s = now - self._last if self._last is not None else 0.0
-        self._last = now
-        self._recent = (self._recent + [step_s])[-generation_cycle(args):]
-        nxt = max(self._recent)
-        if self.deadline is not None and not self.fired and now + nxt >= self.deadline:
-            self.fired = True
-            control.should_training_stop = True
-            logger.info("time budget: step %d of %d took %.0f s (the cycle's longest %.0f s) and %.0f s are left: "
-                        "stopping", state.global_step, state.max_steps, step_s, nxt, max(0.0, self.deadline - now))
-        return control
 
 
 class GracefulStop(TrainerCallback):
@@ -329,6 +289,8 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
         w = warmup_sft(cfg, model, tokenizer, datasets["train"], run, callbacks=[stopper], resume_from=warm_from)
         if stopper.requested:  # checkpointed at the step boundary (RUN/warmup/checkpoint-N); GRPO not begun
             return {"global_step": w["steps"], "stage": "warmup"}
+    if cfg.method == "expert_iteration":  # its checkpoints are finished rounds: resume_from is the last one
+        return _expert_iteration(cfg, run, model, tokenizer, datasets, stopper, w if warm else None, resume_from)
     train_ds = prepare_prompts(datasets["train"], tokenizer, cfg)
     from reasontune.engines.guards import NonFiniteError, NonFiniteGuard
 
@@ -359,11 +321,24 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
     if not stopper.requested and trainer.accelerator.is_main_process:
         stage = "SFT warm-up, then GRPO" if cfg.warmup.kind == "sft" else "GRPO"
         save_adapter(trainer.model, tokenizer, run.path / "adapter", cfg, stage)
-    from reasontune.runs.labels import grpo_labels, total
-
-    labels = total(w["examples"] if warm else 0,
-                   grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args, trainer.state.global_step))
+    labels = _grpo_labels(trainer, w["examples_seen"] if warm else 0)
     return {"global_step": trainer.state.global_step, "train_loss": out.training_loss, "labels": labels,
             "grpo_seconds": train_s, "stopped_by_time_budget": budget.fired,
             "warned": [w["condition"] for w in watch.warnings],
             **({"stopped_by": watch.stopped} if watch.stopped else {})}
+
+
+def _grpo_labels(trainer, sft_examples: int) -> dict:
+    """The run's labels (runs/labels.py): the warm-up's worked solutions, and what GRPO's rewards read."""
+    from reasontune.runs.labels import grpo_labels, total
+
+    return total(sft_examples, grpo_labels(trainer.reward_funcs, trainer.train_dataset, trainer.args,
+                                           trainer.state.global_step))
+
+
+def _expert_iteration(cfg, run, model, tokenizer, datasets, stopper, warmed: dict | None, resume_from) -> dict:
+    """Expert iteration instead of GRPO (stages/expert.py), after the warm-up `warmed` (None: none ran here)."""
+    from reasontune.stages.expert import expert_iteration
+
+    return expert_iteration(cfg, run, model, tokenizer, datasets["train"], stopper,
+                            sft_examples=warmed["examples_seen"] if warmed else 0, resume_from=resume_from)
