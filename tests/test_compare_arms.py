@@ -48,6 +48,8 @@ def test_reference_rewards_add_step_check_and_read_the_worked_column():
     u = CA.reference_rewards(cfg)
     assert u == {"rewards.names": ["format_exact", "answer_check", "step_check"], "rewards.weights": [0.5, 2.0, 1.0],
                  "rewards.answers_only": False}
+    free = _cfg(**{"rewards.names": ["answer_check", "work_check"], "rewards.answers_only": True})
+    assert CA.reference_rewards(free)["rewards.names"] == ["answer_check", "step_check"]  # in place of work_check
     has = _cfg(**{"rewards.names": ["answer_check", "step_check"]})
     assert CA.reference_rewards(has)["rewards.names"] == ["answer_check", "step_check"]  # not added twice
 

@@ -47,6 +47,7 @@ DEFAULT_ARMS = ("sft_then_grpo", "grpo_only", "sft_only")
 LABEL_ARMS = ("primer_only", "primer_expert", "primer_grpo_answers", "primer_grpo_reference", "sft_all",
               "sft_all_grpo")
 STEP_CHECK = "step_check"  # the process reward that reads the reference working (rewards/steps.py)
+WORK_CHECK = "work_check"  # the label-free one (rewards/workcheck.py), which the reference arm swaps for step_check
 
 
 def parse_arms(text: str | None) -> tuple[str, ...]:
@@ -95,12 +96,14 @@ def arm_updates(cfg: RunConfig, arm: str, plan: dict) -> dict:
 
 
 def reference_rewards(cfg: RunConfig) -> dict:
-    """The recipe's rewards with step_check reading the reference working: step_check added (weight 1.0) when the
-    recipe lacks it, and rewards.answers_only off."""
+    """The recipe's rewards with step_check reading the reference working: step_check in place of the label-free
+    work_check (the same role, one process reward per arm), else added (weight 1.0) when the recipe lacks it, and
+    rewards.answers_only off."""
     from reasontune.rewards import resolved_rewards
 
     r = resolved_rewards(cfg.rewards)
     names, weights = [x["name"] for x in r], [x["weight"] for x in r]
+    names = [STEP_CHECK if n == WORK_CHECK else n for n in names]
     if STEP_CHECK not in names:
         names, weights = names + [STEP_CHECK], weights + [1.0]
     return {"rewards.names": names, "rewards.weights": weights, "rewards.answers_only": False}
