@@ -161,3 +161,58 @@ def test_group_by_prompt_keeps_every_row_and_groups_them():
                       for b in bs for j in range(4))
 
     assert rows_of(out) == rows_of(batches)  # the same rows, each with its own completion and advantage
+
+
+def test_grouped_micro_batches_give_the_same_step_gradient(tmp_path, sharp_tiny_dir):
+    """One GRPO step of 8 rollouts (4 prompts x 2) in 2 micro-batches of 4: with the shared prompt on, each
+    micro-batch holds 2 whole groups (TRL's shuffle mixes them), and the accumulated gradient the optimizer gets
+    equals the one with it off (TRL's micro-batches, the unshared forward)."""
+    from transformers import TrainerCallback
+
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
+
+    class Grads(TrainerCallback):
+        def __init__(self):
+            self.grads = None
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    def step(shared: bool):
+        cfg = from_dict({"model": {"name": str(sharp_tiny_dir)}, "lora": {"r": 4, "alpha": 8},
+                         "data": {"train_size": 16, "test_size": 4}, "seed": 0, "output_dir": str(tmp_path / str(shared)),
+                         "grpo": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "num_generations": 2,
+                                  "max_completion_length": 8, "max_steps": 1, "save_steps": 1000, "bf16": "false",
+                                  "skip_zero_variance": False, "shared_prompt": shared}})
+        torch.manual_seed(0)  # LoRA A is drawn from the global RNG
+        model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.05)
+        grads, seen = Grads(), []
+        trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(build_datasets(cfg.data, cfg.format)["train"],
+                                                                      tok, cfg), callbacks=[grads])
+        assert trainer.group_micro_batches is shared
+        real = trainer.compute_loss  # the instance's (steptime.py wraps it there)
+
+        def spy(model, inputs, *a, **k):
+            seen.append(len({tuple(r) for r in inputs["prompt_ids"].tolist()}))
+            return real(model, inputs, *a, **k)
+
+        trainer.compute_loss = spy
+        # a random tiny model scores the same on every reward: draw the rewards instead (the same in both runs)
+        g = torch.Generator().manual_seed(1)
+        trainer._calculate_rewards = lambda inputs, prompts, *a: torch.randn(len(prompts), len(trainer.reward_funcs),
+                                                                             generator=g)
+        trainer.train()
+        return grads.grads, seen
+
+    (on, seen_on), (off, seen_off) = step(True), step(False)
+    assert seen_on == [2, 2] and len(seen_off) == 2  # whole groups per micro-batch
+    assert on.keys() == off.keys() and on
+    top = max(g.abs().max().item() for g in off.values())
+    assert top > 0
+    for n in off:
+        torch.testing.assert_close(on[n], off[n], rtol=1e-4, atol=1e-5 * top)
