@@ -1,6 +1,6 @@
 """GRPO step time: plain TRL GRPOTrainer vs reasontune's trainer, same work, same machine, one command.
 
-    python bench/grpo_step.py [--steps 3] [--json] [--no-warm]
+    python bench/grpo_step.py [--steps 3] [--json] [--no-warm] [--no-shared-prompt]
 
 Each side runs in its own subprocess (so peak RSS is its own) on the embedded SmolLM2-135M with
 the same LoRA adapter, data (procedural:arithmetic), rewards (the recipe's four), batch (4 prompts
@@ -9,6 +9,7 @@ x 8 completions), max_completion_length (64) and seed.
 - Both sides start from the same format-warmed adapter (the demo's SFT warm-up, run once in a
   third subprocess first): an untrained base never writes the answer marker, so a bench on it
   measures a situation no real GRPO run spends its time in. --no-warm starts from a fresh LoRA.
+  --no-shared-prompt sets grpo.shared_prompt false on reasontune's side (the lever measured off).
 - Plain TRL is what a TRL user writes: `from_pretrained` (fp32 weights for this checkpoint) and
   `GRPOConfig` defaults (gradient checkpointing on, HF generate). The one exception is bf16: TRL
   defaults it to True, which we keep only where bf16 measured faster on this CPU (speed.py); on a
@@ -47,7 +48,8 @@ def _config(side: str, steps: int):
         "output_dir": f"/tmp/reasontune-bench-{side}", "overwrite": True,
         "lora": {"r": 16, "alpha": 32},
         "data": {"train_size": 256, "test_size": 8},
-        "grpo": {"per_device_train_batch_size": SHAPE["prompts"] * SHAPE["generations"],
+        "grpo": {"shared_prompt": os.environ.get("REASONTUNE_BENCH_SHARED_PROMPT", "1") == "1",
+                 "per_device_train_batch_size": SHAPE["prompts"] * SHAPE["generations"],
                  "num_generations": SHAPE["generations"], "max_completion_length": SHAPE["max_completion_length"],
                  "max_steps": steps + 1, "learning_rate": 5e-5, "save_steps": 10_000},
         "warmup": {"kind": "sft", "examples": 64, "epochs": 2, "learning_rate": 1e-3, "batch_size": 8},
@@ -256,6 +258,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-warm", action="store_true", help="start both sides from a fresh LoRA, not the warmed adapter")
+    p.add_argument("--no-shared-prompt", action="store_true", help="grpo.shared_prompt false on reasontune's side")
     p.add_argument("--side", choices=["warm", "trl", "reasontune"], help=argparse.SUPPRESS)
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -267,7 +270,8 @@ def main() -> None:
     for side in (["warm"] if warm else []) + ["trl", "reasontune"]:
         t = time.perf_counter()
         cmd = [sys.executable, __file__, "--side", side, "--steps", str(a.steps)] + (["--no-warm"] if not warm else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        env = {**os.environ, "TQDM_DISABLE": "1", "REASONTUNE_BENCH_SHARED_PROMPT": "0" if a.no_shared_prompt else "1"}
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
         res[side] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -286,8 +290,8 @@ def main() -> None:
     limit = _print_limit(res)
     print(f"ratio (plain TRL s/step / reasontune s/step): {ratio:.2f}")
     if a.json:
-        print(json.dumps({"ratio": ratio, "limit": limit, "reasontune_s_per_step": res["reasontune"]["s_per_step"],
-                          "trl_s_per_step": res["trl"]["s_per_step"], "steps": a.steps, "shape": SHAPE,
+        print(json.dumps({"ratio": ratio, "limit": limit, "shared_prompt": not a.no_shared_prompt,
+                          "reasontune_s_per_step": res["reasontune"]["s_per_step"], "trl_s_per_step": res["trl"]["s_per_step"], "steps": a.steps, "shape": SHAPE,
                           "warm_adapter": warm, "detail": res}))
 
 
