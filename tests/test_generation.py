@@ -158,7 +158,7 @@ def test_shared_prefix_prefill_matches_separate_prompts(tiny):
     """The system prompt runs once at batch 1; each row's last logits still equal its own forward."""
     import torch
 
-    from reasontune.engines.generation import MIN_SHARED_PREFIX, _cache_kw, _prefill, _shared_prefix
+    from reasontune.engines.prefill import MIN_SHARED_PREFIX, _cache_kw, _prefill, _shared_prefix
 
     model, tok = tiny
     rows = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
@@ -170,6 +170,46 @@ def test_shared_prefix_prefill_matches_separate_prompts(tiny):
             alone = model(input_ids=torch.tensor([r])).logits[0, -1]
             torch.testing.assert_close(logits[i], alone, rtol=1e-4, atol=1e-4)
             assert int(pos[i, 0]) == len(r) - 1 and int(mask[i].sum()) == len(r)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_identical_prompts_prefill_once_and_decode_as_before(tiny, temperature, monkeypatch):
+    """GRPO's rows: 3 prompts x 4 copies, interleaved. The prefill forward runs on the 3 distinct rows (not
+    12), and the greedy tokens, and the sampled ones under one seed, are those of the prefill of all 12 rows."""
+    import torch
+
+    from reasontune.engines import prefill
+    from reasontune.engines.generation import _decode_batch, _StopCheck
+
+    model, tok = tiny
+    prompts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+               for p in _prompts()[:3]]
+    rows = [prompts[i % 3] for i in range(12)]
+    widths = []  # batch size of every forward with more than one input token (the prefill's)
+
+    def count(mod, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.size(1) > 1:
+            widths.append(ids.size(0))
+
+    def run():
+        widths.clear()
+        torch.manual_seed(7)
+        with torch.inference_mode():
+            out = _decode_batch(model, rows, tok.pad_token_id, max_new_tokens=10, sampling=(temperature, 1.0, None),
+                                eos={tok.eos_token_id}, stop=_StopCheck(tok, None))
+        return out, list(widths)
+
+    hook = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        shared, shared_widths = run()
+        monkeypatch.setattr(prefill, "_distinct", lambda rs: (rs, list(range(len(rs)))))  # every row its own
+        alone, alone_widths = run()
+    finally:
+        hook.remove()
+    assert max(shared_widths) == 3 and max(alone_widths) == 12
+    assert shared == alone
+    assert len({tuple(ids) for ids, _ in shared}) > (3 if temperature else 0)  # copies sample apart
 
 
 def test_merged_lora_decodes_like_the_adapter_and_restores_the_base(tiny):

@@ -228,6 +228,11 @@ class GRPOSettings:
         4, "Tokens after the closing answer marker in which the model's own EOS must come (see stop_at_solution_end); "
         "eval's stop_rate counts completions that close the answer and end with EOS within them.")
     skip_zero_variance: bool = _f(True, "Skip forward/backward for groups whose rewards are all equal.")
+    shared_prompt: bool = _f(
+        True, "CPU loss forward: run each distinct prompt of a micro-batch once and let its completions attend to "
+        "its KV cache (same loss and gradients, up to rounding), with the micro-batches grouped by prompt where "
+        "that changes no update (DAPO/CISPO, one optimizer step per generation). Off under Unsloth, several "
+        "processes, gradient checkpointing, or a cache that is not plain full attention.")
     bf16: str = _f("auto", "auto | true | false: bf16 autocast for the frozen base (auto: when the CPU/GPU supports it).")
     curriculum: str = _f(
         "none", "none | adaptive: draw each batch's prompts per value of `curriculum_column`, in proportion to the "

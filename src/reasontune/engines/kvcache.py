@@ -78,16 +78,24 @@ class PreallocatedLayer(DynamicLayer):
         self.batch_select_indices(beam_idx.to(self.device) if self.is_initialized else beam_idx)
 
 
-def preallocated_cache(model, room: int):
-    """A DynamicCache whose layers reserve `room` tokens past their first update, or None when the model's
-    cache is not plain full attention (sliding windows, linear attention, KV sharing...): then the model
-    builds its own cache as usual."""
+def plain_cache(model) -> DynamicCache | None:
+    """An empty DynamicCache for `model` when every layer of it is plain full attention (DynamicLayer), else None
+    (sliding windows, linear attention, KV sharing...: the model builds its own cache as usual)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "module", base)  # DDP
     try:
         plain = DynamicCache(config=base.config)
     except Exception:  # a config the cache cannot read: leave it to the model
         return None
     if not plain.layers or any(type(layer) is not DynamicLayer for layer in plain.layers):
         return None
-    plain.layers = [PreallocatedLayer(room) for _ in plain.layers]
+    return plain
+
+
+def preallocated_cache(model, room: int):
+    """A DynamicCache whose layers reserve `room` tokens past their first update, or None when the model's
+    cache is not plain full attention (plain_cache)."""
+    plain = plain_cache(model)
+    if plain is not None:
+        plain.layers = [PreallocatedLayer(room) for _ in plain.layers]
     return plain

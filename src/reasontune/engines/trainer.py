@@ -32,6 +32,7 @@ from trl import GRPOTrainer
 
 from reasontune.engines.guards import find_guard, is_finite, loss_sample, reward_problems
 from reasontune.engines.logps import frozen_head, head_mismatch, hidden_logps, logit_post, raw_hidden, token_logps
+from reasontune.engines.shared_prompt import shared_prompt_hidden, why_not
 from reasontune.models.speed import autocast, lora_inputs_uncast, release_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ SKIP_SAFE_LOSSES = ("dapo", "cispo")
 
 class ReasonTuneGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, stop_rule=None, skip_zero_variance: bool = True,
-                 autocast_setting: str = "auto", curriculum: tuple | None = None, **kwargs):
+                 autocast_setting: str = "auto", curriculum: tuple | None = None, shared_prompt: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         # Unsloth's import replaces trl.GRPOTrainer with its own patched class (unsloth 2026.10.9,
         # models/rl.py: `trl.GRPOTrainer = created_module.UnslothGRPOTrainer`), which has its own
@@ -55,6 +57,9 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         self.stop_rule = stop_rule  # generation.StopRule or None (end at EOS or the budget only)
         self.autocast_setting = autocast_setting
         self.skip_zero_variance = skip_zero_variance and not self.under_unsloth and self._skip_is_exact()
+        self.shared_prompt = shared_prompt and self._shared_prompt_runs()
+        # a micro-batch's rows grouped by prompt (few distinct prompts to forward) where that changes no update
+        self.group_micro_batches = self.shared_prompt and self._regroup_is_exact()
         logger.info("GRPO in effect: loss_type=%s beta=%s use_vllm=%s vllm_importance_sampling_correction=%s%s",
                     self.loss_type, self.beta, self.use_vllm,
                     getattr(self.args, "vllm_importance_sampling_correction", None),
@@ -101,6 +106,29 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         if why:
             logger.info("zero-advantage skipping off: %s", "; ".join(why))
         return not why
+
+    def _shared_prompt_runs(self) -> bool:
+        why = []
+        if self.under_unsloth:
+            why.append("Unsloth's trainer computes its own log-probs")
+        if self.accelerator.num_processes > 1:
+            why.append(f"{self.accelerator.num_processes} processes (DDP expects one forward per backward)")
+        if self.accelerator.device.type != "cpu":
+            why.append("not a CPU (TRL's fused LM head computes the log-probs)")
+        reason = why_not(self.model)
+        if reason:
+            why.append(reason)
+        if why:
+            logger.info("shared prompt off: %s", "; ".join(why))
+        return not why
+
+    def _regroup_is_exact(self) -> bool:
+        """Grouping the rows of a generation batch by prompt across its micro-batches changes no update when
+        every micro-batch of a generation goes into the same optimizer step and the loss is a sum over rows
+        with one normaliser for the whole generation batch (DAPO/CISPO, no entropy mask, no router loss)."""
+        a = self.args
+        return (a.steps_per_generation == a.gradient_accumulation_steps and self.loss_type in SKIP_SAFE_LOSSES
+                and getattr(self, "top_entropy_quantile", 1.0) >= 1.0 and not getattr(self, "aux_loss_enabled", False))
 
     # ---- generation -------------------------------------------------------------------------
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -171,13 +199,25 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
                 logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits
                 lp, ent = token_logps(logits / self.temperature, ids[:, -c:], compute_entropy)  # (b, C, V) kept
             else:
-                hidden = raw_hidden(model, input_ids=ids, attention_mask=mask, logits_to_keep=keep,
-                                    use_cache=False)  # (b, C, H), before the forward's softcap or scale
-                lp, ent = hidden_logps(hidden, head.weight, ids[:, -c:], self.temperature, compute_entropy, post)
+                lp, ent = self._hidden_logps(model, head, post, ids, mask, keep, compute_entropy)
             pad = mask[:, -c:] == 0  # TRL scores padding as 0 (label -100); the loss masks it either way
             logps.append(lp.masked_fill(pad, 0.0))
             ents.append(ent.masked_fill(pad, 0.0) if compute_entropy else None)
         return torch.cat(logps), (torch.cat(ents) if compute_entropy else None), None
+
+    def _hidden_logps(self, model, head, post, ids, mask, keep, compute_entropy):
+        """(log-probs, entropies or None), each (b, C), from the hidden states: the micro-batch's distinct
+        prompts once (shared_prompt.py) when grpo.shared_prompt is on and some rows share theirs."""
+        c = keep.numel()
+        shared = shared_prompt_hidden(model, ids, mask, c) if self.shared_prompt else None
+        if shared is None:
+            hidden = raw_hidden(model, input_ids=ids, attention_mask=mask, logits_to_keep=keep,
+                                use_cache=False)  # (b, C, H), before the forward's softcap or scale
+            return hidden_logps(hidden, head.weight, ids[:, -c:], self.temperature, compute_entropy, post)
+        hidden, cu = shared  # (b, C', H): the completion columns no row uses are left out, scored 0 below
+        lp, ent = hidden_logps(hidden, head.weight, ids[:, -c:][:, :cu], self.temperature, compute_entropy, post)
+        pad = (0, c - cu)
+        return torch.nn.functional.pad(lp, pad), (torch.nn.functional.pad(ent, pad) if ent is not None else None)
 
     def _entropy_needs_grad(self) -> bool:
         return bool(getattr(self, "_entropy_bonus_enabled", False))
@@ -217,7 +257,13 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
 
     # ---- numerical guards (guards.py): report non-finite losses and rewards with the sample ----
     def _prepare_inputs(self, generation_batch):
+        before = getattr(self, "_buffered_inputs", None)
         inputs = super()._prepare_inputs(generation_batch)
+        if self.group_micro_batches and self.model.training and self._buffered_inputs is not before:
+            # TRL just generated, shuffled the rows and split them into micro-batches: regroup them by prompt
+            # (each micro-batch a few groups), in a random order of prompts
+            self._buffered_inputs = group_by_prompt(self._buffered_inputs)
+            inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]
         self._last_inputs = inputs
         return inputs
 
@@ -252,6 +298,31 @@ def under_unsloth(cls: type) -> bool:
     """True when `cls` derives from Unsloth's patched TRL trainer (UnslothGRPOTrainer)."""
     return any(c.__name__.startswith("Unsloth") or c.__module__.startswith(("unsloth", "unsloth_compiled_cache"))
                for c in cls.__mro__)
+
+
+def group_by_prompt(batches: list[dict]) -> list[dict]:
+    """The rows of TRL's micro-batches, reordered so that rows with the same prompt are adjacent (the prompts
+    in a random order), split again into as many micro-batches of the same sizes."""
+    from trl.trainer.utils import split_tensor_dict
+
+    if any(not isinstance(v, (torch.Tensor, list)) and v is not None for b in batches for v in b.values()):
+        return batches  # something we do not know how to concatenate: TRL's order stays
+
+    def joined(key):
+        vals = [b[key] for b in batches]
+        if vals[0] is None or (isinstance(vals[0], torch.Tensor) and vals[0].dim() == 0):
+            return vals[0]
+        return torch.cat(vals) if isinstance(vals[0], torch.Tensor) else [x for v in vals for x in v]
+
+    whole = {k: joined(k) for k in batches[0]}
+    _, prompt = torch.unique(torch.cat([whole["prompt_ids"], whole["prompt_mask"]], dim=1), dim=0,
+                             return_inverse=True)  # (N,) each row's prompt
+    rank = torch.randperm(int(prompt.max()) + 1)[prompt.cpu()]  # a random order of the prompts
+    order = torch.sort(rank, stable=True).indices
+    ordered = {k: (v if v is None or (isinstance(v, torch.Tensor) and v.dim() == 0)
+                   else v[order.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in order.tolist()])
+               for k, v in whole.items()}
+    return split_tensor_dict(ordered, len(batches))
 
 
 def _select_rows(inputs: dict, keep: torch.Tensor) -> dict:

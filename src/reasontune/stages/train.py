@@ -176,6 +176,7 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
             model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processing_class=tokenizer,
             callbacks=list(callbacks), stop_rule=stop_rule(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
             autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
+            shared_prompt=cfg.grpo.shared_prompt,
         )
     StepTimes().attach(trainer)  # time/... per step in metrics.jsonl: where the step's seconds go
     return trainer
