@@ -5,7 +5,7 @@ import pytest
 from reasontune.config import FormatConfig, RewardsConfig
 from reasontune.rewards import build_reward_funcs
 from reasontune.rewards.scoring import needs_labels
-from reasontune.rewards.workcheck import CLOSE_MISS, work_score
+from reasontune.rewards.workcheck import CLOSE_MISS, WRONG_ANSWER, work_score
 from reasontune.rewards.steps import STEP_SCORE
 
 CARDS = "18 cards lie on the table. Jun puts 8 of them in a pocket. How many cards are on the table?"
@@ -38,9 +38,14 @@ def test_work_check_reads_no_labels_and_follows_the_contract():
     assert needs_labels([fn]) == []
     good = "<think>\n18 - 8 = 10\n</think>\n<answer>10</answer>"
     lazy = "<think>\n8 - 8 = 0\n</think>\n<answer>0</answer>"
-    # a worked solution or a reference answer passed as columns changes nothing: the reward never reads them
-    with_labels = fn(completions=[good, lazy], question=[CARDS, CARDS], worked=["18 - 8 = 12", ""], answer=["5", "5"])
-    assert with_labels == fn(completions=[good, lazy], question=[CARDS, CARDS])
-    assert with_labels == [pytest.approx(STEP_SCORE), pytest.approx(STEP_SCORE * 0.5)]
+    # a worked solution passed as a column changes nothing: the reward never reads it
+    no_answer = fn(completions=[good, lazy], question=[CARDS, CARDS])
+    assert no_answer == fn(completions=[good, lazy], question=[CARDS, CARDS], worked=["18 - 8 = 12", "x"])
+    assert no_answer == [pytest.approx(STEP_SCORE), pytest.approx(STEP_SCORE * 0.5)]
+    # the reference answer gates it: right arithmetic under a wrong answer ("takes 8: 18 + 8 = 26") earns a quarter
+    adds = "<think>\n18 + 8 = 26\n</think>\n<answer>26</answer>"
+    gated = fn(completions=[good, lazy, adds], question=[CARDS] * 3, answer=["10"] * 3)
+    assert gated == [pytest.approx(STEP_SCORE), pytest.approx(STEP_SCORE * 0.5 * WRONG_ANSWER),
+                     pytest.approx(STEP_SCORE * WRONG_ANSWER)]
     with pytest.raises(ValueError, match="needs the questions"):
         fn(completions=[good])
