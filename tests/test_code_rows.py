@@ -62,7 +62,8 @@ def test_the_curriculum_counts_a_code_row_right_when_its_tests_pass(bwrap):
     right, wrong = _answer(row["worked"], fmt), _answer(row["worked"].replace("return ", "return 1 + "), fmt)
     check = answer_checker(fmt, bwrap)
     assert check(right, row) is True and check(wrong, row) is False
-    assert check(_answer("x = 1", fmt), {"answer": "1", "question": "q"}) is False  # answer rows: as before
+    seven = f"plan{fmt.reasoning_end}{fmt.solution_start}7{fmt.solution_end}"  # answer rows: graded as before
+    assert check(seven, {"answer": "7", "question": "q"}) is True and check(seven, {"answer": "8"}) is False
     stats = LevelStats([1, 2], decay=0.0)
     observe_groups(stats, [dict(row, difficulty=1)] * 2 + [dict(row, difficulty=2)] * 2, [right, wrong, wrong, wrong],
                    2, "difficulty", check)

@@ -297,7 +297,7 @@ SQ_TESTS = {"kind": "functional", "entry_point": "sq", "prompt": "def sq(x):\n  
     ("def sq(x) return x", (0, 3, "syntax")),
     ("def sq(x):\n    return 1 / 0\n", (0, 3, "error")),
     ("def other(x):\n    return x * x\n", (0, 3, "error")),  # sq would be the prompt's stub: refused
-    ("import time\ntime.sleep(60)\n", (0, 3, "timeout")),
+    ("import time\ntime.sleep(60)\ndef sq(x):\n    return x * x\n", (0, 3, "timeout")),  # hangs while loading
     ("def sq(x):\n    while True:\n        pass\n", (0, 3, "timeout")),
     ("def sq(x):\n    return [x * x] if x < 0 else x * x\n", (2, 3, "wrong")),
 ], ids=["pass", "body-only", "one-wrong", "syntax", "raises", "prompt-stub-only", "sleep", "spin", "wrong-type"])

@@ -1,4 +1,4 @@
-"""Code rewards: run the program in a completion's answer block against the row's tests, in the sandbox.
+"""Code rewards: run the program a completion gives against the row's tests, in the sandbox.
 
 * `extract_code(text)`: the program a completion gives, read from (the first that finds code wins) the answer
   block, else a closed ```python fence anywhere, else a bare `def` at the start (its docstring has the order);
@@ -147,13 +147,14 @@ def _total(tests: dict) -> int:
 
 def check_code(completion_text: Any, tests_json: Any, *, limits: SandboxLimits | None = None,
                sandbox: str = "auto", fmt: FormatConfig | None = None) -> CodeVerdict:
-    """Run the answer block's program against `tests_json` in the sandbox (`sandbox`: rewards.code_sandbox)."""
+    """Run the completion's program (extract_code) against `tests_json` in the sandbox (`sandbox`:
+    rewards.code_sandbox)."""
     tests = parse_tests(tests_json)
     if tests is None:
         raise ValueError("this row has no tests to run")
     code = extract_code(completion_text, fmt)
     if code is None:
-        return CodeVerdict(0, _total(tests), "no_code", "no code in the answer block")
+        return CodeVerdict(0, _total(tests), "no_code", "no code: no answer block, closed python fence or def at the start")
     limits = limits or SandboxLimits()
     isolation = resolve(sandbox)
     key = (code, json.dumps(tests, sort_keys=True), isolation, limits)
@@ -211,6 +212,6 @@ def _builder(binary: bool):
 
 CODE_REWARDS = ("code_tests", "code_tests_binary")  # the names registered below: they need a tests column
 register_builder("code_tests", _builder(False),
-                 doc="Fraction of the row's tests that the answer block's program passes, run in the sandbox.")
+                 doc="Fraction of the row's tests that the completion's program (extract_code) passes, run in the sandbox.")
 register_builder("code_tests_binary", _builder(True),
-                 doc="1.0 when the answer block's program passes every test of the row (sandboxed), else 0.0.")
+                 doc="1.0 when the completion's program (extract_code) passes every test of the row (sandboxed), else 0.0.")

@@ -125,7 +125,7 @@ def _code_verdicts(rows, gens, cfg: RunConfig) -> dict[tuple[int, int], dict]:
 def code_summary(records: list[dict]) -> dict | None:
     """{n, pass_rate, tests_passed (mean fraction), kinds: {verdict kind: count}} over code records; None
     when there are none. The kinds say why the rest failed: wrong output, an error, a syntax error, a
-    timeout, or no code in the answer block."""
+    timeout, or no program found (rewards/code.py's extract_code)."""
     code = [r for r in records if r.get("code") is not None]
     if not code:
         return None
