@@ -115,6 +115,8 @@ def test_program_parts_decides_whole_or_body_by_parsing(code, names):
 @pytest.mark.parametrize("code,error", [
     ("def other(x):\n    return x * x\n", candidate.NoEntryPoint),  # the stub would stay: refused
     ("import math\n", candidate.NoEntryPoint),
+    ('def sq(x):\n    """x squared"""\n', candidate.NoEntryPoint),  # the model copied the stub: not a function
+    ("def sq(x):\n    pass\n", candidate.NoEntryPoint),
     ("def sq(x) return x", SyntaxError),
     ("  return x\n    y", SyntaxError),
 ])
@@ -127,6 +129,8 @@ def test_program_parts_without_a_prompt_runs_the_code_alone():
     job = {"kind": "functional", "code": "x = 1", "prompt": "", "setup": "import os", "entry_point": "f"}
     assert candidate.program_parts(job) == [("<setup>", "import os"), ("<candidate>", "x = 1")]
     assert candidate.program_parts(dict(job, kind="io", prompt=PROMPT)) == [("<setup>", "import os"), ("<candidate>", "x = 1")]
+    with pytest.raises(candidate.NoEntryPoint, match="stub"):  # MBPP-style: no prompt, a stub all the same
+        candidate.program_parts(dict(job, code="def f(a):\n    ...\n"))
 
 
 @pytest.mark.parametrize("machine", sorted(candidate._DENY))

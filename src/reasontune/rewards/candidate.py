@@ -225,22 +225,27 @@ def program_parts(job) -> list[tuple[str, str]]:
     parsed by the judge). `setup` first. A functional job with a prompt (HumanEval: signature and docstring):
     code that parses on its own and defines the entry point runs after the prompt (its imports and helpers
     stay visible, and the code's def replaces the prompt's stub); any other code continues the prompt as one
-    source, prompt + code, as HumanEval's own harness runs a completion (a body under the prompt's def). If the
-    entry point is then still the prompt's stub, NoEntryPoint: the completion wrote no function. Raises
-    SyntaxError for code that compiles neither way."""
+    source, prompt + code, as HumanEval's own harness runs a completion (a body under the prompt's def).
+    NoEntryPoint when the entry point that would be called is a stub (no body beyond a docstring, `pass` or
+    `...`): the completion's own, or the prompt's left as it was. Raises SyntaxError for code that compiles
+    neither way."""
     import ast
 
     code, prompt = job["code"], job.get("prompt") or ""
     parts = [("<setup>", job.get("setup") or "")]
-    if job["kind"] != "functional" or not prompt:
+    if job["kind"] != "functional":
         return parts + [("<candidate>", code)]
     entry = job["entry_point"]
     try:
-        whole = _defines(ast.parse(code), entry)
+        tree = ast.parse(code)
     except (SyntaxError, ValueError):
-        whole = False
-    if whole:
-        return parts + [("<prompt>", prompt), ("<candidate>", code)]
+        tree = None
+    if tree is not None and (_defines(tree, entry) or not prompt):
+        if _is_stub(tree, entry):
+            raise NoEntryPoint(f"the completion's {entry!r} is a stub: no body beyond a docstring, pass or ...")
+        return parts + ([("<prompt>", prompt)] if prompt else []) + [("<candidate>", code)]
+    if not prompt:
+        return parts + [("<candidate>", code)]  # does not parse: compiling it says where
     joined = prompt + code
     tree = ast.parse(joined)  # SyntaxError: neither a whole function nor a body of the prompt's
     if _is_stub(tree, entry):
