@@ -92,7 +92,8 @@ def test_the_watcher_probes_a_code_row_with_its_worked_solution(bwrap):
     cfg = override(RunConfig(), {"rewards.names": ["code_tests", "format_exact"], "rewards.code_sandbox": "bwrap"})
     row = _rows(CODE, cfg.format)[0]
     funcs, weights = run_reward_funcs(cfg, "<|im_end|>", 64)
-    scales = {n: (s.kind, s.low, s.high) for n, s in reward_scales(funcs, weights, row, cfg.format, "<|im_end|>").items()}
+    got = reward_scales(funcs, weights, row, cfg.format, "<|im_end|>")
+    scales = {n: (s.kind, s.low, s.high) for n, s in got.items()}
     assert scales == {"code_tests": ("answer", 0.0, 1.0), "format_exact": ("format", 0.0, 3.0)}
     assert probe_completions(dict(row, worked=""), cfg.format, "") is None
     assert reward_scales(funcs, weights, dict(row, worked=""), cfg.format, "") == {}  # no right program: unread

@@ -128,7 +128,8 @@ def test_program_parts_refuses_code_that_defines_no_entry_point(code, error):
 def test_program_parts_without_a_prompt_runs_the_code_alone():
     job = {"kind": "functional", "code": "x = 1", "prompt": "", "setup": "import os", "entry_point": "f"}
     assert candidate.program_parts(job) == [("<setup>", "import os"), ("<candidate>", "x = 1")]
-    assert candidate.program_parts(dict(job, kind="io", prompt=PROMPT)) == [("<setup>", "import os"), ("<candidate>", "x = 1")]
+    io = dict(job, kind="io", prompt=PROMPT)
+    assert candidate.program_parts(io) == [("<setup>", "import os"), ("<candidate>", "x = 1")]
     with pytest.raises(candidate.NoEntryPoint, match="stub"):  # MBPP-style: no prompt, a stub all the same
         candidate.program_parts(dict(job, code="def f(a):\n    ...\n"))
 

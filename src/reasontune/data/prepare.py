@@ -222,8 +222,8 @@ def _clean(ds, cfg: DataConfig, fmt: FormatConfig, tokenizer):
                    "set data.numeric_only false for this set")
     if cfg.max_prompt_quantile is not None and cfg.max_prompt_quantile < 1.0:
         tests = ds["tests"] if "tests" in ds.column_names else [None] * len(ds)
-        lengths = prompt_lengths([row_messages({"question": q, "tests": t}, fmt) for q, t in zip(ds["question"], tests)],
-                                 tokenizer)
+        messages = [row_messages({"question": q, "tests": t}, fmt) for q, t in zip(ds["question"], tests)]
+        lengths = prompt_lengths(messages, tokenizer)
         ds = _keep(ds, _within_quantile(lengths, cfg.max_prompt_quantile), where,
                    f"max_prompt_quantile={cfg.max_prompt_quantile}", "raise data.max_prompt_quantile or set it null")
     return ds

