@@ -259,7 +259,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
                     "stop": _stop_dict(common["stop"]),
                     "format": {k: getattr(cfg.format, k) for k in
                                ("reasoning_start", "reasoning_end", "solution_start", "solution_end",
-                                "prefill_reasoning") if hasattr(cfg.format, k)},
+                                "prefill_reasoning", "code_system_prompt") if hasattr(cfg.format, k)},
                     "generated_tokens": ntok, "tokens_per_second": ntok / max(gen_s, 1e-9),
                     "wall_seconds": time.perf_counter() - t0})
     if out_dir is not None:
