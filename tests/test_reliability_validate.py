@@ -40,6 +40,10 @@ FAULTS = {
         {"data": {"dataset": "{tmp}/cols.jsonl", "question_column": "question"}},
         ["--dataset", "{tmp}/cols.jsonl", "--question-column", "question"],
         ["'question' is not a column", "the columns are"]),
+    "code_rewards_without_tests": (
+        {"rewards": {"names": ["format_exact", "code_tests"]}}, ["--reward", "format_exact", "--reward", "code_tests"],
+        ["rewards ['code_tests'] run each row's tests", "'procedural:arithmetic' has no code rows",
+         "--dataset humaneval, mbpp, procedural:code", "drop them from rewards.names"]),
     "learning_rate_zero": (
         {"grpo": {"learning_rate": 0.0}}, ["--learning-rate", "0"],
         ["grpo.learning_rate=0.0", "use a learning rate > 0"]),

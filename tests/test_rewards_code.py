@@ -32,11 +32,29 @@ def answer(body: str) -> str:
     (answer("\n    return x * x\n"), "    return x * x"),  # a body keeps its indentation
     (answer("```py\nprint(1)"), "print(1)"),  # an unclosed fence runs to the end of the block
     (answer("   "), None),
-    ("```python\nx = 1\n```", None),  # code, but no answer block
-    (answer("x = 1") + answer("x = 2"), None),  # two answer blocks
+    ("The code:\n```python\nx = 1\n```", "x = 1"),  # no answer block: a closed fence anywhere
+    (answer("x = 1") + answer("x = 2"), None),  # two answer blocks, no fence, no def at the start
     ([{"role": "assistant", "content": answer("```python\ny = 2\n```")}], "y = 2"),
+    # the order: the answer block first, even when a fence outside it comes earlier
+    ("```python\ndef g():\n    pass\n```\n<end_working_out>" + S0 + "def f():\n    return 1" + S1,
+     "def f():\n    return 1"),
+    # an empty answer block falls through to the fences
+    ("```python\ndef g():\n    pass\n```\n<end_working_out>" + S0 + "  " + S1, "def g():\n    pass"),
+    # without an answer block: the first fence that defines a function, not an example of its use before it
+    ("Use:\n```python\nprint(f(2))\n```\nCode:\n```python\ndef f(x):\n    return x\n```\n```python\ndef f(x):\n"
+     "    return 0\n```", "def f(x):\n    return x"),
+    ("```python\nprint(f(2))\n```\n```\nx = 2\n```", "print(f(2))"),  # no def anywhere: the first fence
+    ("```bash\npip install x\n```\nthen\n```py\nimport x\n```", "import x"),  # ```bash is not Python
+    ("Here: ```python\ndef f():\n    return 1```\nDone.", "def f():\n    return 1"),  # fences glued to text
+    ("```python\ndef f():\n    return 1\n", None),  # an unclosed fence outside an answer block is not read
+    # no fence: a bare def at the start (a prefilled reasoning marker before it is skipped), cut at prose
+    ("def f(x):\n    return x + 1\n\nprint(f(1))\nThis adds one.", "def f(x):\n    return x + 1"),
+    ("<start_working_out>\nfrom math import sqrt\n\ndef f(x):\n    return sqrt(x)<end_working_out>" + S0 + S1,
+     "from math import sqrt\n\ndef f(x):\n    return sqrt(x)"),
+    ("I would write def f(x): return x", None),  # a def not at the start is prose
 ], ids=["fenced-python", "fenced-plain", "unfenced", "body-only", "unclosed-fence", "empty", "no-block",
-        "two-blocks", "conversation"])
+        "two-blocks", "conversation", "answer-block-first", "empty-block-falls-through", "first-fence-with-def",
+        "first-fence", "not-bash", "glued-fences", "unclosed-outside", "bare-def", "bare-after-marker", "prose"])
 def test_extract_code(text, code):
     assert extract_code(text, FormatConfig()) == code
 

@@ -92,6 +92,48 @@ def test_instrument_counts_asserts(src, n, calls_check):
 
 
 # ---------------------------------------------------------------- the seccomp filter
+PROMPT = "from typing import List\n\n\ndef sq(x: int) -> int:\n    \"\"\"x squared\"\"\"\n"
+
+
+@pytest.mark.parametrize("code,names", [
+    ("def sq(x):\n    return x * x\n", ["<setup>", "<prompt>", "<candidate>"]),  # whole: after the prompt
+    ("import math\n\ndef sq(x):\n    return math.pow(x, 2)\n", ["<setup>", "<prompt>", "<candidate>"]),
+    ("sq = lambda x: x * x\n", ["<setup>", "<prompt>", "<candidate>"]),
+    ("    return x * x\n", ["<setup>", "<candidate>"]),  # a body: prompt + code, one source
+], ids=["def", "imports-then-def", "assigned", "body"])
+def test_program_parts_decides_whole_or_body_by_parsing(code, names):
+    parts = candidate.program_parts({"kind": "functional", "code": code, "prompt": PROMPT, "entry_point": "sq"})
+    assert [n for n, _ in parts] == names
+    if names[-1] == "<candidate>" and len(parts) == 2:
+        assert parts[1][1] == PROMPT + code  # HumanEval's harness: prompt + completion
+    ns = {}
+    for name, src in parts:
+        exec(compile(src, name, "exec"), ns)  # our own test strings, not model output
+    assert ns["sq"](3) == 9
+
+
+@pytest.mark.parametrize("code,error", [
+    ("def other(x):\n    return x * x\n", candidate.NoEntryPoint),  # the stub would stay: refused
+    ("import math\n", candidate.NoEntryPoint),
+    ('def sq(x):\n    """x squared"""\n', candidate.NoEntryPoint),  # the model copied the stub: not a function
+    ("def sq(x):\n    pass\n", candidate.NoEntryPoint),
+    ("def sq(x) return x", SyntaxError),
+    ("  return x\n    y", SyntaxError),
+])
+def test_program_parts_refuses_code_that_defines_no_entry_point(code, error):
+    with pytest.raises(error):
+        candidate.program_parts({"kind": "functional", "code": code, "prompt": PROMPT, "entry_point": "sq"})
+
+
+def test_program_parts_without_a_prompt_runs_the_code_alone():
+    job = {"kind": "functional", "code": "x = 1", "prompt": "", "setup": "import os", "entry_point": "f"}
+    assert candidate.program_parts(job) == [("<setup>", "import os"), ("<candidate>", "x = 1")]
+    io = dict(job, kind="io", prompt=PROMPT)
+    assert candidate.program_parts(io) == [("<setup>", "import os"), ("<candidate>", "x = 1")]
+    with pytest.raises(candidate.NoEntryPoint, match="stub"):  # MBPP-style: no prompt, a stub all the same
+        candidate.program_parts(dict(job, code="def f(a):\n    ...\n"))
+
+
 @pytest.mark.parametrize("machine", sorted(candidate._DENY))
 def test_seccomp_program_is_well_formed(machine):
     prog = candidate.seccomp_program(machine, 1234)
@@ -259,8 +301,8 @@ SQ_TESTS = {"kind": "functional", "entry_point": "sq", "prompt": "def sq(x):\n  
     ("def sq(x):\n    return x * abs(x)\n", (2, 3, "wrong")),
     ("def sq(x) return x", (0, 3, "syntax")),
     ("def sq(x):\n    return 1 / 0\n", (0, 3, "error")),
-    ("def other(x):\n    return x * x\n", (0, 3, "wrong")),  # sq is the prompt's stub, which returns None
-    ("import time\ntime.sleep(60)\n", (0, 3, "timeout")),
+    ("def other(x):\n    return x * x\n", (0, 3, "error")),  # sq would be the prompt's stub: refused
+    ("import time\ntime.sleep(60)\ndef sq(x):\n    return x * x\n", (0, 3, "timeout")),  # hangs while loading
     ("def sq(x):\n    while True:\n        pass\n", (0, 3, "timeout")),
     ("def sq(x):\n    return [x * x] if x < 0 else x * x\n", (2, 3, "wrong")),
 ], ids=["pass", "body-only", "one-wrong", "syntax", "raises", "prompt-stub-only", "sleep", "spin", "wrong-type"])

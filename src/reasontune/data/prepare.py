@@ -223,7 +223,9 @@ def _clean(ds, cfg: DataConfig, fmt: FormatConfig, tokenizer):
         ds = _keep(ds, [is_number(a) for a in ds["answer"]], where, "numeric_only (answers that are numbers)",
                    "set data.numeric_only false for this set")
     if cfg.max_prompt_quantile is not None and cfg.max_prompt_quantile < 1.0:
-        lengths = prompt_lengths([_messages(q, fmt) for q in ds["question"]], tokenizer)
+        tests = ds["tests"] if "tests" in ds.column_names else [None] * len(ds)
+        messages = [row_messages({"question": q, "tests": t}, fmt) for q, t in zip(ds["question"], tests)]
+        lengths = prompt_lengths(messages, tokenizer)
         ds = _keep(ds, _within_quantile(lengths, cfg.max_prompt_quantile), where,
                    f"max_prompt_quantile={cfg.max_prompt_quantile}", "raise data.max_prompt_quantile or set it null")
     return ds
@@ -267,10 +269,23 @@ def _check_disjoint(train, test, where: str) -> None:
         raise AssertionError(f"dataset {where}: {len(shared)} questions in both train and test")
 
 
-def _messages(question: str, fmt: FormatConfig) -> list[dict]:
-    return [{"role": "system", "content": fmt.prompt}, {"role": "user", "content": question}]
+def chat_messages(question: str, fmt: FormatConfig, code: bool = False) -> list[dict]:
+    """A row's chat prompt: the system prompt (format.code_prompt for a code row, else format.prompt) and
+    the question."""
+    return [{"role": "system", "content": fmt.prompt_for(code)}, {"role": "user", "content": question}]
+
+
+def row_messages(row: dict, fmt: FormatConfig) -> list[dict]:
+    """chat_messages for a row: a row with tests (data/code.py's is_code_row) gets the code prompt."""
+    from reasontune.data.code import is_code_row
+
+    return chat_messages(row["question"], fmt, code=is_code_row(row))
 
 
 def _with_prompt(ds, fmt: FormatConfig):
-    ds = ds.map(lambda q: {"prompt": _messages(q, fmt)}, input_columns="question", desc="adding prompts")
+    if "tests" in ds.column_names:
+        ds = ds.map(lambda q, t: {"prompt": row_messages({"question": q, "tests": t}, fmt)},
+                    input_columns=["question", "tests"], desc="adding prompts")
+    else:
+        ds = ds.map(lambda q: {"prompt": chat_messages(q, fmt)}, input_columns="question", desc="adding prompts")
     return ds.select_columns([c for c in COLUMN_ORDER if c in ds.column_names])

@@ -100,11 +100,21 @@ def observe_groups(stats: LevelStats, rows: Sequence[dict], completions: Sequenc
         stats.observe(row.get(column), [is_right(t, row) for t in texts])
 
 
-def answer_checker(fmt) -> Callable[[str, dict], bool]:
-    """Right means what evaluation counts as right: the extracted answer matches the row's answer."""
+def answer_checker(fmt, code_sandbox: str | None = None) -> Callable[[str, dict], bool]:
+    """Right means what evaluation counts as right: for a code row (one with tests) every test passes in the
+    sandbox (`code_sandbox`: rewards.code_sandbox, resolved by the caller; the verdict is the one the code
+    rewards cached for the same completion, not a second run), for any other row the extracted answer matches
+    the row's answer. A code row with no sandbox given is a ValueError, not a wrong answer."""
+    from reasontune.data.code import is_code_row
     from reasontune.rewards import grade, rg_columns
 
     def check(text: str, row: dict) -> bool:
+        if is_code_row(row):
+            if code_sandbox is None:
+                raise ValueError("a code row reached the curriculum without a sandbox to run its tests")
+            from reasontune.rewards.code import check_code
+
+            return check_code(text, row["tests"], sandbox=code_sandbox, fmt=fmt).kind == "pass"
         return row.get("answer") is not None and grade(text, str(row["answer"]), fmt, **rg_columns(row))[1]
 
     return check
@@ -134,4 +144,9 @@ def curriculum_from_config(cfg, train_ds):
     if n * g.curriculum_floor > 1:
         raise ConfigError(f"grpo.curriculum_floor={g.curriculum_floor} x {n} levels is over 1: use at most {1 / n:.3g}")
     logger.info("adaptive curriculum over %s: %d levels", g.curriculum_column, n)
-    return g.curriculum_column, LevelStats(levels, floor=g.curriculum_floor), answer_checker(cfg.format)
+    sandbox = None
+    if "tests" in train_ds.column_names and any(t and str(t).strip() for t in train_ds["tests"]):
+        from reasontune.rewards.sandbox import resolve
+
+        sandbox = resolve(cfg.rewards.code_sandbox)  # code rows: a missing sandbox is refused here, named
+    return g.curriculum_column, LevelStats(levels, floor=g.curriculum_floor), answer_checker(cfg.format, sandbox)

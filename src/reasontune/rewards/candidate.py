@@ -195,17 +195,69 @@ def make_undumpable() -> None:
 
 
 # ---------------------------------------------------------------- role: run (the candidate)
-def _compile(job):
-    """(code objects to run in order) or raise SyntaxError. A body-only completion continues the prompt."""
+class NoEntryPoint(Exception):
+    """The completion neither defines the entry point nor continues the prompt's def with a body."""
+
+
+def _defines(tree, name: str) -> bool:
+    """Whether a module's top level defines `name` (a def, async def or class, or `name = ...`)."""
+    import ast
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+    return False
+
+
+def _is_stub(tree, name: str) -> bool:
+    """Whether the last top-level def of `name` has no body beyond a docstring, `pass` or `...`."""
+    import ast
+
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name]
+    return bool(defs) and all(isinstance(st, ast.Pass)
+                              or (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))
+                              for st in defs[-1].body)
+
+
+def program_parts(job) -> list[tuple[str, str]]:
+    """(file name, source) to run in order, decided by parsing (in here, inside the sandbox: model code is never
+    parsed by the judge). `setup` first. A functional job with a prompt (HumanEval: signature and docstring):
+    code that parses on its own and defines the entry point runs after the prompt (its imports and helpers
+    stay visible, and the code's def replaces the prompt's stub); any other code continues the prompt as one
+    source, prompt + code, as HumanEval's own harness runs a completion (a body under the prompt's def).
+    NoEntryPoint when the entry point that would be called is a stub (no body beyond a docstring, `pass` or
+    `...`): the completion's own, or the prompt's left as it was. Raises SyntaxError for code that compiles
+    neither way."""
+    import ast
+
     code, prompt = job["code"], job.get("prompt") or ""
+    parts = [("<setup>", job.get("setup") or "")]
+    if job["kind"] != "functional":
+        return parts + [("<candidate>", code)]
+    entry = job["entry_point"]
     try:
-        parts = [compile(job.get("setup") or "", "<setup>", "exec")]
-        if job["kind"] == "functional" and prompt:
-            try:
-                return parts + [compile(prompt, "<prompt>", "exec"), compile(code, "<candidate>", "exec")]
-            except SyntaxError:
-                return parts + [compile(prompt + code, "<candidate>", "exec")]
-        return parts + [compile(code, "<candidate>", "exec")]
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        tree = None
+    if tree is not None and (_defines(tree, entry) or not prompt):
+        if _is_stub(tree, entry):
+            raise NoEntryPoint(f"the completion's {entry!r} is a stub: no body beyond a docstring, pass or ...")
+        return parts + ([("<prompt>", prompt)] if prompt else []) + [("<candidate>", code)]
+    if not prompt:
+        return parts + [("<candidate>", code)]  # does not parse: compiling it says where
+    joined = prompt + code
+    tree = ast.parse(joined)  # SyntaxError: neither a whole function nor a body of the prompt's
+    if _is_stub(tree, entry):
+        raise NoEntryPoint(f"the completion defines no function {entry!r} and is no body of the prompt's def")
+    return parts + [("<candidate>", joined)]
+
+
+def _compile(job):
+    """(code objects to run in order) or SyntaxError; NoEntryPoint from program_parts."""
+    try:
+        return [compile(src, name, "exec") for name, src in program_parts(job)]
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         raise SyntaxError(f"{type(e).__name__}: {e}"[:300]) from None
 
@@ -249,6 +301,8 @@ def role_run(req: int, rep: int) -> None:
         parts = _compile(job)
     except SyntaxError as e:
         return send(rep, {"status": "syntax", "error": str(e)})
+    except NoEntryPoint as e:
+        return send(rep, {"status": "error", "error": str(e)[:300]})
     ns = {"__name__": "__main__" if job["kind"] == "io" else "__candidate__", "__builtins__": builtins}
     try:
         for part in parts:

@@ -129,7 +129,7 @@ def handle_check(args: argparse.Namespace) -> int:
 def _code_table(args: argparse.Namespace) -> int:
     import tempfile
 
-    from reasontune.models import home
+    from reasontune.config.cache import home
     from reasontune.rewards import code_hacks
     from reasontune.rewards.sandbox import resolve
 

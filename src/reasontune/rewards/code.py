@@ -1,7 +1,8 @@
-"""Code rewards: run the program in a completion's answer block against the row's tests, in the sandbox.
+"""Code rewards: run the program a completion gives against the row's tests, in the sandbox.
 
-* `extract_code(text)`: the code in the answer block: its first fenced block (``` or ```python), else
-  the whole block; None when there is no single closed, non-empty answer block.
+* `extract_code(text)`: the program a completion gives, read from (the first that finds code wins) the answer
+  block, else a closed ```python fence anywhere, else a bare `def` at the start (its docstring has the order);
+  None when none finds any.
 * `check_code(text, tests_json)` -> CodeVerdict(passed, total, kind): kind is pass, syntax, timeout,
   wrong, error or no_code. `check_many(texts, tests_list, workers=N)` runs sandboxes concurrently.
 * rewards `code_tests` (passed / total) and `code_tests_binary` (1.0 only when every test passes), TRL's
@@ -27,7 +28,7 @@ from reasontune.rewards.harness import instrument
 from reasontune.rewards.registry import RewardContext, register_builder
 from reasontune.rewards.sandbox import CodeVerdict, SandboxLimits, resolve, run_program
 
-__all__ = ["CodeVerdict", "SandboxLimits", "check_code", "check_many", "extract_code", "parse_tests"]
+__all__ = ["CODE_REWARDS", "CodeVerdict", "SandboxLimits", "check_code", "check_many", "extract_code", "parse_tests"]
 
 _FENCE = re.compile(r"```[ \t]*[\w+#.-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 CACHE_SIZE = 4096  # verdicts kept: code_tests and code_tests_binary score the same batch once
@@ -36,15 +37,75 @@ _cache_lock = threading.Lock()
 
 
 def extract_code(text: Any, fmt: FormatConfig | None = None) -> str | None:
-    """The program in the answer block (fenced or not), indentation kept; None when there is none."""
+    """The program a completion gives, indentation kept (a body-only answer keeps its leading spaces); None when
+    it gives none. Read in this order, the first that finds non-blank code winning:
+
+    1. the answer block (exactly one closed block between the solution markers): its first fenced block
+       (``` or ```python; unclosed, it runs to the block's end), else the whole block;
+    2. a closed fenced block anywhere (tagged python, python3, py or untagged; ```bash and the like are
+       skipped): the first one with a top-level `def`/`class` line, else the first one. The first, not the
+       last: small models write the function, then an example of its use;
+    3. a bare program at the very start (after an optional reasoning-start marker): from a first line that
+       starts `def`, `async def`, `class`, `import`, `from` or `@`, up to the first unindented line that
+       starts none of those (nor `#`), and never past a format marker.
+
+    The judge only reads text here: whether code is a whole function or a body that continues the prompt is
+    decided inside the sandbox (candidate.py's `program_parts`)."""
+    fmt = fmt or FormatConfig()
     text = completion_text(text)
-    span = answer_block(text, fmt or FormatConfig())
-    if span is None:
+    span = answer_block(text, fmt)
+    if span is not None:
+        block = text[span[0]: span[1]]
+        m = _FENCE.search(block)
+        code = (m.group(1) if m else block).lstrip("\n").rstrip()
+        if code.strip():
+            return code
+    blocks = [b for info, b in fenced_blocks(text) if info in _PYTHON_TAGS and b.strip()]
+    if blocks:
+        code = next((b for b in blocks if _DEFINES.search(b)), blocks[0])
+        return code.lstrip("\n").rstrip()
+    return _bare_program(text, fmt)
+
+
+_PYTHON_TAGS = ("", "python", "python3", "py")
+_DEFINES = re.compile(r"^(?:async[ \t]+def|def|class)[ \t]", re.MULTILINE)
+_OPENING = re.compile(r"```[ \t]*([\w+#.-]*)[ \t]*$")  # a fence that opens at the end of its line
+_BARE_START = ("def ", "async def ", "class ", "import ", "from ", "@")
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(tag, body) of each closed ``` fence, in order; the tag lower-cased ("" untagged). A fence opens at the
+    end of a line ("Here it is: ```python") and closes at a line that is ``` alone or ends with ``` (code with
+    the fence glued on: "    return x```"); an unclosed last fence is not a block."""
+    blocks, tag, body = [], None, []
+    for line in text.split("\n"):
+        if tag is None:
+            m = _OPENING.search(line)
+            if m:
+                tag, body = m.group(1).lower(), []
+        elif line.rstrip().endswith("```"):
+            rest = line.rstrip()[:-3]
+            blocks.append((tag, "\n".join(body + ([rest] if rest.strip() else []))))
+            tag = None
+        else:
+            body.append(line)
+    return blocks
+
+
+def _bare_program(text: str, fmt: FormatConfig) -> str | None:
+    """Step 3 of extract_code: a program written without fence or markers at the start of the completion."""
+    cut = min([i for i in (text.find(m) for m in (fmt.reasoning_end, fmt.solution_start, fmt.solution_end))
+               if i >= 0] or [len(text)])
+    head = text[:cut].lstrip()
+    if head.startswith(fmt.reasoning_start):
+        head = head[len(fmt.reasoning_start):].lstrip()
+    if not head.startswith(_BARE_START):
         return None
-    block = text[span[0]: span[1]]
-    m = _FENCE.search(block)
-    code = (m.group(1) if m else block).lstrip("\n").rstrip()  # leading spaces stay: a body-only answer
-    return code if code.strip() else None
+    lines = head.split("\n")
+    end = next((i for i, ln in enumerate(lines) if i and ln.strip() and not ln[0].isspace()
+                and not ln.startswith(_BARE_START + ("#",))), len(lines))
+    code = "\n".join(lines[:end]).rstrip()
+    return code or None
 
 
 def parse_tests(tests: Any) -> dict | None:
@@ -86,13 +147,15 @@ def _total(tests: dict) -> int:
 
 def check_code(completion_text: Any, tests_json: Any, *, limits: SandboxLimits | None = None,
                sandbox: str = "auto", fmt: FormatConfig | None = None) -> CodeVerdict:
-    """Run the answer block's program against `tests_json` in the sandbox (`sandbox`: rewards.code_sandbox)."""
+    """Run the completion's program (extract_code) against `tests_json` in the sandbox (`sandbox`:
+    rewards.code_sandbox)."""
     tests = parse_tests(tests_json)
     if tests is None:
         raise ValueError("this row has no tests to run")
     code = extract_code(completion_text, fmt)
     if code is None:
-        return CodeVerdict(0, _total(tests), "no_code", "no code in the answer block")
+        return CodeVerdict(0, _total(tests), "no_code",
+                           "no code: no answer block, closed python fence or def at the start")
     limits = limits or SandboxLimits()
     isolation = resolve(sandbox)
     key = (code, json.dumps(tests, sort_keys=True), isolation, limits)
@@ -148,7 +211,8 @@ def _builder(binary: bool):
     return build
 
 
+CODE_REWARDS = ("code_tests", "code_tests_binary")  # the names registered below: they need a tests column
 register_builder("code_tests", _builder(False),
-                 doc="Fraction of the row's tests that the answer block's program passes, run in the sandbox.")
+                 doc="Fraction of the row's tests that the completion's program (extract_code) passes, sandboxed.")
 register_builder("code_tests_binary", _builder(True),
-                 doc="1.0 when the answer block's program passes every test of the row (sandboxed), else 0.0.")
+                 doc="1.0 when the completion's program (extract_code) passes every test of the row, else 0.0.")

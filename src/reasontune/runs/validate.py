@@ -36,6 +36,18 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
         from reasontune.runs.folder import check_output_dir
 
         check_output_dir(cfg)
+    if is_local_or_procedural(cfg.data.dataset):
+        from reasontune.engines.curriculum import check_column
+        from reasontune.data import build_datasets
+
+        # Cheap for files and generators: catches missing files, missing columns, empty filters.
+        data = build_datasets(cfg.data, cfg.format, tokenizer=None)
+        check_column(cfg.grpo, data["train"].column_names)
+        # before the rewards are built: code rewards on rows without tests fail on the data, not on a sandbox
+        check_rewards_fit_data(cfg, has_code_rows(data["train"]))
+    else:
+        logger.info("dataset %s is a hub id: checked when it loads", cfg.data.dataset)
+        check_rewards_fit_data(cfg, known_code_source(cfg.data.dataset))
     try:
         # unknown names fail here, listing valid ones; the real completion budget needs the tokenizer (train.py)
         funcs, _ = build_reward_funcs(cfg.rewards, cfg.format,
@@ -48,15 +60,6 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
         if bad := needs_labels(funcs):
             raise ConfigError(f"rewards.answers_only=true, but reward(s) {bad} need worked solutions: drop them from "
                               "rewards.names, or set rewards.answers_only=false")
-    if is_local_or_procedural(cfg.data.dataset):
-        from reasontune.engines.curriculum import check_column
-        from reasontune.data import build_datasets
-
-        # Cheap for files and generators: catches missing files, missing columns, empty filters.
-        data = build_datasets(cfg.data, cfg.format, tokenizer=None)
-        check_column(cfg.grpo, data["train"].column_names)
-    else:
-        logger.info("dataset %s is a hub id: checked when it loads", cfg.data.dataset)
     check_4bit(cfg)
     # grpo.use_vllm without vllm is not an error: train.grpo_args falls back to transformers generation
     # with one warning (what the recipe and docs/gpu.md promise).
@@ -86,3 +89,54 @@ def check_expert_iteration(cfg: RunConfig) -> None:
     if cfg.grpo.curriculum != "none":
         raise ConfigError(f"grpo.curriculum={cfg.grpo.curriculum!r} is GRPO's; expert iteration takes the problems in "
                           "turn: set grpo.curriculum=none, or use method grpo")
+
+
+def has_code_rows(ds) -> bool:
+    """Whether a split holds code rows: a `tests` column with at least one row's tests (data/code.py)."""
+    from reasontune.data.code import is_code_row
+
+    return "tests" in ds.column_names and any(is_code_row({"tests": t}) for t in ds["tests"])
+
+
+def known_code_source(spec: str) -> bool | None:
+    """Whether a hub dataset spec is a code set, known from its adapter without loading it (humaneval, mbpp,
+    open-r1's coding problems: True; gsm8k and the other math sets: False); None for a hub id no adapter knows."""
+    from reasontune.data import hub
+
+    adapter = hub.by_hub_id(spec)
+    return None if adapter is None else adapter.row is not None
+
+
+def check_loaded_data(cfg: RunConfig, train_ds) -> None:
+    """The checks validate_run leaves to the data's arrival: a hub set's rows against the rewards."""
+    if not is_local_or_procedural(cfg.data.dataset):
+        check_rewards_fit_data(cfg, has_code_rows(train_ds))
+
+
+def check_rewards_fit_data(cfg: RunConfig, code_rows: bool | None, *, stage: str = "train") -> None:
+    """ConfigError when rewards that run a row's tests (code_tests, code_tests_binary) meet data without tests:
+    they would score None for every row, and GRPO would learn nothing, silently. `code_rows` None: not known yet
+    (a hub id no adapter knows); stages call this again when the data has loaded.
+
+    Code rows with no reward that runs their tests: the answer rewards compare against an empty reference
+    answer. `train` warns (format rewards and a warm-up can still teach the format), `advise` refuses (its
+    verdict would be read off rewards that cannot tell a right program), `eval` is fine (it grades code rows by
+    their tests whatever the rewards)."""
+    from reasontune.config import ConfigError
+    from reasontune.rewards import code_rewards
+
+    if code_rows is None:
+        return
+    code = code_rewards(cfg.rewards)
+    if code and not code_rows:
+        raise ConfigError(
+            f"rewards {code} run each row's tests, but the {stage} data {cfg.data.dataset!r} has no code rows (no "
+            "`tests` column with tests): use a code set (--dataset humaneval, mbpp, procedural:code, or a file with "
+            "question and tests columns: docs/code.md), or drop them from rewards.names (--reward ...)")
+    if code_rows and not code and stage in ("train", "advise"):
+        msg = (f"the data {cfg.data.dataset!r} holds code rows (checked by tests) but no reward runs them "
+               f"(rewards.names={list(cfg.rewards.names)}): add --reward code_tests, or the answer rewards compare "
+               "each program with an empty reference answer")
+        if stage == "advise":
+            raise ConfigError(f"advise: {msg}")
+        logger.warning(msg)

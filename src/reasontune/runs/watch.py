@@ -14,7 +14,8 @@ warns at once, not after a window: an 8-step run on a task the model never solve
 
 Which reward says "right answer" and which says "format" is measured, not guessed from names:
 `reward_scales` scores three probe completions of one training row (its right answer in the format, a
-wrong answer in the format, an empty completion) with the run's own reward functions. A reward whose
+wrong answer in the format, an empty completion; for a code row its worked solution as the program, and
+`pass`) with the run's own reward functions. A reward whose
 score depends on the answer is an answer reward; one that pays a formatted completion over an empty one,
 whatever the answer, is a format reward. Its logged mean is then read as a level in [0, 1]: 0 at its
 lowest probe score, 1 at its right (or formatted) score. For a reward that only tells right from wrong
@@ -85,14 +86,33 @@ class RewardScale:
         return min(1.0, max(0.0, (mean - self.low) / (self.high - self.low)))
 
 
-def reward_scales(funcs, weights, row: dict, fmt, eos: str | None) -> dict[str, RewardScale]:
-    """Probe each reward (weight != 0) with a right, a wrong and an empty completion of `row` (a training row
-    with `answer`). A reward that raises on the probe is left unread (logged), not guessed."""
+def probe_completions(row: dict, fmt, eos: str | None) -> list[str] | None:
+    """[right, wrong, empty] completions of `row` in the format. A code row (one with tests) is right with its
+    worked solution as the answer block's program and wrong with `pass` (defines nothing, prints nothing); a
+    code row without a worked solution has no right probe: None. Any other row: its answer against -1."""
+    from reasontune.data.code import fenced, is_code_row
     from reasontune.models.prompting import render_target
 
-    answer = str(row["answer"])
-    wrong = "-1" if answer.strip() != "-1" else "-2"
-    comps = [render_target("", answer, fmt, eos or ""), render_target("", wrong, fmt, eos or ""), ""]
+    if is_code_row(row):
+        worked = str(row.get("worked") or "").strip()
+        if not worked:
+            return None
+        right, wrong = fenced(worked), fenced("pass")
+    else:
+        right = str(row["answer"])
+        wrong = "-1" if right.strip() != "-1" else "-2"
+    return [render_target("", right, fmt, eos or ""), render_target("", wrong, fmt, eos or ""), ""]
+
+
+def reward_scales(funcs, weights, row: dict, fmt, eos: str | None) -> dict[str, RewardScale]:
+    """Probe each reward (weight != 0) with a right, a wrong and an empty completion of `row` (a training row
+    with `answer`, or with tests and a worked solution). A reward that raises on the probe is left unread
+    (logged), not guessed."""
+    comps = probe_completions(row, fmt, eos)
+    if comps is None:
+        logger.info("watch: the first training row is code without a worked solution: no right program to probe "
+                    "the rewards with; their means are not read")
+        return {}
     cols = {k: [v] * 3 for k, v in row.items() if k != "prompt"}
     out = {}
     for fn, w in zip(funcs, weights):

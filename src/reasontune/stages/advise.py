@@ -180,8 +180,9 @@ def answer_checkable(answer) -> bool:
         return False
 
 
-def data_facts(train_ds, n_reward_funcs: int) -> dict:
-    """worked_rows, has_worked_solutions, checkable_fraction, has_verifier from the training split."""
+def data_facts(train_ds, n_reward_funcs: int, runs_tests: bool = False) -> dict:
+    """worked_rows, has_worked_solutions, checkable_fraction, has_verifier from the training split. A code row
+    (one with tests) is checkable when a reward runs its tests (`runs_tests`: code_tests in the rewards)."""
     rows = len(train_ds)
     worked = 0
     if "worked" in train_ds.column_names:
@@ -190,7 +191,10 @@ def data_facts(train_ds, n_reward_funcs: int) -> dict:
     answers = sample["answer"] if sample is not None else []
     # an rg:TASK row carries its entry: reasoning-gym's own scorer checks it ("Yes", a sentence, a name)
     entries = sample["rg_entry"] if sample is not None and "rg_entry" in sample.column_names else [""] * len(answers)
-    checkable = sum(bool(e) or answer_checkable(a) for a, e in zip(answers, entries)) / len(answers) if answers else 0.0
+    tests = sample["tests"] if sample is not None and "tests" in sample.column_names else [None] * len(answers)
+    coded = [runs_tests and bool(t and str(t).strip()) for t in tests]
+    checkable = (sum(c or bool(e) or answer_checkable(a) for a, e, c in zip(answers, entries, coded)) / len(answers)
+                 if answers else 0.0)
     return {"train_rows": rows, "worked_rows": worked, "has_worked_solutions": worked >= min(MIN_WORKED_ROWS, rows)
             and worked > 0, "checkable_fraction": checkable, "reward_funcs": n_reward_funcs,
             "has_verifier": n_reward_funcs > 0 and checkable >= CHECKABLE_MIN,
@@ -275,19 +279,23 @@ def advise(cfg: RunConfig, model=None, tokenizer=None, datasets=None, adapter: s
         raise ConfigError(f"eval.samples={cfg.eval.samples}: advise needs 2 or more samples per problem "
                           "to measure pass@k and reward variance (use --samples 8)")
     from reasontune.engines import open_engine
+    from reasontune.runs.validate import check_rewards_fit_data, has_code_rows
 
+    if datasets is None:  # code rows and code rewards must go together: refused before a model loads
+        check_rewards_fit_data(cfg, _code_source(cfg), stage="advise")
     engine = open_engine(cfg, model, tokenizer, adapter=adapter)  # eval.engine: our decode or vLLM
     tokenizer = engine.tokenizer
     if datasets is None:
         from reasontune.data import build_datasets
 
         datasets = build_datasets(cfg.data, cfg.format, tokenizer=tokenizer)
+    check_rewards_fit_data(cfg, has_code_rows(datasets["train"]), stage="advise")
     rows = _rows(cfg, datasets, tokenizer, on, cfg.eval.limit)
     if not rows:
         raise ConfigError(f"no rows in the {on!r} split of {cfg.data.dataset!r} to sample from")
-    from reasontune.rewards import resolved_rewards
+    from reasontune.rewards import code_rewards, resolved_rewards
 
-    dfacts = data_facts(datasets["train"], len(resolved_rewards(cfg.rewards)))
+    dfacts = data_facts(datasets["train"], len(resolved_rewards(cfg.rewards)), bool(code_rewards(cfg.rewards)))
     sampled, records = sample_and_score(cfg, engine, tokenizer, rows)
     engine.close()
     facts = Facts(pass_at_1=sampled["pass_at_1"], pass_at_k=sampled["pass_at_k"], k=sampled["k"],
@@ -304,6 +312,18 @@ def advise(cfg: RunConfig, model=None, tokenizer=None, datasets=None, adapter: s
         write_outputs(out_dir, result, records)
         logger.info("advise: wrote %s/metrics.json and completions.jsonl", out_dir)
     return result
+
+
+def _code_source(cfg: RunConfig) -> bool | None:
+    """Whether the data are code rows, known before a model loads: a file or generator is built (without a
+    tokenizer), a hub set is known by its adapter (None: an unknown hub id, checked once it loads)."""
+    from reasontune.runs.validate import has_code_rows, is_local_or_procedural, known_code_source
+
+    if not is_local_or_procedural(cfg.data.dataset):
+        return known_code_source(cfg.data.dataset)
+    from reasontune.data import build_datasets
+
+    return has_code_rows(build_datasets(cfg.data, cfg.format, tokenizer=None)["train"])
 
 
 # ---------------------------------------------------------------------------------------------- CLI

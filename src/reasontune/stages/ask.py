@@ -11,6 +11,9 @@ terminal the two columns stream with `rich` (vLLM's answers appear when finished
 (or --plain) the finished columns are printed as text.
 With a reference answer (`--answer`, or `question<TAB>answer` lines in --file) each answer shows
 its extracted value, whether it is right, and the run's reward scores.
+A code run (its rewards run tests: code_tests) asks with the code system prompt (format.code_prompt) and
+shows the program each model gives (rewards/code.py's extract_code); a code answer is checked by tests,
+which a typed question does not have, so --answer is refused there: `reasontune eval --run RUN` runs them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Answer:
     extracted: str | None = None
     correct: bool | None = None
     rewards: dict = field(default_factory=dict)
+    code: bool = False  # a code run's answer: `extracted` is the program
 
 
 def read_questions(args) -> list[tuple[str, str | None]]:
@@ -105,6 +109,10 @@ def score(g, gold: str | None, cfg, funcs, question: str, prompt: str, row: dict
     from reasontune.rewards.scoring import score as score_rows
 
     text = g.text
+    if is_code_run(cfg):
+        from reasontune.rewards.code import extract_code
+
+        return Answer(text, extract_code(text, cfg.format), code=True)
     if gold is None:
         return Answer(text, extract_answer(text, cfg.format))
     row = {"question": question, "answer": gold, **(row or {})}
@@ -113,7 +121,17 @@ def score(g, gold: str | None, cfg, funcs, question: str, prompt: str, row: dict
     return Answer(text, pred, right, rewards)
 
 
+def is_code_run(cfg) -> bool:
+    """Whether the run scores code (a reward that runs tests): then its prompt and its answers are code."""
+    from reasontune.rewards import code_rewards
+
+    return bool(code_rewards(cfg.rewards))
+
+
 def summary(a: Answer) -> str:
+    if a.code:
+        lines = len(a.extracted.splitlines()) if a.extracted else 0
+        return f"code: {lines} lines" if a.extracted else "code: (none: no answer block, fence or def at the start)"
     line = f"answer: {a.extracted if a.extracted is not None else '(none)'}"
     if a.correct is not None:
         line += "  right" if a.correct else "  wrong"
@@ -165,10 +183,10 @@ def vllm_answer(engine, prompt: str, cfg, max_new: int, on_text, tuned: bool):
 def _ask_one(generate, tok, cfg, funcs, question, gold, console) -> dict[str, Answer]:
     """Both answers to one question, streamed side by side on a terminal, printed as columns otherwise.
     generate(prompt, on_text, tuned) -> Generation: `answer` (our model) or `vllm_answer` (vLLM)."""
+    from reasontune.data import chat_messages
     from reasontune.models.prompting import render_prompt
 
-    prompt = render_prompt(tok, [{"role": "system", "content": cfg.format.prompt},
-                                 {"role": "user", "content": question}], cfg.format)
+    prompt = render_prompt(tok, chat_messages(question, cfg.format, code=is_code_run(cfg)), cfg.format)
     texts, sums, got = {"base": "", "tuned": ""}, {"base": "", "tuned": ""}, {}
     live = None
     if console is not None:
@@ -207,6 +225,10 @@ def cmd_ask(args) -> int:
         raise ConfigError("ask: pass --run RUN or --adapter DIR (the tuned model to compare with its base)")
     items = read_questions(args)
     cfg, adapter = config_for_eval(args)  # an unknown --engine is refused here (eval.engine's check)
+    if is_code_run(cfg) and any(g is not None for _, g in items):
+        raise ConfigError("ask: this run scores code (rewards.names has code_tests): its answers are checked by "
+                          "running tests, not against a reference answer; drop --answer (and the TAB answers of "
+                          "--file), and measure with `reasontune eval --run RUN` on a code set")
     max_new = max_new_tokens_for(cfg)  # --max-new-tokens (eval.max_new_tokens), else the run's GRPO budget
     # engines.open_engine picks (and logs) the engine before any model loads: vllm asked for and missing is refused
     engine = open_engine(cfg, adapter=adapter)

@@ -54,9 +54,12 @@ def _rows(cfg: RunConfig, dataset, tokenizer, split: str, limit: int, trained_on
 
 
 def _messages(row: dict, cfg: RunConfig):
+    """The row's chat prompt (built with its data), else the system prompt its kind gets (a code row's: code_prompt)."""
     if row.get("prompt"):
         return row["prompt"]
-    return [{"role": "system", "content": cfg.format.prompt}, {"role": "user", "content": row["question"]}]
+    from reasontune.data import row_messages
+
+    return row_messages(row, cfg.format)
 
 
 def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
@@ -122,7 +125,7 @@ def _code_verdicts(rows, gens, cfg: RunConfig) -> dict[tuple[int, int], dict]:
 def code_summary(records: list[dict]) -> dict | None:
     """{n, pass_rate, tests_passed (mean fraction), kinds: {verdict kind: count}} over code records; None
     when there are none. The kinds say why the rest failed: wrong output, an error, a syntax error, a
-    timeout, or no code in the answer block."""
+    timeout, or no program found (rewards/code.py's extract_code)."""
     code = [r for r in records if r.get("code") is not None]
     if not code:
         return None
@@ -218,12 +221,18 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     from reasontune.engines import open_engine
     from reasontune.models.prompting import render_prompt, stop_rule
 
+    from reasontune.data.code import is_code_row
+    from reasontune.runs.validate import check_rewards_fit_data, known_code_source
+
     t0 = time.perf_counter()
+    if dataset is None:  # code rewards on a known math set: refused before a model loads
+        check_rewards_fit_data(cfg, known_code_source(cfg.data.dataset), stage="eval")
     engine = open_engine(cfg, model, tokenizer, adapter=adapter)  # eval.engine: our decode or vLLM
     tokenizer = engine.tokenizer
     rows = _rows(cfg, dataset, tokenizer, split, cfg.eval.limit, trained_on=trained_on)
     if not rows:
         raise ConfigError(f"no rows to evaluate in the {split!r} split of {cfg.data.dataset!r}")
+    check_rewards_fit_data(cfg, any(is_code_row(r) for r in rows), stage="eval")
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     max_new, e = max_new_tokens_for(cfg), cfg.eval
     common = dict(max_new_tokens=max_new, stop=stop_rule(cfg), batch_size=e.batch_size,
@@ -250,7 +259,7 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
                     "stop": _stop_dict(common["stop"]),
                     "format": {k: getattr(cfg.format, k) for k in
                                ("reasoning_start", "reasoning_end", "solution_start", "solution_end",
-                                "prefill_reasoning") if hasattr(cfg.format, k)},
+                                "prefill_reasoning", "code_system_prompt") if hasattr(cfg.format, k)},
                     "generated_tokens": ntok, "tokens_per_second": ntok / max(gen_s, 1e-9),
                     "wall_seconds": time.perf_counter() - t0})
     if out_dir is not None:

@@ -276,8 +276,10 @@ def _train_stages(cfg, run, model, tokenizer, datasets, resume_from, stopper) ->
         model, tokenizer, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     if datasets is None:
         from reasontune.data import build_datasets
+        from reasontune.runs.validate import check_loaded_data
 
         datasets = build_datasets(cfg.data, cfg.format, tokenizer=tokenizer)
+        check_loaded_data(cfg, datasets["train"])  # a hub set's rows, which validate_run could not see
     # A GRPO checkpoint means the warm-up finished; without one, the warm-up continues from its own checkpoint
     # (written when a signal stopped it), or starts over.
     warm = cfg.warmup.kind == "sft" and resume_from is None
