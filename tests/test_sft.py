@@ -173,14 +173,15 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
             "phrased otherwise | working lines by level | stops on its own | steps run |") in table
     assert f"| GRPO {grpo['steps']}" in table.split("| grpo_only |")[1].splitlines()[0]
     # the labels each arm learned from: its SFT examples, and the problems GRPO drew (8 a step: 2 completions x 8
-    # micro-batches, 2 per problem), whose answers the recipe's rewards read and whose working step_check read
+    # micro-batches, 2 per problem), whose answers the recipe's rewards read; the demo recipe learns from answers
+    # only (rewards.answers_only, work_check), so no GRPO arm reads a worked solution
     for arm, r in m["arms"].items():
         st = r["stages"]
         sft = min(st["sft"]["examples"], st["sft"]["steps"] * 2) if "sft" in st else 0
         drawn = min(16, st["grpo"]["steps"] * 8) if "grpo" in st else 0
         assert (r["labels"]["sft_examples"], r["labels"]["answers"]) == (sft, drawn), arm
-        assert r["labels"]["worked_solutions"] == sft + drawn, arm
-        assert f"| {arm} | {sft + drawn} / {drawn} |" in table
+        assert r["labels"]["worked_solutions"] == sft and not r["labels"].get("rewards_reading_worked"), arm
+        assert f"| {arm} | {sft} / {drawn} |" in table
 
 
 @pytest.mark.parametrize("eval_s", [0.0, 25.0, 90.0])
