@@ -76,3 +76,12 @@ def hub_from_file(monkeypatch):
         return calls
 
     return install
+
+
+def tiny_demo_updates(model_dir) -> dict:
+    """The demo recipe shrunk to the tiny model for the compare's end-to-end tests: a 2-example warm-up, 2 x 2
+    GRPO completions of 4 tokens, a step cap only the budget reaches."""
+    return {"model.name": str(model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
+            "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
+            "grpo.max_steps": 10_000, "grpo.per_device_train_batch_size": 2, "grpo.num_generations": 2,
+            "grpo.max_completion_length": 4, "grpo.logging_steps": 1, "model.max_seq_length": 256}

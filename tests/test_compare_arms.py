@@ -154,16 +154,14 @@ def test_every_arm_counts_its_labels(tiny_model_dir, tmp_path, monkeypatch):
     whose answers the rewards read and, with the reference step_check, whose working; expert iteration's distinct
     problems (3 a round), answers only."""
     import reasontune.stages.demo as demo
+    from conftest import tiny_demo_updates
     from reasontune.stages.compare_demo import run_compare
 
     real = demo.demo_config
 
     def tiny(out_dir, quick=False, updates=None, recipe=None):
         return override(real(out_dir, quick=False), {
-            "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
-            "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
-            "grpo.max_steps": 10_000, "grpo.per_device_train_batch_size": 2, "grpo.num_generations": 2,
-            "grpo.max_completion_length": 4, "grpo.logging_steps": 1, "model.max_seq_length": 256,
+            **tiny_demo_updates(tiny_model_dir),
             # the rewards stated here, so the expectations do not move when recipes/demo.yaml does
             "rewards.names": ["format_exact", "answer_check", "step_check"], "rewards.answers_only": False,
             "expert_iteration.rounds": 2, "expert_iteration.problems_per_round": 3, "expert_iteration.samples": 2})

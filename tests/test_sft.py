@@ -8,6 +8,7 @@ import time
 import pytest
 
 from reasontune.cli import main
+from conftest import tiny_demo_updates
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,11 +137,7 @@ def test_compare_end_to_end_tiny(tiny_model_dir, tmp_path, monkeypatch):
     real = demo.demo_config
 
     def tiny(out_dir, quick=False, updates=None, recipe=None):
-        return override(real(out_dir, quick=False), {
-            "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
-            "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
-            "grpo.max_steps": 10_000, "grpo.per_device_train_batch_size": 2, "grpo.num_generations": 2,
-            "grpo.max_completion_length": 4, "grpo.logging_steps": 1, "model.max_seq_length": 256})
+        return override(real(out_dir, quick=False), tiny_demo_updates(tiny_model_dir))
 
     monkeypatch.setattr(demo, "demo_config", tiny)
     s = run_compare(str(tmp_path), budget_s=2.0, include_base=False)
@@ -227,11 +224,7 @@ def test_compare_after_a_demo_trains_only_the_other_two_arms(tiny_model_dir, tmp
     real = demo.demo_config
 
     def tiny(out_dir, quick=False, updates=None, recipe=None):
-        return override(real(out_dir, quick=False), {
-            "model.name": str(tiny_model_dir), "lora.r": 2, "lora.alpha": 4, "data.train_size": 16,
-            "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
-            "grpo.max_steps": 10_000, "grpo.per_device_train_batch_size": 2, "grpo.num_generations": 2,
-            "grpo.max_completion_length": 4, "grpo.logging_steps": 1, "model.max_seq_length": 256})
+        return override(real(out_dir, quick=False), tiny_demo_updates(tiny_model_dir))
 
     monkeypatch.setattr(demo, "demo_config", tiny)
     stage = {"accuracy": 0.5, "format_rate": 1.0, "stop_rate": 1.0, "mean_working_lines": 1.5, "n": 2,

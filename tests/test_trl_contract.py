@@ -14,7 +14,8 @@ from reasontune.engines.sft_trainer import LeanSFTTrainer
 from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
 # Methods our classes add (TRL must not have them: ours would silently replace TRL's).
-OWN = {ReasonTuneGRPOTrainer: {"__init__", "_skip_is_exact", "_entropy_needs_grad"},
+OWN = {ReasonTuneGRPOTrainer: {"__init__", "_skip_is_exact", "_entropy_needs_grad", "_shared_prompt_runs",
+                                "_regroup_is_exact", "_hidden_logps"},
        LeanSFTTrainer: {"_lean", "_log_metrics"}}
 # Attributes of GRPOTrainer our trainer reads; each must be assigned in TRL's GRPOTrainer source.
 GRPO_ATTRS = ("_tokenizer", "eos_token_ids", "use_vllm", "use_transformers_continuous_batching", "_metrics",
