@@ -84,10 +84,10 @@ def _prefill(model, rows: list[list[int]], pad_id: int, cache_kw: str, room: int
     rows (index_select), so each copy samples from exactly what its own prefill would give. Only with
     our preallocated cache (plain full attention), whose rows we know how to copy.
     """
-    from reasontune.engines.kvcache import preallocated_cache
+    from reasontune.engines.kvcache import plain_cache
 
     uniq, inverse = _distinct(rows)
-    if len(uniq) == len(rows) or preallocated_cache(model, 0) is None:
+    if len(uniq) == len(rows) or plain_cache(model) is None:
         return _prefill_rows(model, rows, pad_id, cache_kw, room)
     import torch
 
