@@ -38,7 +38,7 @@ def get(name: str) -> Generator:
 # this module, so the registry learns them without an import cycle; a third-party generator calls
 # `reasontune.data.registry.register` the same way.
 def _load_builtins() -> None:
-    from reasontune.data import arithmetic, codegen, linear  # noqa: F401
+    from reasontune.data import arithmetic, codegen, linear, stories  # noqa: F401
 
 
 def make_item(name: str, seed: int, split: str, index: int, levels: Iterable[int] | None = None) -> Problem:
