@@ -11,9 +11,8 @@ from collections import Counter
 
 import pytest
 
-from reasontune.data import DataError, procedural
-from reasontune.data import stories
-from reasontune.data.story_scenes import SCENES
+from reasontune.data import DataError, procedural, stories
+from reasontune.data.story_scenes import PERSON_DIV, PLACE_DIV, SCENES, SELF_DIV
 
 STEP = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -57,7 +56,7 @@ def story_orders(steps) -> list[list[int]]:
             fresh.append(b)
     readings = [fresh]
     if start_first and steps[1][0] == steps[0][3]:  # 8 + 8: the packs may have come first, then "+ 8"
-        readings.append(fresh[1:] + fresh[:1])
+        readings.append(fresh[1:3] + fresh[:1] + fresh[3:])
     return readings
 
 
@@ -117,6 +116,9 @@ def test_no_template_holds_a_digit_and_singulars_agree():
     texts += [t for table in (stories.OPEN, stories.PACKOPEN) for by in table.values() for ts in by.values()
               for t in ts]
     assert texts and not [t for t in texts if re.search(r"\d", t)]
+    for s in SCENES:  # present | past | participle; a pack or a division: present | past (a lost comma shows)
+        assert all(len(stories._parts(e)) == 3 for e in (*s.add, *s.sub)), s.kind
+        assert all(len(stories._parts(e + " |")) == 3 for e in (*s.pack, *s.div, *PERSON_DIV, *PLACE_DIV, *SELF_DIV))
     plurals = [many for s in SCENES for one, many in s.things if one != many]
     for i in range(2000):
         q = procedural.make_item("story_arithmetic", 6, "train", i, [1, 2, 3]).question
@@ -142,22 +144,24 @@ def measure(n: int = 2000, seed: int = 0):
 
 
 def test_breadth_measured():
-    """Measured (seed 0, 2,000 problems): 12 scene kinds, 102 verb phrases, 7 sentence orders, 11 question
-    forms; 15% of stories have a passive event, 15% join events in one sentence. Floors sit below those."""
+    """Measured (seeds 0 and 1, 2,000 problems each, the same counts): 13 scene kinds (the rarest 132 times),
+    121 add/remove verb phrases, 7 sentence orders (the rarest, holder first, 160 times), 13 question forms;
+    16% of stories tell an event in the passive, 21% join events in one sentence. Floors sit below those."""
     parts, passive, joined = measure()
-    assert len(parts["scene"]) >= 10 and min(parts["scene"].values()) >= 100
-    assert len(parts["verb"]) >= 90
-    assert set(parts["style"]) == set(stories.STYLES) and min(parts["style"].values()) >= 150
-    assert len(parts["question"]) >= 9
-    assert passive >= 0.08 and joined >= 0.08
+    assert len(parts["scene"]) >= 12 and min(parts["scene"].values()) >= 100
+    assert len(parts["verb"]) >= 110
+    assert set(parts["style"]) == set(stories.STYLES) and min(parts["style"].values()) >= 120
+    assert len(parts["question"]) >= 12
+    assert passive >= 0.12 and joined >= 0.15
 
 
 def test_breadth_small_arithmetic_lacks():
-    """small_arithmetic never opens with a number or a question; story_arithmetic often does."""
+    """small_arithmetic never opens with a number or a question; story_arithmetic does (measured over these
+    1,000: 16.9% open with a digit, 31.3% with the question)."""
     def shares(name):
         qs = [procedural.make_item(name, 0, "train", i, (1, 2, 3, 4, 5)).question for i in range(1000)]
         return (sum(q[0].isdigit() for q in qs) / len(qs), sum(q.startswith(("How", "What", "In the end", "Count"))
                                                                for q in qs) / len(qs))
     assert shares("small_arithmetic") == (0.0, 0.0)
     digit_first, question_first = shares("story_arithmetic")
-    assert digit_first >= 0.08 and question_first >= 0.15
+    assert digit_first >= 0.12 and question_first >= 0.25

@@ -54,7 +54,7 @@ QUESTIONS = {
                ("end_up", "How many {o} {does} {N} end up with?", False, True),
                ("total", "What is the total number of {o} {N} {has} now?", False, True),
                ("remain", "How many of {NP} {o} remain?", True, True),
-               ("there_now", "How many {o} are there {place} now?", False, True),
+               ("at_end", "How many {o} {does} {N} have at the end?", False, True),
                ("count", "Count {NP} {o} at the end. How many are there?", False, False)),
     "place": (("there_now", "How many {o} are {place} now?", False, True),
               ("left", "How many {o} are left {place}?", True, True),
@@ -104,7 +104,7 @@ def _low(s: str) -> str:
 
 
 def _parts(entry: str) -> tuple[str, str, str]:
-    present, past, part = (p.strip() for p in entry.split("|"))
+    present, past, part = (p.strip() for p in re.split(r" \|(?: |$)", entry))
     return present, past, part
 
 
@@ -129,13 +129,12 @@ def _fill(ctx: _Ctx, template: str, count: int = 2, **kw) -> str:
     # only after the name
     at, n_at = max(text.find("{place}"), text.find("{Place}"), text.find("{from}")), text.find("{N}")
     owner = poss if not named or 0 <= n_at < at else f"{ctx.name}'s"
-    where, whence = (p.format(P=owner) for p in ctx.place)
-    f = dict(o=ctx.noun[1], c=ctx.cont, H=ctx.holder_np, F=ctx.rng.choice(ctx.friends),
-             place=where, Place=_cap(where), rest=ctx.rng.choice(ctx.scene.rest),
-             N=ctx.name if named else subj, NO=ctx.name if named else obj, NP=f"{ctx.name}'s" if named else poss,
-             O=ctx.rng.choice([ctx.name, obj]) if not ctx.first else obj, P=poss,
-             does="do" if ctx.first else "does", has="have" if ctx.first else "has")
-    f["from"] = whence
+    where, whence = (p.format(P=owner, H=ctx.holder_np) for p in ctx.place)
+    f = {"o": ctx.noun[1], "c": ctx.cont, "H": ctx.holder_np, "F": ctx.rng.choice(ctx.friends),
+         "place": where, "Place": _cap(where), "from": whence, "rest": ctx.rng.choice(ctx.scene.rest),
+         "N": ctx.name if named else subj, "NO": ctx.name if named else obj,
+         "NP": f"{ctx.name}'s" if named else poss, "O": obj if ctx.first else ctx.rng.choice([ctx.name, obj]),
+         "P": poss, "does": "do" if ctx.first else "does", "has": "have" if ctx.first else "has"}
     if "{S}" in text:
         f["S"] = _subject(ctx)
     f.update(kw)
@@ -159,7 +158,7 @@ def _event(ctx: _Ctx, ev: tuple, meta: dict) -> tuple[str, bool]:
     if kind in ("add", "sub"):
         b = ev[1]
         entry = rng.choice(scene.add if kind == "add" else scene.sub)
-        meta["verbs"].append(entry.split("|")[0].strip())
+        meta["verbs"].append(_parts(entry)[0])
         present, past, part = _parts(entry)
         if ctx.style == "notes":
             if part:
@@ -262,9 +261,10 @@ def _simulate(rng: random.Random, level: int) -> list[tuple] | None:
             x = _choose(rng, *ranges["a"], fits)
             events.append(("start", x))
         elif kind in ("add", "sub"):
-            b = _choose(rng, *ranges["b"], lambda v, s=1 if kind == "add" else -1: fits(x + s * v))
+            sign = 1 if kind == "add" else -1
+            b = _choose(rng, *ranges["b"], lambda v, x=x, s=sign, ok=fits: ok(x + s * v))
             if b is None and kind == "sub":  # too little left to take away: add instead, as small_arithmetic does
-                kind, b = "add", _choose(rng, *ranges["b"], lambda v: fits(x + v))
+                kind, b = "add", _choose(rng, *ranges["b"], lambda v, x=x, ok=fits: ok(x + v))
             if b is None:
                 return None
             x = x + b if kind == "add" else x - b

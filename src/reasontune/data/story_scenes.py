@@ -38,22 +38,32 @@ class Scene:
 
 
 PERSON_DIV = (
-    "{S} splits the {o} into {d} equal piles and keeps one pile | {S} split the {o} into {d} equal piles and kept one pile",
-    "{S} divides the {o} into {d} equal groups and keeps only one group | {S} divided the {o} into {d} equal groups and kept only one group",
-    "{S} packs the {o} equally into {d} {c}, keeps one and gives the other {c} away | {S} packed the {o} equally into {d} {c}, kept one and gave the other {c} away",
-    "{S} shares the {o} out in {d} equal parts and keeps just one part | {S} shared the {o} out in {d} equal parts and kept just one part",
+    ("{S} splits the {o} into {d} equal piles and keeps one pile"
+     " | {S} split the {o} into {d} equal piles and kept one pile"),
+    ("{S} divides the {o} into {d} equal groups and keeps only one group"
+     " | {S} divided the {o} into {d} equal groups and kept only one group"),
+    ("{S} packs the {o} equally into {d} {c}, keeps one and gives the other {c} away"
+     " | {S} packed the {o} equally into {d} {c}, kept one and gave the other {c} away"),
+    ("{S} shares the {o} out in {d} equal parts and keeps just one part"
+     " | {S} shared the {o} out in {d} equal parts and kept just one part"),
 )
 PLACE_DIV = (
-    "{S} sorts the {o} into {d} equal groups and leaves only one group {place} | {S} sorted the {o} into {d} equal groups and left only one group {place}",
-    "{S} moves all but one of {d} equal groups of the {o} somewhere else | {S} moved all but one of {d} equal groups of the {o} somewhere else",
+    ("{S} sorts the {o} into {d} equal groups and leaves only one group {place}"
+     " | {S} sorted the {o} into {d} equal groups and left only one group {place}"),
+    ("{S} moves all but one of {d} equal groups of the {o} somewhere else"
+     " | {S} moved all but one of {d} equal groups of the {o} somewhere else"),
 )
 SELF_DIV = (
-    "The {o} form {d} equal groups, and only one group stays {place} | The {o} formed {d} equal groups, and only one group stayed {place}",
-    "The {o} split into {d} equal groups, and all but one group leave | The {o} split into {d} equal groups, and all but one group left",
+    ("The {o} form {d} equal groups, and only one group stays {place}"
+     " | The {o} formed {d} equal groups, and only one group stayed {place}"),
+    ("The {o} split into {d} equal groups, and all but one group leave"
+     " | The {o} split into {d} equal groups, and all but one group left"),
 )
 MONEY_DIV = (
-    "{S} splits the money equally into {d} envelopes and keeps one envelope | {S} split the money equally into {d} envelopes and kept one envelope",
-    "{S} shares the money equally among {d} jars and keeps only one jar | {S} shared the money equally among {d} jars and kept only one jar",
+    ("{S} splits the money equally into {d} envelopes and keeps one envelope"
+     " | {S} split the money equally into {d} envelopes and kept one envelope"),
+    ("{S} shares the money equally among {d} jars and keeps only one jar"
+     " | {S} shared the money equally among {d} jars and kept only one jar"),
 )
 PERSON_PACK = (
     "{S} buys {k} {c} of {o} with {m} in each | {S} bought {k} {c} of {o} with {m} in each",
@@ -126,7 +136,8 @@ SCENES = (
                "{S} has {n} for breakfast | {S} had {n} for breakfast | eaten for breakfast",
                "{F} eats {n} | {F} ate {n} | eaten by {F}",
                "the dog gobbles up {n} | the dog gobbled up {n} | gobbled up by the dog",
-               "{S} drops {n} on the floor and throws [it|them] out | {S} dropped {n} on the floor and threw [it|them] out |",
+               ("{S} drops {n} on the floor and throws [it|them] out"
+                " | {S} dropped {n} on the floor and threw [it|them] out |"),
                "{n} [gets|get] burnt and [goes|go] in the bin | {n} got burnt and went in the bin |"),
           pack=PERSON_PACK, packs=("trays", "boxes", "plates", "bags")),
     Scene("birds", "place",
@@ -135,7 +146,8 @@ SCENES = (
           (("on the fence", "off the fence"), ("on the roof", "off the roof"), ("by the pond", "from the pond"),
            ("in the old oak tree", "out of the old oak tree")),
           add=("{n} [lands|land] | {n} landed |", "{n} [flies|fly] in | {n} flew in |",
-               "{n} [joins|join] them | {n} joined them |", "{n} [swoops|swoop] down to join the flock | {n} swooped down to join the flock |"),
+               "{n} [joins|join] them | {n} joined them |",
+               "{n} [swoops|swoop] down to join the flock | {n} swooped down to join the flock |"),
           sub=("{n} [flies|fly] away | {n} flew away |", "{n} [takes|take] off | {n} took off |",
                "a cat scares off {n} | a cat scared off {n} | scared off by a cat",
                "{n} [leaves|leave] for the south | {n} left for the south |"),
@@ -144,7 +156,8 @@ SCENES = (
           packs=("flocks",), rest=("sit", "rest", "are", "wait")),
     Scene("farm", "place",
           (("sheep", "sheep"), ("cow", "cows"), ("goat", "goats"), ("horse", "horses"), ("pig", "pigs")),
-          (("in the field", "out of the field"), ("in the barn", "out of the barn"), ("in the meadow", "out of the meadow")),
+          (("in the field", "out of the field"), ("in the barn", "out of the barn"),
+           ("in the meadow", "out of the meadow")),
           add=("{n} [wanders|wander] in | {n} wandered in |",
                "the farmer brings in {n} | the farmer brought in {n} | brought in by the farmer",
                "{n} [comes|come] back from the hill | {n} came back from the hill |",
@@ -171,8 +184,9 @@ SCENES = (
           packs=("rows",), rest=("are parked", "wait", "are")),
     Scene("bus", "place",
           (("passenger", "passengers"), ("person", "people"), ("student", "students"), ("tourist", "tourists")),
-          (("on the bus", "off the bus"), ("on the train", "off the train"), ("on the tram", "off the tram")),
-          add=("{n} [gets|get] on | {n} got on |", "{n} [boards|board] at the next stop | {n} boarded at the next stop |",
+          (("on {H}", "off {H}"), ("aboard {H}", "off {H}")),
+          add=("{n} [gets|get] on | {n} got on |",
+               "{n} [boards|board] at the next stop | {n} boarded at the next stop |",
                "{n} [climbs|climb] aboard | {n} climbed aboard |", "the driver lets {n} on | the driver let {n} on |",
                "{n} [hops|hop] on at the market | {n} hopped on at the market |"),
           sub=("{n} [gets|get] off | {n} got off |", "{n} [steps|step] off at the park | {n} stepped off at the park |",
@@ -181,13 +195,14 @@ SCENES = (
                "the driver asks {n} to get off | the driver asked {n} to get off |"),
           pack=("{k} groups of {m} {o} get on | {k} groups of {m} {o} got on",
                 "{k} families of {m} board together | {k} families of {m} boarded together"),
-          packs=("groups",), rest=("ride", "sit", "are"), holders=("the bus",),
-          holder_open=("The bus is carrying {a} {o}.", "The train has {a} {o} on board."), roles=("the driver",)),
+          packs=("groups",), rest=("ride", "sit", "are"), holders=("the bus", "the train", "the tram"),
+          holder_open=("{H} is carrying {a} {o}.", "{H} has {a} {o} on board."), roles=("the driver",)),
     Scene("queue", "place",
           (("person", "people"), ("customer", "customers"), ("child", "children"), ("fan", "fans")),
           (("in the line at the bakery", "from the line"), ("in the queue for the museum", "from the queue"),
            ("in line at the ticket booth", "from the line")),
-          add=("{n} [joins|join] the line | {n} joined the line |", "{n} [lines|line] up at the back | {n} lined up at the back |",
+          add=("{n} [joins|join] the line | {n} joined the line |",
+               "{n} [lines|line] up at the back | {n} lined up at the back |",
                "{n} [arrives|arrive] and [waits|wait] too | {n} arrived and waited too |",
                "{n} [gets|get] in line behind them | {n} got in line behind them |"),
           sub=("{n} [is|are] served and [leaves|leave] | {n} [was|were] served and left |",
@@ -197,12 +212,15 @@ SCENES = (
           pack=("{k} groups of {m} {o} join the line | {k} groups of {m} {o} joined the line",),
           packs=("groups",), rest=("wait", "stand", "are")),
     Scene("container", "place",
-          (("apple", "apples"), ("book", "books"), ("toy", "toys"), ("egg", "eggs"), ("bottle of juice", "bottles of juice")),
-          (("in the crate", "out of the crate"), ("on the shelf", "off the shelf"), ("in the big box", "out of the big box")),
+          (("apple", "apples"), ("book", "books"), ("toy", "toys"), ("egg", "eggs"),
+           ("bottle of juice", "bottles of juice")),
+          (("in the crate", "out of the crate"), ("on the shelf", "off the shelf"),
+           ("in the big box", "out of the big box")),
           add=("{S} puts {n} {place} | {S} put {n} {place} | put {place}", "{S} adds {n} | {S} added {n} | added",
                "{S} packs {n} {place} | {S} packed {n} {place} | packed {place}",
                "{F} brings {n} and puts [it|them] {place} | {F} brought {n} and put [it|them] {place} |"),
-          sub=("{S} takes {n} {from} | {S} took {n} {from} | taken {from}", "{S} removes {n} | {S} removed {n} | removed",
+          sub=("{S} takes {n} {from} | {S} took {n} {from} | taken {from}",
+               "{S} removes {n} | {S} removed {n} | removed",
                "{F} grabs {n} | {F} grabbed {n} | grabbed by {F}",
                "{S} moves {n} to the kitchen | {S} moved {n} to the kitchen | moved to the kitchen",
                "{S} gives {n} to a neighbour | {S} gave {n} to a neighbour | given to a neighbour"),
@@ -212,7 +230,8 @@ SCENES = (
     Scene("shop", "place",
           (("loaf of bread", "loaves of bread"), ("umbrella", "umbrellas"), ("hat", "hats"), ("cake", "cakes"),
            ("toy robot", "toy robots"), ("flower pot", "flower pots")),
-          (("in the shop", "from the shop"), ("in stock at the store", "from the store"), ("on the market stall", "off the stall")),
+          (("in {H}", "out of {H}"), ("on the shelves of {H}", "off the shelves of {H}"),
+           ("in stock at {H}", "from {H}")),
           add=("a delivery brings {n} | a delivery brought {n} | delivered",
                "{S} orders {n} and [it arrives|they arrive] | {S} ordered {n} and [it|they] arrived |",
                "a customer returns {n} | a customer returned {n} | returned by a customer",
@@ -220,12 +239,13 @@ SCENES = (
                "{S} makes {n} to sell | {S} made {n} to sell |"),
           sub=("{S} sells {n} | {S} sold {n} | sold", "customers buy {n} | customers bought {n} | bought by customers",
                "a customer buys {n} | a customer bought {n} | bought",
-               "{S} throws out {n} that [is|are] damaged | {S} threw out {n} that [was|were] damaged | thrown out as damaged",
+               ("{S} throws out {n} that [is|are] damaged"
+                " | {S} threw out {n} that [was|were] damaged | thrown out as damaged"),
                "{S} sends {n} back to the factory | {S} sent {n} back to the factory | sent back to the factory"),
           pack=("a van delivers {k} {c} of {m} {o} | a van delivered {k} {c} of {m} {o}",
                 "{S} receives {k} {c} holding {m} {o} each | {S} received {k} {c} holding {m} {o} each"),
-          packs=("crates", "cartons"), holders=("the shop", "the store"),
-          holder_open=("The shop has {a} {o} for sale.", "The store stocks {a} {o}."),
+          packs=("crates", "cartons"), holders=("the shop", "the store", "the corner shop"),
+          holder_open=("{H} has {a} {o} for sale.", "{H} stocks {a} {o}."),
           roles=("the shopkeeper", "the owner")),
     Scene("library", "place", (("book", "books"), ("comic", "comics"), ("magazine", "magazines")),
           (("on the class library's shelves", "from the class library"), ("in the school library", "from the library")),
@@ -245,7 +265,8 @@ SCENES = (
           (("in the garden", "from the garden"), ("in the flower bed", "from the flower bed")),
           add=("{S} plants {n} | {S} planted {n} | planted", "{F} plants {n} | {F} planted {n} | planted by {F}",
                "{S} buys {n} and plants [it|them] | {S} bought {n} and planted [it|them] |"),
-          sub=("{S} picks {n} | {S} picked {n} | picked", "{S} cuts {n} for a vase | {S} cut {n} for a vase | cut for a vase",
+          sub=("{S} picks {n} | {S} picked {n} | picked",
+               "{S} cuts {n} for a vase | {S} cut {n} for a vase | cut for a vase",
                "a rabbit eats {n} | a rabbit ate {n} | eaten by a rabbit",
                "{n} [wilts|wilt] and [is|are] pulled out | {n} wilted and [was|were] pulled out |",
                "{S} digs up {n} | {S} dug up {n} | dug up"),
@@ -253,7 +274,8 @@ SCENES = (
           packs=("rows",), rest=("grow", "bloom", "are"), roles=("the gardener",)),
     Scene("woodpile", "place", (("log", "logs"),),
           (("in the woodpile", "from the woodpile"), ("by the stove", "from beside the stove")),
-          add=("{S} chops {n} | {S} chopped {n} | chopped", "{S} carries in {n} from the shed | {S} carried in {n} from the shed |"),
+          add=("{S} chops {n} | {S} chopped {n} | chopped",
+               "{S} carries in {n} from the shed | {S} carried in {n} from the shed |"),
           sub=("{S} burns {n} in the stove | {S} burned {n} in the stove | burned in the stove",
                "{n} [is|are] used to cook dinner | {n} [was|were] used to cook dinner |"),
           pack=("{S} carries in {k} {c} of {m} {o} | {S} carried in {k} {c} of {m} {o}",),
