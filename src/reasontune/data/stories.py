@@ -68,6 +68,7 @@ HOLDER_Q = ("has_now", "How many {o} does {H} have now?", False, True)
 CONNECT = ("", "", "", "Then ", "After that, ", "Later, ", "Next, ", "Soon, ")
 JOIN = (", then ", " and ", ", and then ", ", and after that ", "; later, ")
 IF_LAST = (" and ", ", and then ", " and then ")
+SAME_SUBJECT = (" and ", ", then ", " and then ")
 _BRACKET = re.compile(r"\[([^|\]]*)\|([^\]]*)\]")
 
 
@@ -216,7 +217,11 @@ def _sentences(ctx: _Ctx, clauses: list[str]) -> list[str]:
     while i < len(clauses):
         text, i, parts = clauses[i], i + 1, 1
         while i < len(clauses) and parts < 3 and ctx.rng.random() < 0.3:
-            text += ctx.rng.choice(JOIN) + _low(clauses[i])
+            nxt, same = clauses[i], {ctx.name.lower(), ctx.pron, "i"}
+            if {text.split(" ", 1)[0].lower(), nxt.split(" ", 1)[0].lower()} <= same and ctx.rng.random() < 0.5:
+                text += ctx.rng.choice(SAME_SUBJECT) + nxt.split(" ", 1)[1]  # "Maya sells 3 and finds 5 more"
+            else:
+                text += ctx.rng.choice(JOIN) + _low(nxt)
             i, parts = i + 1, parts + 1
             ctx.joined += 1
         lead = ctx.rng.choice(CONNECT)
