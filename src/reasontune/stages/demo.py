@@ -40,7 +40,7 @@ OOD_PROBLEMS = 100
 # units, first person, other names and settings, terse notes; levels 1-3), greedy, at each stage, into
 # OUT/evals_phrased/<stage>: whether what training taught carries to other wording. For the arithmetic demos only.
 PHRASED = "phrased_otherwise"
-PHRASED_FOR = ("procedural:small_arithmetic", "procedural:arithmetic")
+PHRASED_FOR = ("procedural:small_arithmetic", "procedural:arithmetic", "procedural:story_arithmetic")
 
 # A measurement runs alone: two cores shared with a helper, CI or a benchmark give fewer GRPO steps (28 a
 # run where 56 ran on an idle machine, issue 24). A 1-minute load average above this many runnable tasks per
