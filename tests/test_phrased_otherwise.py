@@ -56,8 +56,10 @@ def test_the_set_covers_every_kind_and_level_and_no_generator_problem():
     rs = rows()
     assert 60 <= len(rs) <= 100 and len({question_hash(r["question"]) for r in rs}) == len(rs)
     assert set(Counter((r["phrasing"], r["difficulty"]) for r in rs)) == {(k, lv) for k in KINDS for lv in (1, 2, 3)}
-    generated = {question_hash(p.question)
-                 for p in procedural.generate("small_arithmetic", "test", 2000, seed=0, levels=[1, 2, 3])}
+    generated = {question_hash(p.question) for name in ("small_arithmetic", "story_arithmetic")
+                 for split in ("train", "test") for seed in (0, 1, 2)
+                 for p in procedural.generate(name, split, 2000, seed=seed, levels=[1, 2, 3])}
+    assert len(generated) > 10_000  # the check saw the generators' problems, not an empty set
     assert not generated & {question_hash(r["question"]) for r in rs}
 
 
