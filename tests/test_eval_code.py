@@ -77,6 +77,26 @@ def test_code_rows_are_graded_by_their_tests_with_failure_kinds(tiny_model_dir, 
     assert json.loads((tmp_path / "metrics.json").read_text())["code"]["kinds"] == {k: 1 for k in KINDS}
 
 
+@pytest.mark.parametrize("names,want", [(None, ["code_tests"]), (["code_tests_binary", "format_strict"],
+                                                                   ["code_tests_binary", "format_strict"])])
+def test_code_rows_are_scored_by_code_rewards_never_the_default_math_ones(tiny_model_dir, monkeypatch, names, want):
+    """No rewards configured (the default is the math recipe's four): eval scores code rows with code_tests (the
+    fraction of tests passed), not answer_check and number_check against an empty reference; configured code
+    rewards are kept as they are."""
+    from transformers import AutoTokenizer
+
+    from reasontune.stages.evaluate import evaluate
+
+    cfg = _cfg(tiny_model_dir, **({"rewards.names": names} if names else {}))
+    rows = _rows(cfg)
+    _fake_generate(monkeypatch, rows, cfg)
+    m = evaluate(cfg, model=object(), tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
+                 dataset={"test": rows}, progress=False)
+    assert m["rewards"] == want and sorted(m["reward_means"]) == sorted(want)
+    passed = "code_tests_binary" if names else "code_tests"  # greedy: one of five programs passes all 4 tests
+    assert m["reward_means"][passed] == pytest.approx(0.2)
+
+
 def test_a_math_row_beside_code_rows_is_still_graded_as_an_answer(tiny_model_dir, monkeypatch):
     from transformers import AutoTokenizer
 

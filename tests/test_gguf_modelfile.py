@@ -14,20 +14,24 @@ FORMAT = {"reasoning_start": "<think>", "reasoning_end": "</think>", "solution_s
           "solution_end": "</answer>", "system_prompt": 'Solve it. Working in <think></think>, "answer" in {{braces}}.'}
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_model_dir, tmp_path_factory):
+def _run_dir(tiny_model_dir, run, **sections):
+    """A run folder with an untrained adapter: what `export` reads."""
     from reasontune.config import from_dict
     from reasontune.models import load_model_and_tokenizer
     from reasontune.runs.folder import RunFolder
 
-    run = tmp_path_factory.mktemp("modelfile") / "run"
     cfg = from_dict({"model": {"name": str(tiny_model_dir)}, "format": FORMAT, "lora": {"r": 4, "alpha": 8},
-                     "output_dir": str(run)})
+                     "output_dir": str(run), **sections})
     RunFolder(run).start(cfg)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     model.save_pretrained(run / "adapter")
     tok.save_pretrained(run / "adapter")
     return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    return _run_dir(tiny_model_dir, tmp_path_factory.mktemp("modelfile") / "run")
 
 
 def test_modelfile_renders_the_training_prompt(capsys, run_dir, tmp_path):
@@ -54,6 +58,44 @@ def test_modelfile_renders_the_training_prompt(capsys, run_dir, tmp_path):
     card = (tmp_path / "g" / "README.md").read_text()
     assert "ollama create NAME -f model-f16.Modelfile" in card and "--jinja" in card
     assert "AMX" not in card and "AMX" not in (tmp_path / "g" / "model-f16.Modelfile").read_text()  # f16 only
+
+
+def test_a_code_runs_exports_record_the_code_system_prompt_it_trained_with(capsys, tiny_model_dir, tmp_path):
+    """A run on code rows (a reward that runs tests) was prompted with format.code_system_prompt: the GGUF's chat
+    template, its Modelfile's SYSTEM, the merged folder's template, format file and card record that prompt,
+    not format.system_prompt (the math rows' prompt)."""
+    import gguf
+    from transformers import AutoTokenizer
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from reasontune.data import chat_messages
+    from reasontune.export.llamacpp import parse_modelfile
+    from reasontune.models.prompting import render_prompt
+
+    code_prompt = "Write the Python function between <answer> and </answer>."
+    run = _run_dir(tiny_model_dir, tmp_path / "run", format={**FORMAT, "code_system_prompt": code_prompt},
+                   data={"dataset": "procedural:code"}, rewards={"names": ["code_tests", "format_strict"]})
+    assert cli.main(["export", str(run), "--merged", "--gguf", "--gguf-type", "f16", "--out", str(tmp_path / "g")]) == 0
+    capsys.readouterr()
+    from reasontune.config import from_dict
+
+    fmt = from_dict({"format": {**FORMAT, "code_system_prompt": code_prompt}}).format
+    tok = AutoTokenizer.from_pretrained(run / "adapter")
+    q = "Write a function double(x) that returns 2 * x."
+    training = render_prompt(tok, chat_messages(q, fmt, code=True), fmt)  # what the run's code rows rendered
+    assert code_prompt in training and FORMAT["system_prompt"] not in training
+    mf = parse_modelfile((tmp_path / "g" / "model-f16.Modelfile").read_text())
+    assert mf["SYSTEM"] == code_prompt
+    template = gguf.GGUFReader(tmp_path / "g" / "model-f16.gguf").fields["tokenizer.chat_template"].contents()
+    bare = [{"role": "user", "content": q}]
+    (got,), _ = render_jinja_template([bare], chat_template=template, add_generation_prompt=True,
+                                      **tok.special_tokens_map)
+    assert got == training
+    merged = AutoTokenizer.from_pretrained(tmp_path / "g")
+    assert merged.apply_chat_template(bare, tokenize=False, add_generation_prompt=True) == training
+    record = json.loads((tmp_path / "g" / "reasontune_adapter.json").read_text())
+    assert record["system_prompt"] == code_prompt and record["format"]["system_prompt"] == FORMAT["system_prompt"]
+    assert repr(code_prompt) in (tmp_path / "g" / "README.md").read_text()
 
 
 def test_a_quantized_export_on_an_amx_host_warns_and_its_modelfile_and_card_say_why(run_dir, tmp_path, caplog,

@@ -229,3 +229,26 @@ def test_a_template_that_folds_the_system_prompt_keeps_its_history_and_marks_ass
                                    chat_template=saved) == _training_prompt(tok, cfg, "u1")
     tok.chat_template = saved
     assert training_chat_template(tok, cfg.format) == saved
+
+
+@pytest.mark.parametrize("fmt", [{"code_system_prompt": "Write the Python function in <answer>."},
+                                 {"system_prompt": None}], ids=["code_system_prompt", "derived"])
+def test_a_code_runs_folder_defaults_to_the_code_system_prompt(tiny_model_dir, tmp_path, fmt):
+    """A run whose rewards run tests trained on code rows, prompted with format.code_prompt: its adapter folder's
+    template gives that prompt to a bare user message, and its format file and card record it."""
+    from transformers import AutoTokenizer
+
+    from reasontune.data import chat_messages
+    from reasontune.export.portable import finish_folder
+
+    cfg = from_dict({"model": {"name": str(tiny_model_dir)}, "format": {**FORMAT, **fmt},
+                     "rewards": {"names": ["code_tests", "format_strict"]}, "output_dir": str(tmp_path)})
+    assert cfg.format.code_prompt != cfg.format.prompt
+    tok = _base_tokenizer(tiny_model_dir, cfg, "chatml")
+    finish_folder(tmp_path, None, tok, cfg, "test")
+    got = AutoTokenizer.from_pretrained(tmp_path).apply_chat_template(
+        [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True)
+    assert got == render_prompt(tok, chat_messages(QUESTION, cfg.format, code=True), cfg.format)
+    record = json.loads((tmp_path / "reasontune_adapter.json").read_text())
+    assert record["system_prompt"] == cfg.format.code_prompt and record["format"] == cfg.to_dict()["format"]
+    assert repr(cfg.format.code_prompt) in (tmp_path / "README.md").read_text()

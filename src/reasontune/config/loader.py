@@ -7,6 +7,7 @@ field is coerced and validated by its section's `__post_init__` before anything 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -29,18 +30,36 @@ def _build(cls, values: dict, where: str):
 
 
 _SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+# a list field's annotation (sections.py uses `from __future__ import annotations`, so f.type is this text)
+_LIST = re.compile(r"^(list|tuple)\[(\w+)(?:, \.\.\.)?\]$")
 
 
 def _coerce(f, v, where: str):
-    """Check a scalar field's type before __post_init__ compares it (a TypeError there names nothing).
+    """Check a field's type before __post_init__ compares it (a TypeError there names nothing).
 
-    PyYAML reads 5e-6 (no dot) as a string, so numeric strings are accepted for number fields.
+    PyYAML reads 5e-6 (no dot) as a string, so numeric strings are accepted for number fields. A list field
+    takes a list, a comma-separated string (`--set rewards.names=a,b`: YAML reads `a,b` as one string, which
+    a list field would otherwise hold as its characters) or one value (`--set data.difficulty=3`), each
+    element checked as a scalar of the element type.
     """
     kind = str(f.type).replace(" | None", "").replace("None | ", "").strip()
+    if v is None and "None" in str(f.type):
+        return v
+    m = _LIST.match(kind)
+    if m is None:
+        return _scalar(kind, v, f"{where}: {f.name}={v!r}")
+    container, elem = m.groups()
+    items = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    out = [_scalar(elem, x, f"{where}: {f.name}={v!r}: element {x!r}") for x in items]
+    return out if container == "list" else tuple(out)
+
+
+def _scalar(kind: str, v, what: str):
+    """`v` as a scalar of type `kind` (int, float, bool, str; others pass unchecked), else ConfigError on `what`."""
     typ = _SCALARS.get(kind)
     if typ is None or isinstance(v, typ) and not (typ is not bool and isinstance(v, bool)):
-        return v
-    if v is None and "None" in str(f.type):
         return v
     if typ is float and isinstance(v, int) and not isinstance(v, bool):
         return float(v)
@@ -53,7 +72,7 @@ def _coerce(f, v, where: str):
             pass
     example = {"int": "an integer such as 8", "float": "a number such as 5e-6", "bool": "true or false",
                "str": "a string"}[kind]
-    raise ConfigError(f"{where}: {f.name}={v!r} is not {example.split(' such')[0]}: use {example}")
+    raise ConfigError(f"{what} is not {example.split(' such')[0]}: use {example}")
 
 
 def from_dict(d: dict | None) -> RunConfig:
@@ -111,7 +130,8 @@ def override(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """Parse `--set section.field=VALUE` items; VALUE is read as YAML (so 1e-5, true, [a, b] work)."""
+    """Parse `--set section.field=VALUE` items; VALUE is read as YAML (so 1e-5, true, [a, b] work; a list
+    field also takes a,b: the loader's _coerce splits it)."""
     out = {}
     for item in items or []:
         if "=" not in item:

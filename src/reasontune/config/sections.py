@@ -286,8 +286,6 @@ class GRPOSettings:
         _check(self.max_nonfinite_steps >= 1, "grpo.max_nonfinite_steps", self.max_nonfinite_steps,
                "use 1 or more (1 stops at the first non-finite step)")
         _check(self.watch_window >= 1, "grpo.watch_window", self.watch_window, "use 1 or more logged steps, e.g. 10")
-        if isinstance(self.stop_on, str):  # --set grpo.stop_on=zero_variance,truncation
-            self.stop_on = [s.strip() for s in self.stop_on.split(",") if s.strip()]
         _check(isinstance(self.stop_on, list) and all(isinstance(s, str) and s in WATCH_CONDITIONS
                                                       for s in self.stop_on), "grpo.stop_on", self.stop_on,
                f"name watcher conditions from {list(WATCH_CONDITIONS)}")

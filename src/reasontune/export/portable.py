@@ -33,6 +33,17 @@ ADAPTER_FILE = "reasontune_adapter.json"
 CARD_MARK = "## Trained with reasontune"
 
 
+def trained_format(cfg: RunConfig) -> FormatConfig:
+    """The run's format with the system prompt it trained with as `prompt`: a code run's rows (rewards.is_code_run)
+    were prompted with format.code_prompt, so that prompt is the saved template's default system message, the
+    Modelfile's SYSTEM and the card's; the run's own format (reasontune_adapter.json's `format`) is unchanged."""
+    from dataclasses import replace
+
+    from reasontune.rewards import is_code_run
+
+    return replace(cfg.format, system_prompt=cfg.format.code_prompt) if is_code_run(cfg) else cfg.format
+
+
 def save_tokenizer(tokenizer, folder: str | Path, fmt: FormatConfig) -> None:
     """The tokenizer with the training prompt's chat template; the live tokenizer is left as it was."""
     original = tokenizer.chat_template
@@ -64,7 +75,7 @@ def save_format(folder: str | Path, cfg: RunConfig, stage: str) -> None:
 
     d = cfg.to_dict()
     atomic_write_json(Path(folder) / ADAPTER_FILE, {
-        "stage": stage, "format": d["format"], "system_prompt": cfg.format.prompt,
+        "stage": stage, "format": d["format"], "system_prompt": trained_format(cfg).prompt,
         "stop": cfg.format.solution_end,
         "model": {"name": cfg.model.name, "chat_template": cfg.model.chat_template},
         "dataset": cfg.data.dataset, "rewards": d["rewards"],
@@ -75,7 +86,7 @@ def save_format(folder: str | Path, cfg: RunConfig, stage: str) -> None:
 
 
 def model_card(cfg: RunConfig, stage: str, folder: str) -> str:
-    fmt = cfg.format
+    fmt = trained_format(cfg)
     start = fmt.reasoning_start if fmt.prefill_reasoning else "(nothing: the model writes it)"
     return f"""
 {CARD_MARK}
@@ -108,7 +119,7 @@ def write_card(folder: str | Path, cfg: RunConfig, stage: str, name: str | None 
 def finish_folder(folder: str | Path, model, tokenizer, cfg: RunConfig, stage: str, name: str | None = None) -> None:
     """Everything but the weights: tokenizer + template, generation config, format file, card
     (`name`: the folder as the card's snippet names it, when `folder` is a temporary one)."""
-    save_tokenizer(tokenizer, folder, cfg.format)
+    save_tokenizer(tokenizer, folder, trained_format(cfg))
     save_generation_config(model, tokenizer, folder)
     save_format(folder, cfg, stage)
     write_card(folder, cfg, stage, name)

@@ -7,7 +7,9 @@ Public API (used by the trainer and the evaluator):
   way for train, eval and advise; `resolved_rewards(cfg.rewards)`: its names and weights (presets expanded).
 * `extract_answer(text, fmt)`, `is_correct(pred, gold)`, `has_format(text, fmt)`.
 * `grade(text, gold, fmt)` -> (extracted answer, right?): what evaluation counts as right.
-* `code_rewards(cfg.rewards)`: the rewards that run a row's tests (code_tests, code_tests_binary).
+* `code_rewards(cfg.rewards)`: the rewards that run a row's tests (code_tests, code_tests_binary);
+  `is_code_run(cfg)`: whether a run has one, so trained on code rows with the code system prompt;
+  `for_code_rows(cfg.rewards)`: the rewards that score code rows (code_tests when none of cfg's runs tests).
 * `available()`, `PRESETS`, `register(name)` / `register_builder(name)` for new rewards.
 * `errors` / `error_counts()`: failed samples per reward (see `wrap`).
 """
@@ -15,6 +17,7 @@ Public API (used by the trainer and the evaluator):
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Callable
 
 from reasontune.config import ConfigError, FormatConfig, RewardsConfig
@@ -54,7 +57,7 @@ def grade(text: str, gold: str, fmt: FormatConfig, rg_task: str | None = None,
 
 __all__ = [
     "PRESETS", "PRESET_WEIGHTS", "REGISTRY", "RewardContext", "available", "build_reward_funcs",
-    "code_rewards", "resolved_rewards", "run_reward_funcs",
+    "code_rewards", "for_code_rows", "is_code_run", "resolved_rewards", "run_reward_funcs",
     "completion_text", "error_counts", "errors", "extract_answer", "grade", "has_format", "is_correct",
     "parse_number", "RG_COLUMNS", "rg_columns", "register", "register_builder", "reset_errors", "wrap_reward",
 ]
@@ -114,6 +117,22 @@ def resolved_rewards(cfg: RewardsConfig) -> list[dict]:
 def code_rewards(cfg: RewardsConfig) -> list[str]:
     """The rewards of `cfg` (presets expanded) that run a row's tests: they need code rows (a `tests` column)."""
     return [name for name, _, _ in expand(list(cfg.names), cfg.weights) if name in _code.CODE_REWARDS]
+
+
+def is_code_run(cfg) -> bool:
+    """Whether a run (a RunConfig) scores code (a reward that runs tests): it trained on code rows, whose prompt is
+    format.code_prompt (check_rewards_fit_data refuses such rewards on data without them), and its answers are code."""
+    return bool(code_rewards(cfg.rewards))
+
+
+def for_code_rows(cfg: RewardsConfig) -> RewardsConfig:
+    """The rewards that score code rows: `cfg` when one of them runs the rows' tests, else code_tests alone (the
+    default config's answer rewards would compare each program with an empty reference answer)."""
+    if code_rewards(cfg):
+        return cfg
+    logger.info("code rows and no reward that runs tests (rewards.names=%s): scoring with %s", list(cfg.names),
+                _code.CODE_REWARDS[0])
+    return replace(cfg, names=[_code.CODE_REWARDS[0]], weights=None)
 
 
 def run_reward_funcs(cfg, eos_token: str | None, max_completion_length: int) -> tuple[list[Callable], list[float]]:

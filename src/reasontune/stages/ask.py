@@ -105,7 +105,7 @@ def answer(model, tok, prompt: str, cfg, max_new: int, on_text, tuned: bool):
 
 def score(g, gold: str | None, cfg, funcs, question: str, prompt: str, row: dict | None = None) -> Answer:
     """Grade and score a Generation as eval does (scoring.score: the arguments GRPO's rewards get)."""
-    from reasontune.rewards import extract_answer, grade, rg_columns
+    from reasontune.rewards import extract_answer, grade, is_code_run, rg_columns
     from reasontune.rewards.scoring import score as score_rows
 
     text = g.text
@@ -119,13 +119,6 @@ def score(g, gold: str | None, cfg, funcs, question: str, prompt: str, row: dict
     pred, right = grade(text, str(gold), cfg.format, **rg_columns(row))
     rewards = score_rows(funcs, [row], [prompt], [text], [g.token_ids])[0] if funcs else {}
     return Answer(text, pred, right, rewards)
-
-
-def is_code_run(cfg) -> bool:
-    """Whether the run scores code (a reward that runs tests): then its prompt and its answers are code."""
-    from reasontune.rewards import code_rewards
-
-    return bool(code_rewards(cfg.rewards))
 
 
 def summary(a: Answer) -> str:
@@ -185,6 +178,7 @@ def _ask_one(generate, tok, cfg, funcs, question, gold, console) -> dict[str, An
     generate(prompt, on_text, tuned) -> Generation: `answer` (our model) or `vllm_answer` (vLLM)."""
     from reasontune.data import chat_messages
     from reasontune.models.prompting import render_prompt
+    from reasontune.rewards import is_code_run
 
     prompt = render_prompt(tok, chat_messages(question, cfg.format, code=is_code_run(cfg)), cfg.format)
     texts, sums, got = {"base": "", "tuned": ""}, {"base": "", "tuned": ""}, {}
@@ -219,7 +213,7 @@ def _ask_one(generate, tok, cfg, funcs, question, gold, console) -> dict[str, An
 def cmd_ask(args) -> int:
     from reasontune.engines import open_engine
     from reasontune.stages.evaluate import config_for_eval, max_new_tokens_for
-    from reasontune.rewards import run_reward_funcs
+    from reasontune.rewards import is_code_run, run_reward_funcs
 
     if not (args.run or args.adapter):
         raise ConfigError("ask: pass --run RUN or --adapter DIR (the tuned model to compare with its base)")

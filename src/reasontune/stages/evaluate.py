@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from reasontune.config import DEFAULT_MAX_NEW_TOKENS, ConfigError, RunConfig
@@ -62,10 +63,12 @@ def _messages(row: dict, cfg: RunConfig):
     return row_messages(row, cfg.format)
 
 
-def _build_rewards(cfg: RunConfig, tokenizer, max_new: int):
-    from reasontune.rewards import run_reward_funcs
+def _build_rewards(cfg: RunConfig, tokenizer, max_new: int, code_rows: bool = False):
+    """The run's rewards; on code rows, never answer rewards alone: code_tests then (rewards.for_code_rows)."""
+    from reasontune.rewards import for_code_rows, run_reward_funcs
 
-    return run_reward_funcs(cfg, tokenizer.eos_token, max_new)[0]
+    rewards = for_code_rows(cfg.rewards) if code_rows else cfg.rewards
+    return run_reward_funcs(replace(cfg, rewards=rewards), tokenizer.eos_token, max_new)[0]
 
 
 def _records(rows, prompts, gens, kind: str, cfg: RunConfig, funcs) -> list[dict]:
@@ -232,12 +235,13 @@ def evaluate(cfg: RunConfig, model=None, tokenizer=None, dataset=None, out_dir=N
     rows = _rows(cfg, dataset, tokenizer, split, cfg.eval.limit, trained_on=trained_on)
     if not rows:
         raise ConfigError(f"no rows to evaluate in the {split!r} split of {cfg.data.dataset!r}")
-    check_rewards_fit_data(cfg, any(is_code_row(r) for r in rows), stage="eval")
+    code_rows = any(is_code_row(r) for r in rows)
+    check_rewards_fit_data(cfg, code_rows, stage="eval")
     prompts = [render_prompt(tokenizer, _messages(r, cfg), cfg.format) for r in rows]
     max_new, e = max_new_tokens_for(cfg), cfg.eval
     common = dict(max_new_tokens=max_new, stop=stop_rule(cfg), batch_size=e.batch_size,
                   progress=progress, autocast_setting=cfg.grpo.bf16, max_length=cfg.model.max_seq_length)
-    funcs = _build_rewards(cfg, tokenizer, max_new)
+    funcs = _build_rewards(cfg, tokenizer, max_new, code_rows)
     t_gen = time.perf_counter()
     greedy = engine.generate(prompts, temperature=0.0, desc="eval greedy", **common)
     records = _records(rows, prompts, greedy, "greedy", cfg, funcs)

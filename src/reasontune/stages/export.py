@@ -49,6 +49,7 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
     k-quants cannot take (llamacpp.fallback_overrides); the file's metadata then says what it holds (gguf_types)."""
     import shutil
 
+    from reasontune.export.portable import trained_format
     from reasontune.models.prompting import training_chat_template
 
     _gguf_arch(model.config)  # fail before writing anything
@@ -56,7 +57,7 @@ def _export_gguf(model, tok, cfg, out: Path, kind: str, imatrix: tuple | None = 
     tok_dir = out.with_name(out.name + ".tokenizer")
     tok.save_pretrained(tok_dir)
     path = out.with_name(f"{out.name}.model-{kind}.gguf")
-    template = training_chat_template(tok, cfg.format)
+    template = training_chat_template(tok, trained_format(cfg))  # a code run's: the code system prompt
     try:
         if kind in QUANT_TYPES:
             from reasontune.export.gguf_types import quantize_recorded
@@ -101,14 +102,15 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, merged: bool 
     if gguf:
         from reasontune.export.amx import warn_if_amx
         from reasontune.export.llamacpp import write_gguf_card, write_modelfile
+        from reasontune.export.portable import trained_format
 
         warn_if_amx(kind, LLAMA_CPP_PIN)  # llama.cpp's AMX path crashes on quantized files (issue 36)
         out.mkdir(parents=True, exist_ok=True)
         final = gguf_path.replace(out / f"model-{kind}.gguf")
         result["gguf"] = str(final)
-        result["modelfile"] = str(write_modelfile(final, tok, cfg.format))
+        result["modelfile"] = str(write_modelfile(final, tok, trained_format(cfg)))
         files = sorted(p.name for p in out.glob("model-*.gguf"))
-        write_gguf_card(out, files, cfg.format, tok.eos_token)
+        write_gguf_card(out, files, trained_format(cfg), tok.eos_token)
     return result
 
 
