@@ -86,6 +86,7 @@ def _train(cfg, spy=None):
         mp.setattr(ReasonTuneGRPOTrainer, "_generate_and_score_completions", score)
         mp.setattr(ReasonTuneGRPOTrainer, "_calculate_rewards", rewards)
         mp.setattr(DynamicSampling, "fill", fill)
+        torch.manual_seed(cfg.seed)  # the LoRA init draws from the global RNG
         model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
         before = lora_state(model)
         out = train(cfg, model=model, tokenizer=tok)
@@ -166,11 +167,13 @@ def test_the_bound_ends_the_refills_and_the_step_still_trains(tmp_path, tiny_mod
 def test_off_or_with_nothing_to_refill_changes_nothing(tmp_path, tiny_model_dir, one_thread):
     """Every group mixed: the option on trains the very batches, so the same LoRA weights, as the option off; off,
     nothing of it is attached or logged."""
-    _, rows_on, _, on, rec = _train(_cfg(tmp_path / "on", tiny_model_dir, "always_mixed", max_steps=1))
-    _, rows_off, _, off, rec_off = _train(_cfg(tmp_path / "off", tiny_model_dir, "always_mixed", max_steps=1,
+    _, rows_on, before_on, on, rec = _train(_cfg(tmp_path / "on", tiny_model_dir, "always_mixed", max_steps=1))
+    _, rows_off, before_off, off, rec_off = _train(_cfg(tmp_path / "off", tiny_model_dir, "always_mixed", max_steps=1,
                                                dynamic_sampling=False))
     assert rows_on[0]["dynamic/refill_rounds"] == 0 and rec["batches"][0] is rec["rounds"][0]
     assert not rec_off["batches"] and not any(k.startswith("dynamic/") or k == "time/refill" for k in rows_off[0])
+    assert all(torch.equal(before_on[n], before_off[n]) for n in on)  # the same start
+    assert not all(torch.equal(before_on[n], on[n]) for n in on)  # and a step that moved it
     assert all(torch.equal(on[n], off[n]) for n in on)
 
 
