@@ -275,6 +275,14 @@ def test_assemble_pads_joins_and_recounts():
     assert kept == 2 and out["advantages"].tolist() == [0.5, -0.5, 1.0, -1.0]
     assert out["completion_ids"].tolist() == [[1, 0, 0, 0], [1, 2, 0, 0], [1, 2, 3, 4], [1, 2, 3, 0]]
     assert int(out["num_items_in_batch"]) == 1 + 2 + 4 + 3
+    # too few found: the first batch's all-equal groups fill the batch, none of its groups twice
+    a, b = batch([1, 2, 1, 1, 3, 3], [0.5, -0.5, 0.0, 0.0, 0.0, 0.0], 3), batch([2, 1, 1, 1, 1, 1], [1.0, -1.0] +
+                                                                                   [0.0] * 4, 2)
+    out, kept = assemble([(a, torch.tensor([True, False, False])), (b, torch.tensor([True, False, False]))], 3,
+                         GROUP, 0)
+    assert kept == 2 and out["advantages"].tolist() == [0.5, -0.5, 0.0, 0.0, 1.0, -1.0]
+    # the third group's 3-token rows are not taken: the columns no kept row uses are dropped
+    assert out["completion_ids"].tolist() == [[1, 0], [1, 2], [1, 0], [1, 0], [1, 2], [1, 0]]
     # nothing found later: the first batch itself, its all-equal group filling it
     out, kept = assemble([(first, torch.tensor([True, False])), (second, torch.tensor([False, False]))], 2, GROUP, 0)
     assert out is first and kept == 1
