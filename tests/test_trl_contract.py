@@ -20,7 +20,10 @@ OWN = {ReasonTuneGRPOTrainer: {"__init__", "_skip_is_exact", "_entropy_needs_gra
 # Attributes of GRPOTrainer our trainer reads; each must be assigned in TRL's GRPOTrainer source.
 GRPO_ATTRS = ("_tokenizer", "eos_token_ids", "use_vllm", "use_transformers_continuous_batching", "_metrics",
               "num_generations", "loss_type", "beta", "temperature", "max_completion_length",
-              "num_iterations", "_entropy_bonus_enabled", "top_entropy_quantile")
+              "num_iterations", "_entropy_bonus_enabled", "top_entropy_quantile",
+              # engines/dynamic.py (grpo.dynamic_sampling)
+              "reward_weights", "scale_rewards", "multi_objective_aggregation", "rollout_func",
+              "environment_factories", "tools")
 # GRPOConfig fields the trainer and train.grpo_args read or set.
 GRPO_FIELDS = ("top_k", "top_p", "min_p", "repetition_penalty", "generation_kwargs", "ds3_gather_for_generation",
                "generation_batch_size", "steps_per_generation", "num_iterations", "use_vllm", "vllm_mode",

@@ -250,6 +250,15 @@ class GRPOSettings:
         4, "Tokens after the closing answer marker in which the model's own EOS must come (see stop_at_solution_end); "
         "eval's stop_rate counts completions that close the answer and end with EOS within them.")
     skip_zero_variance: bool = _f(True, "Skip forward/backward for groups whose rewards are all equal.")
+    dynamic_sampling: bool = _f(
+        False, "DAPO's dynamic sampling (arXiv 2503.14476): after a batch is generated and scored, keep its groups "
+        "whose rewards are not all equal and generate more groups from further training prompts until the batch "
+        "is full of them, at most `dynamic_sampling_max_rounds` extra rounds a step (engines/dynamic.py). "
+        "Advantages stay per group. One process, reasontune's own generation (not vLLM, not Unsloth).")
+    dynamic_sampling_max_rounds: int = _f(
+        3, "Most extra generation rounds a step under dynamic_sampling (each generates as many groups as the "
+        "batch has); past it, or when another round would end past the time budget, the step trains on what it "
+        "has and its all-equal groups are skipped as without the option.")
     shared_prompt: bool = _f(
         True, "CPU loss forward: run each distinct prompt of a micro-batch once and let its completions attend to "
         "its KV cache (same loss and gradients, up to rounding), with the micro-batches grouped by prompt where "
@@ -297,12 +306,33 @@ class GRPOSettings:
         _check(0 < self.curriculum_floor <= 0.5, "grpo.curriculum_floor", self.curriculum_floor,
                "use a probability in (0, 0.5], e.g. 0.05")
         _check(self.vllm_mode in ("colocate", "server"), "grpo.vllm_mode", self.vllm_mode, "use colocate or server")
+        self._check_dynamic_sampling()
+
+    def _check_dynamic_sampling(self) -> None:
+        _check(self.dynamic_sampling_max_rounds >= 1, "grpo.dynamic_sampling_max_rounds",
+               self.dynamic_sampling_max_rounds, "use 1 or more extra rounds a step (or grpo.dynamic_sampling: false)")
+        if not self.dynamic_sampling:
+            return
+        _check(not self.use_vllm, "grpo.dynamic_sampling", self.dynamic_sampling,
+               "it refills through reasontune's own generation, not TRL's vLLM path: set grpo.use_vllm: false, or "
+               "grpo.dynamic_sampling: false")
+        # a group's advantages must not depend on the other groups of the batch, or a refilled batch changes them
+        _check(self.extra.get("scale_rewards", "group") != "batch", "grpo.dynamic_sampling", self.dynamic_sampling,
+               "grpo.extra.scale_rewards='batch' scales advantages by the whole batch's std: use 'group' or 'none', "
+               "or grpo.dynamic_sampling: false")
+        _check(self.extra.get("multi_objective_aggregation", "sum_then_normalize") != "normalize_then_sum",
+               "grpo.dynamic_sampling", self.dynamic_sampling,
+               "grpo.extra.multi_objective_aggregation='normalize_then_sum' normalises advantages over the whole "
+               "batch: use 'sum_then_normalize', or grpo.dynamic_sampling: false")
 
     def check_batch(self, num_processes: int = 1) -> None:
         total = self.per_device_train_batch_size * self.gradient_accumulation_steps * num_processes
         _check(total % self.num_generations == 0, "grpo.per_device_train_batch_size", self.per_device_train_batch_size,
                f"batch {self.per_device_train_batch_size} x grad-accum {self.gradient_accumulation_steps} x "
                f"{num_processes} process(es) = {total} must be divisible by num_generations={self.num_generations}")
+        _check(not (self.dynamic_sampling and num_processes > 1), "grpo.dynamic_sampling", self.dynamic_sampling,
+               f"it runs in one process ({num_processes} here: each would refill differently): launch one process, "
+               "or set grpo.dynamic_sampling: false")
 
 
 # What `reasontune train` runs after the optional SFT warm-up (RunConfig.method).

@@ -11,6 +11,8 @@ same way), by wrapping four of its methods and listening for the optimizer step:
                            them, tokenizing, padding, advantages
     time/forward_backward  the micro-batches' loss forward and backward (training_step less any scoring in it)
     time/optimizer         optimizer.step (with gradient clipping: TRL clips before it)
+    time/refill            with grpo.dynamic_sampling only (dynamic.py): the refill rounds, whose generation,
+                           rewards and the rest are also in the three parts above (0 in a step that did not refill)
 
 and the rows: `rows/trained` (completions whose loss ran forward and backward) and `rows/skipped` (zero-advantage
 rows the trainer skipped exactly, trainer.py). A step's parts sum to a little less than its `step_time`: the
@@ -98,4 +100,6 @@ def breakdown(acc: dict[str, float]) -> dict[str, float]:
            "rows/trained": a["rows"] - a["rows_skipped"], "rows/skipped": a["rows_skipped"]}
     if "prefill" in acc or "decode" in acc:
         out["time/prefill"], out["time/decode"] = a["prefill"], a["decode"]
+    if "refill" in acc:
+        out["time/refill"] = a["refill"]
     return out

@@ -51,7 +51,8 @@ class TimeBudget(TrainerCallback):
     deadline itself overran it by up to a step (40 s on a slow host, measured in the demo). The next step is
     predicted as the longest of the last generation cycle's steps: with num_iterations > 1 a cheap step that
     reuses the rollouts is followed by one that generates, and the last step alone would overrun by a rollout.
-    The adapter is still saved."""
+    Under grpo.dynamic_sampling a step can be longer than any before it: engines/dynamic.py reads `deadline` (by
+    that name) and starts no refill round predicted to end past it. The adapter is still saved."""
 
     def __init__(self, seconds: float | None = None, deadline: float | None = None):
         self.seconds, self.deadline, self.fired, self.steps = seconds, deadline, False, 0

@@ -61,8 +61,23 @@ def validate_run(cfg: RunConfig, check_output: bool = True, dry_run: bool = Fals
             raise ConfigError(f"rewards.answers_only=true, but reward(s) {bad} need worked solutions: drop them from "
                               "rewards.names, or set rewards.answers_only=false")
     check_4bit(cfg)
+    check_dynamic_sampling(cfg)
     # grpo.use_vllm without vllm is not an error: train.grpo_args falls back to transformers generation
     # with one warning (what the recipe and docs/gpu.md promise).
+
+
+def check_dynamic_sampling(cfg: RunConfig) -> None:
+    """grpo.dynamic_sampling refills through reasontune's trainer (engines/dynamic.py): Unsloth's patched trainer
+    and its vLLM engine are refused here, before a model loads (the grpo section alone cannot see the model's)."""
+    from reasontune.config import ConfigError
+    from reasontune.models import pick_backend
+
+    if not cfg.grpo.dynamic_sampling or cfg.method != "grpo":
+        return
+    if pick_backend(cfg.model)[0] == "unsloth":  # imports nothing off CUDA
+        raise ConfigError(f"grpo.dynamic_sampling=true with model.backend={cfg.model.backend!r} (Unsloth here): "
+                          "Unsloth's patched trainer generates and scores its own way (its vLLM engine too); set "
+                          "model.backend: transformers, or grpo.dynamic_sampling: false")
 
 
 def check_4bit(cfg: RunConfig) -> None:

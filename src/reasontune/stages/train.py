@@ -178,6 +178,10 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
             autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
             shared_prompt=cfg.grpo.shared_prompt,
         )
+    if cfg.grpo.dynamic_sampling:  # before StepTimes, whose scoring time then counts every refill round
+        from reasontune.engines.dynamic import DynamicSampling
+
+        DynamicSampling(cfg.grpo.dynamic_sampling_max_rounds).attach(trainer)
     StepTimes().attach(trainer)  # time/... per step in metrics.jsonl: where the step's seconds go
     return trainer
 
