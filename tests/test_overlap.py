@@ -104,8 +104,15 @@ def test_the_rows_rebuilt_are_the_rows_the_demo_trains_and_evaluates_on(smol_dir
     cfg = demo_config(str(tmp_path), updates=updates)
     tok = models.load_tokenizer(str(smol_dir), cfg.model, cfg.format) if max_prompt_length else None
     rows = run_rows(cfg, tokenizer=tok)
-    graded = [json.loads(x) for x in (tmp_path / "evals" / "before" / "completions.jsonl").read_text().splitlines()]
-    assert [(r["index"], r["question"]) for r in graded] == [(i, r["question"]) for i, r in enumerate(rows["heldout"])]
+    from reasontune.stages.demo import BASE_EVAL_PROBLEMS
+
+    def graded(stage):  # the greedy rows an eval stage wrote, as (index, question)
+        lines = (tmp_path / "evals" / stage / "completions.jsonl").read_text().splitlines()
+        return [(r["index"], r["question"]) for r in map(json.loads, lines) if r.get("kind", "greedy") == "greedy"]
+
+    heldout = [(i, r["question"]) for i, r in enumerate(rows["heldout"])]
+    assert graded("warmup") == heldout
+    assert graded("before") == heldout[:BASE_EVAL_PROBLEMS]  # the base: the first problems only
     assert len(rows["heldout"]) == 200 and len(rows["warmup"]) == cfg.warmup.examples == 128
     assert (len(rows["grpo"]) == 2000) == (max_prompt_length is None)
     assert seen["grpo"]["question"] == [r["question"] for r in rows["grpo"]]
