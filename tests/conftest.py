@@ -3,6 +3,8 @@ that uses SmolLM2's tokenizer, for fast trainer tests. No hub access anywhere.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -85,3 +87,23 @@ def tiny_demo_updates(model_dir) -> dict:
             "data.test_size": 2, "eval.limit": 2, "warmup.examples": 2, "warmup.batch_size": 2, "warmup.epochs": 1.0,
             "grpo.max_steps": 10_000, "grpo.per_device_train_batch_size": 2, "grpo.num_generations": 2,
             "grpo.max_completion_length": 4, "grpo.logging_steps": 1, "model.max_seq_length": 256}
+
+
+STEP = re.compile(r"^(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def replay(worked: str) -> list[tuple[int, str, int, int]]:
+    """Parse and check each 'a op b = c' line of a procedural worked solution; division must be exact
+    (test_data_procedural, test_stories)."""
+    steps = []
+    for line in worked.splitlines():
+        m = STEP.match(line)
+        assert m, f"malformed step {line!r}"
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        if op == "/":
+            assert b != 0 and a % b == 0 and a // b == c, line
+        else:
+            assert OPS[op](a, b) == c, line
+        steps.append((a, op, b, c))
+    return steps

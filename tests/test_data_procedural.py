@@ -11,24 +11,7 @@ from reasontune.config import DataConfig, FormatConfig
 from reasontune.data import DataError, build_datasets, procedural
 from reasontune.data.answers import question_hash
 
-STEP = re.compile(r"^(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)$")
-OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-
-
-def replay(worked: str) -> list[tuple[int, str, int, int]]:
-    """Parse and check each 'a op b = c' line; division must be exact."""
-    steps = []
-    for line in worked.splitlines():
-        m = STEP.match(line)
-        assert m, f"malformed step {line!r}"
-        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-        if op == "/":
-            assert b != 0 and a % b == 0 and a // b == c, line
-        else:
-            assert OPS[op](a, b) == c, line
-        steps.append((a, op, b, c))
-    return steps
-
+from conftest import replay
 
 # level: (allowed step counts, operators that must appear, operators allowed, operand digits)
 LEVELS = {

@@ -14,8 +14,8 @@ import pytest
 from reasontune.data import DataError, procedural, stories
 from reasontune.data.story_scenes import PERSON_DIV, PLACE_DIV, SCENES, SELF_DIV
 
-STEP = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
-OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+from conftest import replay
+
 # level: (line counts, operators that must appear, operators allowed): small_arithmetic's plans
 PLANS = {
     1: ({1}, set(), {"+", "-"}),
@@ -27,18 +27,9 @@ PLANS = {
 
 
 def steps_of(worked: str) -> list[tuple[int, str, int, int]]:
-    out = []
-    for line in worked.splitlines():
-        m = STEP.match(line)
-        assert m, f"malformed line {line!r}"
-        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-        if op == "/":
-            assert a % b == 0 and a // b == c, line
-        else:
-            assert OPS[op](a, b) == c, line
-        assert a > 0 and b > 0 and c > 0, line
-        out.append((a, op, b, c))
-    return out
+    steps = replay(worked)  # each line's arithmetic (conftest)
+    assert all(v > 0 for step in steps for v in (step[0], step[2], step[3])), worked
+    return steps
 
 
 def story_orders(steps) -> list[list[int]]:
