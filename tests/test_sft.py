@@ -195,13 +195,17 @@ def test_demo_grpo_budget_fits_the_demo_budget(eval_s):
     assert budgets[0] >= DEMO_BUDGET_S - 1.2 * eval_s - 60  # and it does not waste the budget either
 
 
-def test_release_memory_callback_hands_freed_heap_back(tmp_path):
+def test_release_memory_callback_hands_freed_heap_back(tmp_path, monkeypatch):
     """After a step that freed much heap (here 250 MB of 64 KB blocks, below glibc's mmap threshold, with a
-    block kept above them so the heap top cannot shrink by itself), the callback returns it to the OS."""
+    block kept above them so the heap top cannot shrink by itself), the callback returns it to the OS, under
+    REASONTUNE_CPU_HEAP=trim (by default the heap is kept for the next step: tests/test_heap.py)."""
     import gc
 
+    from reasontune.models import speed
     from reasontune.stages import train as T
     from reasontune.models.speed import rss_mb
+
+    monkeypatch.setattr(speed, "_heap_reused", False)
 
     if rss_mb() is None or not T.release_freed_memory():
         pytest.skip("no /proc RSS or no glibc malloc_trim here")

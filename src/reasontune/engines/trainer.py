@@ -33,7 +33,7 @@ from trl import GRPOTrainer
 from reasontune.engines.guards import find_guard, is_finite, loss_sample, reward_problems
 from reasontune.engines.logps import frozen_head, head_mismatch, hidden_logps, logit_post, raw_hidden, token_logps
 from reasontune.engines.shared_prompt import shared_prompt_hidden, why_not
-from reasontune.models.speed import autocast, lora_inputs_uncast, release_freed_memory
+from reasontune.models.speed import autocast, lora_inputs_uncast, release_step_memory
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +164,8 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         if self.accelerator.device.type == "cpu":
             # glibc keeps the decode's freed memory (KV cache, merged weights: 0.4-0.6 GB for 64 rows); the
             # micro-batches would otherwise run on top of it (measured before the preallocated KV cache:
-            # step peak 3.1 GB without this trim, 2.6 GB with it)
-            release_freed_memory()
+            # step peak 3.1 GB without this trim, 2.6 GB with it); not where the heap is kept for reuse
+            release_step_memory()
         return [ids for ids, _ in outs], None  # exactly the sampled tokens
 
     # ---- log-probs --------------------------------------------------------------------------

@@ -196,10 +196,14 @@ def load_model_and_tokenizer(cfg: ModelConfig, fmt: FormatConfig, lora: LoraConf
 
     Returns (model, tokenizer, backend). Unsloth is used only when pick_backend chooses it.
     """
-    from reasontune.models.speed import bound_kernel_cache
+    from reasontune.models.speed import bound_kernel_cache, reuse_freed_memory
 
     bound_kernel_cache()  # before any CPU matmul in this process
     backend, why = pick_backend(cfg)
+    import torch
+
+    if not torch.cuda.is_available():
+        reuse_freed_memory()  # CPU training: the heap's pages are reused, not faulted in again every step
     logger.info("backend: %s (%s)", backend, why)
     path = resolve_model_path(cfg)
     if backend == "unsloth":

@@ -14,7 +14,7 @@ from reasontune.config import RunConfig
 # compare_demo and tests take these from here; TimeBudget lives below the stages so expert.py can use it too
 from reasontune.runs.callbacks import MetricsCallback, TimeBudget, generation_cycle  # noqa: F401
 from reasontune.runs.folder import RunFolder, clear_run
-from reasontune.models.speed import release_freed_memory
+from reasontune.models.speed import release_freed_memory, release_step_memory
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +25,13 @@ class ReleaseMemory(TrainerCallback):
     Each step allocates tensors of new shapes (completion lengths vary), and glibc kept the freed
     pages: the demo's RSS after a step climbed from 2.5 to 4.1 GB over 17 steps, so each step's
     peak sat on top of a heap that was mostly free. Trimming after every step kept it at 1.5-1.6 GB
-    over 12 steps, at no measurable cost per ~20 s step. A no-op off glibc.
+    over 12 steps, at no measurable cost per ~20 s step (an AMX host). Where the heap is kept for reuse
+    (speed.reuse_freed_memory, the CPU default) it does nothing: the next step reuses those pages, and
+    faulting them in again cost more than the step's matmuls on a 2-core EPYC. A no-op off glibc.
     """
 
     def on_step_end(self, args, state, control, **kw):
-        release_freed_memory()
+        release_step_memory()
 
 
 class GracefulStop(TrainerCallback):
