@@ -289,3 +289,27 @@ def test_row_skipping_is_off_when_a_router_aux_loss_is_on(tmp_path, smol_dir, ca
         trainer, _ = _trainer(tmp_path, tmp_path / "moe")
     assert trainer.aux_loss_enabled and trainer.skip_zero_variance is False
     assert "router's auxiliary loss" in caplog.text
+
+
+@pytest.mark.parametrize("entropy", [False, True])
+def test_hidden_logps_at_scores_only_the_valid_positions(entropy):
+    """hidden_logps_at equals hidden_logps where `valid` holds and is 0 elsewhere, with the same gradient
+    through the valid positions (the head runs on those alone)."""
+    from reasontune.engines.logps import hidden_logps, hidden_logps_at
+
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 5, 8, requires_grad=True)
+    weight = torch.randn(13, 8)
+    tgt = torch.randint(0, 13, (3, 5))
+    valid = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    lp, ent = hidden_logps(hidden, weight, tgt, 0.7, entropy)
+    got, gent = hidden_logps_at(hidden, weight, tgt, valid, 0.7, entropy)
+    torch.testing.assert_close(got, lp.masked_fill(~valid, 0.0))
+    assert (gent is None) == (not entropy)
+    if entropy:
+        torch.testing.assert_close(gent, ent.masked_fill(~valid, 0.0))
+    w = torch.randn(3, 5)
+    (g_ref,) = torch.autograd.grad((lp * w * valid).sum() + ((ent * valid).sum() if entropy else 0), hidden)
+    (g_got,) = torch.autograd.grad((got * w).sum() + (gent.sum() if entropy else 0), hidden)
+    torch.testing.assert_close(g_got, g_ref)
+    assert (g_got[~valid] == 0).all()

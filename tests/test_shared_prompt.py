@@ -85,8 +85,12 @@ def _logps(trainer, model, inputs, shared: bool):
     return lp, ent
 
 
-@pytest.mark.parametrize("which, bf16", [("tiny", "false"), ("tiny", "true"), ("smol", "false"), ("smol", "true")])
-def test_shared_prompt_loss_and_lora_grads_equal_the_unshared_path(which, bf16, tmp_path, request):
+@pytest.mark.parametrize("which, bf16, buckets", [("tiny", "false", 1), ("tiny", "false", 0), ("tiny", "true", 0),
+                                                  ("smol", "false", 0), ("smol", "true", 0)])
+def test_shared_prompt_loss_and_lora_grads_equal_the_unshared_path(which, bf16, buckets, tmp_path, request,
+                                                                   monkeypatch):
+    """buckets 0: every completion length its own bucket (BUCKET_COST_TOKENS 0), 1: all in one."""
+    from reasontune.engines import shared_prompt
     from reasontune.data import build_datasets
     from reasontune.models import load_model_and_tokenizer
     from reasontune.models.speed import cpu_bf16_is_faster
@@ -95,6 +99,7 @@ def test_shared_prompt_loss_and_lora_grads_equal_the_unshared_path(which, bf16, 
     if which == "smol" and bf16 == "true" and not cpu_bf16_is_faster():
         pytest.skip("bf16 is emulated on this CPU (~30x slower): only the tiny model runs under it")
     model_dir = request.getfixturevalue("sharp_tiny_dir" if which == "tiny" else "smol_dir")
+    monkeypatch.setattr(shared_prompt, "BUCKET_COST_TOKENS", 0 if buckets == 0 else 10**6)
     cfg = _cfg(tmp_path, model_dir, bf16)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     torch.manual_seed(0)
@@ -115,7 +120,9 @@ def test_shared_prompt_loss_and_lora_grads_equal_the_unshared_path(which, bf16, 
     torch.testing.assert_close(ent1, ent0, rtol=0, atol=atol)
     loss0, ref, sizes0 = _loss_and_grads(trainer, model, inputs, shared=False)
     loss1, got, sizes1 = _loss_and_grads(trainer, model, inputs, shared=True)
-    assert sizes0[-1:] == [12] and sizes1 == [3, 12]  # the prompts ran once each, then the 12 completions
+    assert sizes0[-1:] == [12] and sizes1[0] == 3  # the prompts ran once each, then the 12 completions
+    # completions of 3 .. 10 tokens: one bucket, or one per length (3 .. 6 twice, 7 .. 10 once)
+    assert sizes1[1:] == ([12] if buckets else [2, 2, 2, 2, 1, 1, 1, 1])
     assert ref.keys() == got.keys() and len(ref) > 0
     # fp32: rounding only; bf16 autocast: the two paths round their matmuls in different places
     rtol, scale = (1e-4, 1e-5) if bf16 == "false" else (5e-2, 5e-2)
@@ -127,6 +134,21 @@ def test_shared_prompt_loss_and_lora_grads_equal_the_unshared_path(which, bf16, 
           f"{worst:.3g} of the largest gradient")
     for n in ref:
         torch.testing.assert_close(got[n], ref[n], rtol=rtol, atol=scale * top, msg=lambda m, n=n: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("lengths, fixed, want", [
+    ([5, 3, 5, 9], 0, [[1], [0, 2], [3]]),  # free buckets: one per length
+    ([5, 3, 5, 9], 10**6, [[1, 0, 2, 3]]),  # costly buckets: one, sorted by length
+    ([20, 64, 21, 63, 22, 64], 10, [[0, 2, 4], [3, 1, 5]]),  # two lengths apart: two buckets
+    ([7], 64, [[0]]),
+    ([], 64, []),
+])
+def test_length_buckets(lengths, fixed, want):
+    from reasontune.engines.shared_prompt import length_buckets
+
+    got = length_buckets(lengths, fixed)
+    assert got == want
+    assert sorted(r for b in got for r in b) == list(range(len(lengths)))
 
 
 def test_distinct_rows_finds_first_rows_and_inverse():

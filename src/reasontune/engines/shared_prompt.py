@@ -46,11 +46,36 @@ def why_not(model) -> str | None:
     return None
 
 
+BUCKET_COST_TOKENS = 64  # a completion forward's fixed cost, in row-tokens: fewer, longer buckets below that
+
+
+def length_buckets(lengths: list[int], fixed: int | None = None) -> list[list[int]]:
+    """Rows (indices into `lengths`) split into buckets of similar completion length, so that each bucket's forward
+    pads its rows only to its own longest: the split (of the rows sorted by length) that minimises the row-tokens
+    run plus `fixed` per bucket. Completions of 20-64 tokens in one 32-row micro-batch ran 2048 row-tokens for
+    ~1400 real ones."""
+    fixed = BUCKET_COST_TOKENS if fixed is None else fixed
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)  # best[i]: the cost of the first i sorted rows
+    for i in range(1, n + 1):
+        for j in range(i):  # the last bucket holds sorted rows j .. i-1, padded to the longest, lengths[order[i-1]]
+            cost = best[j] + (i - j) * lengths[order[i - 1]] + fixed
+            if cost < best[i]:
+                best[i], cut[i] = cost, j
+    buckets, i = [], n
+    while i > 0:
+        buckets.append(order[cut[i]:i])
+        i = cut[i]
+    return buckets[::-1]
+
+
 def shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, c: int):
     """(hidden (B, C', H), C') for prompt + completion rows (B, P + C), the completion the last `c` columns:
     the hidden states the LM head would get at the positions that predict completion tokens 0 .. C'-1, where
-    C' <= c drops the completion columns no row uses (their log-probs are padding). None when every row's
-    prompt differs (nothing to share)."""
+    C' <= c drops the completion columns no row uses. A row's positions past its own completion are zeros (their
+    log-probs are padding): the completions run in buckets of similar length (length_buckets), each padded to its
+    own longest. None when every row's prompt differs (nothing to share)."""
     p = input_ids.size(1) - c
     pids, pmask = input_ids[:, :p], attention_mask[:, :p]
     cids, cmask = input_ids[:, p:], attention_mask[:, p:]
@@ -60,8 +85,9 @@ def shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.T
     pids, pmask = pids[first], pmask[first]  # (U, P)
     start = int(pmask.any(dim=0).int().argmax())  # left padding no distinct prompt uses
     pids, pmask = pids[:, start:], pmask[:, start:]
-    used = cmask.any(dim=0).nonzero()
-    cu = int(used.max()) + 1 if used.numel() else 1  # completion columns some row uses
+    cols = torch.arange(1, c + 1, device=cmask.device)
+    lengths = (cmask.ne(0) * cols).amax(dim=1).clamp(min=1).tolist()  # (B,): up to each row's last used column
+    cu = max(lengths)
     cache, kw = plain_cache(model), _cache_kw(model)
     unwrapped = getattr(model, "module", model)
     base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
@@ -69,13 +95,26 @@ def shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.T
     with head_as_identity(model):
         model(input_ids=pids, attention_mask=pmask, position_ids=(pmask.cumsum(-1) - 1).clamp(min=0),
               use_cache=True, logits_to_keep=last, **{kw: cache})
-        hidden = [base.get_output_embeddings().hidden.index_select(0, inverse)]  # (B, 1, H): predicts token 0
-        if cu > 1:
-            cache.batch_select_indices(inverse)  # (U, h, P, d) -> (B, h, P, d), with grad
-            plen = pmask.sum(-1).index_select(0, inverse)[:, None]  # (B, 1)
-            steps = torch.arange(cu - 1, device=cids.device)[None]
-            model(input_ids=cids[:, :cu - 1], attention_mask=torch.cat([pmask.index_select(0, inverse),
-                                                                        cmask[:, :cu - 1]], dim=1),
-                  position_ids=plen + steps, use_cache=True, **{kw: cache})
-            hidden.append(base.get_output_embeddings().hidden)  # (B, C' - 1, H): predict tokens 1 .. C'-1
-    return torch.cat(hidden, dim=1), cu
+        head0 = base.get_output_embeddings().hidden  # (U, 1, H): predicts completion token 0
+        prompt_kv = [(layer.keys, layer.values) for layer in cache.layers]  # (U, h, P, d) each, with grad
+        plen = pmask.sum(-1)  # (U,)
+        parts, order = [], []
+        for rows in length_buckets(lengths):
+            idx = torch.tensor(rows, device=cids.device)
+            src = inverse.index_select(0, idx)  # (b,): each row's distinct prompt
+            h = [head0.index_select(0, src)]  # (b, 1, H)
+            n = max(lengths[r] for r in rows) - 1  # completion tokens this bucket runs
+            if n > 0:
+                for layer, (k, v) in zip(cache.layers, prompt_kv):  # the rows' prompt KV (gradients flow back)
+                    layer.keys, layer.values = k.index_select(0, src), v.index_select(0, src)
+                steps = torch.arange(n, device=cids.device)[None]
+                model(input_ids=cids.index_select(0, idx)[:, :n],
+                      attention_mask=torch.cat([pmask.index_select(0, src), cmask.index_select(0, idx)[:, :n]], dim=1),
+                      position_ids=plen.index_select(0, src)[:, None] + steps, use_cache=True, **{kw: cache})
+                h.append(base.get_output_embeddings().hidden)  # (b, n, H): predict tokens 1 .. n
+            h = torch.cat(h, dim=1)
+            parts.append(torch.nn.functional.pad(h, (0, 0, 0, cu - h.size(1))))  # (b, C', H)
+            order += rows
+    back = torch.empty(len(order), dtype=torch.long, device=cids.device)
+    back[torch.tensor(order, device=cids.device)] = torch.arange(len(order), device=cids.device)
+    return torch.cat(parts).index_select(0, back), cu

@@ -31,7 +31,7 @@ import torch
 from trl import GRPOTrainer
 
 from reasontune.engines.guards import find_guard, is_finite, loss_sample, reward_problems
-from reasontune.engines.logps import frozen_head, head_mismatch, hidden_logps, logit_post, raw_hidden, token_logps
+from reasontune.engines.logps import frozen_head, head_mismatch, hidden_logps_at, logit_post, raw_hidden, token_logps
 from reasontune.engines.shared_prompt import shared_prompt_hidden, why_not
 from reasontune.models.speed import autocast, lora_inputs_uncast, release_step_memory
 
@@ -207,15 +207,18 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
 
     def _hidden_logps(self, model, head, post, ids, mask, keep, compute_entropy):
         """(log-probs, entropies or None), each (b, C), from the hidden states: the micro-batch's distinct
-        prompts once (shared_prompt.py) when grpo.shared_prompt is on and some rows share theirs."""
+        prompts once (shared_prompt.py) when grpo.shared_prompt is on and some rows share theirs; the LM head only
+        at the completion's unmasked positions (the rest are 0, as the caller masks them)."""
         c = keep.numel()
         shared = shared_prompt_hidden(model, ids, mask, c) if self.shared_prompt else None
         if shared is None:
             hidden = raw_hidden(model, input_ids=ids, attention_mask=mask, logits_to_keep=keep,
                                 use_cache=False)  # (b, C, H), before the forward's softcap or scale
-            return hidden_logps(hidden, head.weight, ids[:, -c:], self.temperature, compute_entropy, post)
+            return hidden_logps_at(hidden, head.weight, ids[:, -c:], mask[:, -c:] != 0, self.temperature,
+                                   compute_entropy, post)
         hidden, cu = shared  # (b, C', H): the completion columns no row uses are left out, scored 0 below
-        lp, ent = hidden_logps(hidden, head.weight, ids[:, -c:][:, :cu], self.temperature, compute_entropy, post)
+        lp, ent = hidden_logps_at(hidden, head.weight, ids[:, -c:][:, :cu], mask[:, -c:][:, :cu] != 0,
+                                  self.temperature, compute_entropy, post)
         pad = (0, c - cu)
         return torch.nn.functional.pad(lp, pad), (torch.nn.functional.pad(ent, pad) if ent is not None else None)
 
