@@ -14,9 +14,11 @@ NEEDS_TRL_CPU_FUSED_HEAD = pytest.mark.skipif(getattr(trl_utils, "_ChunkedLogPro
                                               reason="this TRL's fused LM head needs Triton (trl 1.15 on a CPU)")
 
 
+@pytest.mark.parametrize("keep", [0, 2**20])  # the backward recomputes the logits, or reads the forward's
 @pytest.mark.parametrize("chunk,temperature", [(4, 1.0), (7, 0.7), (1000, 1.3)])
-def test_hidden_logps_matches_full_logits(monkeypatch, chunk, temperature):
+def test_hidden_logps_matches_full_logits(monkeypatch, chunk, temperature, keep):
     monkeypatch.setattr(L, "CHUNK", chunk)  # several chunks, a ragged last one, and a single one
+    monkeypatch.setattr(L, "KEEP_LOGPS_BYTES", keep)
     torch.manual_seed(0)
     b, c, h, v = 3, 5, 8, 13
     hidden = torch.randn(b, c, h, dtype=torch.float64, requires_grad=True)
@@ -313,3 +315,24 @@ def test_hidden_logps_at_scores_only_the_valid_positions(entropy):
     (g_got,) = torch.autograd.grad((got * w).sum() + (gent.sum() if entropy else 0), hidden)
     torch.testing.assert_close(g_got, g_ref)
     assert (g_got[~valid] == 0).all()
+
+
+def test_column_head_gives_the_models_logits_and_is_put_back(tiny_model_dir):
+    """Decoding's W h^T head (logps.column_head) returns the model's own logits, for one position and many, and
+    the model's head is its own again after the block."""
+    from transformers import AutoModelForCausalLM
+
+    from reasontune.engines.logps import _ColumnHead, column_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    head = model.get_output_embeddings()
+    ids = torch.randint(3, 100, (3, 7))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        with column_head(model):
+            assert isinstance(model.get_output_embeddings(), _ColumnHead)
+            got = model(input_ids=ids).logits
+            last = model(input_ids=ids, logits_to_keep=1).logits
+    assert model.get_output_embeddings() is head
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, want[:, -1:], rtol=1e-5, atol=1e-5)

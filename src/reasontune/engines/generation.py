@@ -183,15 +183,18 @@ def _decode_batch(model, rows: list[list[int]], pad_id: int, *, max_new_tokens: 
     """Decode one left-padded batch, row i for at most limits[i] tokens (default: max_new_tokens); per row
     (completion ids, how it ended: "eos", "marker" or "limit"). `bar` ticks per finished row; `timings`
     (engines/steptime.py) gets the prefill and decode seconds added."""
+    from reasontune.engines.logps import column_head
+
     device = model.device
     cache_kw = _cache_kw(model)
     limits = limits or [max_new_tokens] * len(rows)
     t0 = time.perf_counter()
-    cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw, room=max(limits))
-    t1 = time.perf_counter()
-    with threads(decode_threads() if device.type == "cpu" else None):
-        out = _decode_loop(model, rows, cache, logits, mask, pos, limits=limits,
-                           sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)
+    with column_head(model):  # a few rows against the whole vocabulary: W h^T (logps.py)
+        cache, logits, mask, pos = _prefill(model, rows, pad_id, cache_kw, room=max(limits))
+        t1 = time.perf_counter()
+        with threads(decode_threads() if device.type == "cpu" else None):
+            out = _decode_loop(model, rows, cache, logits, mask, pos, limits=limits,
+                               sampling=sampling, eos=eos, stop=stop, bar=bar, cache_kw=cache_kw)
     if timings is not None:
         timings["prefill"] += t1 - t0
         timings["decode"] += time.perf_counter() - t1
