@@ -153,8 +153,9 @@ def test_first_pass_ratio_is_exactly_one_with_num_iterations_2(tmp_path, tiny_mo
     from reasontune.stages.train import build_grpo_trainer, prepare_prompts
     from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
+    # TRL's own old log-probs forward at generation (where the first pass cannot give them: tests/test_old_logps.py)
     cfg = _cfg(tmp_path, tiny_model_dir, extra={"num_iterations": 2}, bf16="true", max_completion_length=8,
-               per_device_train_batch_size=4, gradient_accumulation_steps=1)
+               per_device_train_batch_size=4, gradient_accumulation_steps=1, old_logps_from_first_pass=False)
     model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
     ds = build_datasets(cfg.data, cfg.format, tok)
     trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(ds["train"], tok, cfg))

@@ -15,7 +15,8 @@ from reasontune.engines.trainer import ReasonTuneGRPOTrainer
 
 # Methods our classes add (TRL must not have them: ours would silently replace TRL's).
 OWN = {ReasonTuneGRPOTrainer: {"__init__", "_skip_is_exact", "_entropy_needs_grad", "_shared_prompt_runs",
-                                "_regroup_is_exact", "_hidden_logps"},
+                                "_regroup_is_exact", "_hidden_logps", "_first_pass_is_old_policy", "_token_logps",
+                                "_loss_on_rows"},
        LeanSFTTrainer: {"_lean", "_log_metrics"}}
 # Attributes of GRPOTrainer our trainer reads; each must be assigned in TRL's GRPOTrainer source.
 GRPO_ATTRS = ("_tokenizer", "eos_token_ids", "use_vllm", "use_transformers_continuous_batching", "_metrics",

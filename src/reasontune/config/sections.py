@@ -264,6 +264,11 @@ class GRPOSettings:
         "its KV cache (same loss and gradients, up to rounding), with the micro-batches grouped by prompt where "
         "that changes no update (DAPO/CISPO, one optimizer step per generation). Off under Unsloth, several "
         "processes, gradient checkpointing, or a cache that is not plain full attention.")
+    old_logps_from_first_pass: bool = _f(
+        True, "With num_iterations > 1 (grpo.extra): take the old log-probs from the loss's first pass over a generation, "
+        "where the model is still the one that sampled (each generation's first pass is one optimizer step), "
+        "instead of TRL's extra no-grad forward over every row when it generates. The first pass's ratio is then "
+        "exactly 1. Off under Unsloth, vLLM, or when a first pass spans optimizer steps.")
     bf16: str = _f("auto", "auto | true | false: bf16 autocast for the frozen base (auto: when the CPU/GPU supports it).")
     curriculum: str = _f(
         "none", "none | adaptive: draw each batch's prompts per value of `curriculum_column`, in proportion to the "

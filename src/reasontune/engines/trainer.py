@@ -48,7 +48,7 @@ SKIP_SAFE_LOSSES = ("dapo", "cispo")
 class ReasonTuneGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, stop_rule=None, skip_zero_variance: bool = True,
                  autocast_setting: str = "auto", curriculum: tuple | None = None, shared_prompt: bool = True,
-                 **kwargs):
+                 old_logps_from_first_pass: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         # Unsloth's import replaces trl.GRPOTrainer with its own patched class (unsloth 2026.10.9,
         # models/rl.py: `trl.GRPOTrainer = created_module.UnslothGRPOTrainer`), which has its own
@@ -60,6 +60,8 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         self.shared_prompt = shared_prompt and self._shared_prompt_runs()
         # a micro-batch's rows grouped by prompt (few distinct prompts to forward) where that changes no update
         self.group_micro_batches = self.shared_prompt and self._regroup_is_exact()
+        self.old_logps_from_first_pass = old_logps_from_first_pass and self._first_pass_is_old_policy()
+        self._captured: list | None = None  # the loss's log-probs, while a first pass records them
         logger.info("GRPO in effect: loss_type=%s beta=%s use_vllm=%s vllm_importance_sampling_correction=%s%s",
                     self.loss_type, self.beta, self.use_vllm,
                     getattr(self.args, "vllm_importance_sampling_correction", None),
@@ -130,6 +132,15 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         return (a.steps_per_generation == a.gradient_accumulation_steps and self.loss_type in SKIP_SAFE_LOSSES
                 and getattr(self, "top_entropy_quantile", 1.0) >= 1.0 and not getattr(self, "aux_loss_enabled", False))
 
+    def _first_pass_is_old_policy(self) -> bool:
+        """With num_iterations > 1 TRL runs a no-grad forward over every row when it generates, for the old
+        log-probs (2.3 s of a 7 s demo step). When a generation's first pass over its micro-batches is exactly one
+        optimizer step, the model in that pass is the one that sampled: the pass's own log-probs, detached, are the
+        old ones (the ratio is exactly 1 there), and the later passes read them."""
+        a = self.args
+        return (self.num_iterations > 1 and not self.under_unsloth and not self.use_vllm
+                and a.steps_per_generation == a.gradient_accumulation_steps)
+
     # ---- generation -------------------------------------------------------------------------
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         a = self.args
@@ -171,6 +182,14 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
     # ---- log-probs --------------------------------------------------------------------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **extra):
+        out = self._token_logps(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                                compute_aux_loss, **extra)
+        if self._captured is not None and torch.is_grad_enabled():  # a first pass's loss: its old log-probs
+            self._captured.append(out[0].detach())  # (b, C)
+        return out
+
+    def _token_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                     compute_aux_loss, **extra):
         head = frozen_head(model, any_post=True)  # None: a trainable or unusual head: take the logits as they come
         post = logit_post(model)  # applied to the head's output, as the model's forward would (softcap, scale)
         plain = (self.accelerator.device.type == "cpu" and not compute_aux_loss and not self.under_unsloth
@@ -227,10 +246,25 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        first_pass = (self.old_logps_from_first_pass and self.model.training
+                      and inputs.get("old_per_token_logps") is None)
+        self._captured = [] if first_pass else None
+        try:
+            out = self._loss_on_rows(model, inputs, return_outputs, num_items_in_batch)
+            if first_pass:
+                # `inputs` is TRL's buffered micro-batch: the next passes over this generation read these
+                inputs["old_per_token_logps"] = first_pass_logps(inputs, self._captured, self._kept_rows)
+        finally:
+            self._captured = None
+        return out
+
+    def _loss_on_rows(self, model, inputs, return_outputs, num_items_in_batch):
+        self._kept_rows = None  # all rows
         if not (self.skip_zero_variance and self.model.training):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         adv = inputs["advantages"]  # (B,) or (B, T)
         keep = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)  # (B,)
+        self._kept_rows = keep
         self._metrics["train"]["skipped_rows_frac"].append(1.0 - keep.float().mean().item())
         timings = getattr(self, "step_timings", None)  # steptime.StepTimes: rows/skipped
         if timings is not None:
@@ -249,8 +283,16 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         # against fp32 old log-probs: the clip then fires on noise). tests/test_trainer_eos.py checks it.
         if self.under_unsloth:
             return super()._generate_and_score_completions(inputs)
-        with autocast(self.accelerator.device, self.autocast_setting):
-            return super()._generate_and_score_completions(inputs)
+        iterations = self.num_iterations
+        if self.old_logps_from_first_pass:
+            # TRL skips its old log-probs forward when one generation feeds one optimizer step (its test reads
+            # num_iterations); the first pass records them instead (compute_loss)
+            self.num_iterations = 1
+        try:
+            with autocast(self.accelerator.device, self.autocast_setting):
+                return super()._generate_and_score_completions(inputs)
+        finally:
+            self.num_iterations = iterations
 
     def _compute_loss(self, model, inputs):
         if self.under_unsloth:
@@ -326,6 +368,22 @@ def group_by_prompt(batches: list[dict]) -> list[dict]:
                    else v[order.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in order.tolist()])
                for k, v in whole.items()}
     return split_tensor_dict(ordered, len(batches))
+
+
+def first_pass_logps(inputs: dict, captured: list, kept: torch.Tensor | None) -> torch.Tensor:
+    """The micro-batch's old log-probs (B, C) from its first pass: the loss's log-probs of the rows it kept
+    (`kept`, None for all), each row's completion columns from the left; rows it skipped (zero advantage, skipped
+    again on every pass) and padding are 0, as TRL scores padding."""
+    mask = inputs["completion_mask"]  # (B, C)
+    if kept is not None and not kept.any():  # no forward ran: no row of it is ever trained on
+        return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    if len(captured) != 1:
+        raise RuntimeError(f"the first pass's loss computed log-probs {len(captured)} times, expected once: "
+                           "set grpo.old_logps_from_first_pass=false and report this")
+    lp = captured[0]  # (b, C') with C' <= C: _select_rows drops padding columns no kept row uses
+    full = torch.zeros(mask.shape, dtype=lp.dtype, device=mask.device)
+    full[slice(None) if kept is None else kept, :lp.size(1)] = lp
+    return full
 
 
 def _select_rows(inputs: dict, keep: torch.Tensor) -> dict:

@@ -179,6 +179,7 @@ def build_grpo_trainer(cfg: RunConfig, model, tokenizer, train_ds, callbacks=())
             callbacks=list(callbacks), stop_rule=stop_rule(cfg), skip_zero_variance=cfg.grpo.skip_zero_variance,
             autocast_setting=cfg.grpo.bf16, curriculum=curriculum_from_config(cfg, train_ds),
             shared_prompt=cfg.grpo.shared_prompt,
+            old_logps_from_first_pass=cfg.grpo.old_logps_from_first_pass,
         )
     if cfg.grpo.dynamic_sampling:  # before StepTimes, whose scoring time then counts every refill round
         from reasontune.engines.dynamic import DynamicSampling
