@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--num-iterations", type=int, default=1,
+                    help="GRPO passes per generation (2: reuse, with epsilon_high 0.28 and the first pass's old log-probs)")
     ap.add_argument("--wheels", type=Path, default=WHEELS)
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temp folder)")
     a = ap.parse_args(argv)
@@ -110,7 +112,8 @@ def main(argv=None) -> int:
         "lora": {"r": 8, "alpha": 16},
         "data": {"dataset": "procedural:arithmetic", "train_size": 64, "test_size": 16, "max_prompt_quantile": None},
         "grpo": {"per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 64,
-                 "max_steps": a.steps, "learning_rate": 1e-4, "save_steps": 1000, "optim": "adamw_torch"},
+                 "max_steps": a.steps, "learning_rate": 1e-4, "save_steps": 1000, "optim": "adamw_torch",
+                 "extra": {"num_iterations": a.num_iterations, "epsilon_high": 0.28} if a.num_iterations > 1 else {}},
         "output_dir": str(work / "run"), "seed": 0})
     t0 = time.perf_counter()
     if cuda:
@@ -129,6 +132,10 @@ def main(argv=None) -> int:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "torch": torch.__version__, "grpo_steps": summary["global_step"],
         "step_seconds": [round(s, 3) for s in steps],
+        # where a step's seconds went (engines/steptime.py), the mean over the steps
+        "step_breakdown": {k: round(sum(r.get(k, 0) for r in rows if "step_time" in r) / max(len(steps), 1), 3)
+                           for k in sorted({k for r in rows for k in r if k.startswith(("time/", "rows/"))})},
+        "clip_ratio_region": [r.get("clip_ratio/region_mean") for r in rows if "step_time" in r],
         "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         "eval_rc": rc_eval, "export_rc": rc_export,
         "eval": json.loads((work / "eval" / "metrics.json").read_text()) if rc_eval == 0 else None,

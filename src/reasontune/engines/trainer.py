@@ -62,6 +62,9 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
         self.group_micro_batches = self.shared_prompt and self._regroup_is_exact()
         self.old_logps_from_first_pass = old_logps_from_first_pass and self._first_pass_is_old_policy()
         self._captured: list | None = None  # the loss's log-probs, while a first pass records them
+        if self.old_logps_from_first_pass:
+            logger.info("num_iterations=%d: the old log-probs come from each generation's first pass (no extra "
+                        "forward when it generates)", self.num_iterations)
         logger.info("GRPO in effect: loss_type=%s beta=%s use_vllm=%s vllm_importance_sampling_correction=%s%s",
                     self.loss_type, self.beta, self.use_vllm,
                     getattr(self.args, "vllm_importance_sampling_correction", None),
