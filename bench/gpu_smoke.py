@@ -80,6 +80,28 @@ def tiny_qwen3(out: Path) -> Path:
     return out
 
 
+def smoke_settings(model_dir: Path, run: Path, steps: int, num_iterations: int) -> dict:
+    """The run's settings: the tiny model on procedural arithmetic, 8 rows a step (2 prompts x 4)."""
+    return {
+        "model": {"name": str(model_dir), "backend": "transformers", "max_seq_length": 512},
+        "lora": {"r": 8, "alpha": 16},
+        "data": {"dataset": "procedural:arithmetic", "train_size": 64, "test_size": 16, "max_prompt_quantile": None},
+        "grpo": {"per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 64,
+                 "max_steps": steps, "learning_rate": 1e-4, "save_steps": 1000, "optim": "adamw_torch",
+                 "extra": {"num_iterations": num_iterations, "epsilon_high": 0.28} if num_iterations > 1 else {}},
+        "output_dir": str(run), "seed": 0}
+
+
+def step_report(rows: list[dict]) -> dict:
+    """Per logged GRPO step: its seconds, where they went (engines/steptime.py: the mean of time/... and rows/...),
+    and the clip ratio (non-zero only on passes that reuse a generation)."""
+    steps = [r for r in rows if "step_time" in r]
+    keys = sorted({k for r in steps for k in r if k.startswith(("time/", "rows/"))})
+    return {"step_seconds": [round(r["step_time"], 3) for r in steps],
+            "step_breakdown": {k: round(sum(r.get(k, 0) for r in steps) / max(len(steps), 1), 3) for k in keys},
+            "clip_ratio_region": [r.get("clip_ratio/region_mean") for r in steps]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
@@ -107,20 +129,12 @@ def main(argv=None) -> int:
 
     work = a.out or Path(tempfile.mkdtemp(prefix="gpu-smoke-"))
     model_dir = tiny_qwen3(work / "tiny-qwen3")
-    cfg = from_dict({
-        "model": {"name": str(model_dir), "backend": "transformers", "max_seq_length": 512},
-        "lora": {"r": 8, "alpha": 16},
-        "data": {"dataset": "procedural:arithmetic", "train_size": 64, "test_size": 16, "max_prompt_quantile": None},
-        "grpo": {"per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 64,
-                 "max_steps": a.steps, "learning_rate": 1e-4, "save_steps": 1000, "optim": "adamw_torch",
-                 "extra": {"num_iterations": a.num_iterations, "epsilon_high": 0.28} if a.num_iterations > 1 else {}},
-        "output_dir": str(work / "run"), "seed": 0})
+    cfg = from_dict(smoke_settings(model_dir, work / "run", a.steps, a.num_iterations))
     t0 = time.perf_counter()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     summary = train(cfg)["summary"]
     rows = [json.loads(r) for r in (work / "run" / "metrics.jsonl").read_text().splitlines() if r.strip()]
-    steps = [r["step_time"] for r in rows if "step_time" in r]
     eval_args = ["eval", "--run", str(work / "run"), "--dataset", "procedural:arithmetic", "--limit", "16"]
     rc_eval = cli.main(eval_args + ["--engine", "transformers", "--out", str(work / "eval")])
     from reasontune.engines import vllm_importable
@@ -131,11 +145,7 @@ def main(argv=None) -> int:
     report = {
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "torch": torch.__version__, "grpo_steps": summary["global_step"],
-        "step_seconds": [round(s, 3) for s in steps],
-        # where a step's seconds went (engines/steptime.py), the mean over the steps
-        "step_breakdown": {k: round(sum(r.get(k, 0) for r in rows if "step_time" in r) / max(len(steps), 1), 3)
-                           for k in sorted({k for r in rows for k in r if k.startswith(("time/", "rows/"))})},
-        "clip_ratio_region": [r.get("clip_ratio/region_mean") for r in rows if "step_time" in r],
+        **step_report(rows),
         "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         "eval_rc": rc_eval, "export_rc": rc_export,
         "eval": json.loads((work / "eval" / "metrics.json").read_text()) if rc_eval == 0 else None,
