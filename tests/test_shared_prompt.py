@@ -40,6 +40,23 @@ def _cfg(tmp_path, model_dir, bf16: str, dtype: str = "float32"):
                       "output_dir": str(tmp_path / "run"), "seed": 0})
 
 
+def _trainer(cfg):
+    """(trainer, model, tokenizer) for `cfg`, with LoRA B non-zero, so gradients reach A and the adapter shapes the
+    keys."""
+    from reasontune.data import build_datasets
+    from reasontune.models import load_model_and_tokenizer
+    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
+
+    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+    torch.manual_seed(0)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.05)
+    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(build_datasets(cfg.data, cfg.format)["train"],
+                                                                  tok, cfg))
+    return trainer, model, tok
+
+
 def _inputs(vocab: int, pad: int):
     """3 prompts (9, 12 and 7 tokens, left-padded to 14: two columns no prompt uses) x 4 copies in a shuffled
     order, completions of 3 to 10 tokens right-padded to 12 (two columns no completion uses)."""
@@ -95,23 +112,13 @@ def test_shared_prompt_loss_and_lora_grads_equal_the_unshared_path(which, bf16, 
                                                                    monkeypatch):
     """buckets 0: every completion length its own bucket (BUCKET_COST_TOKENS 0), 1: all in one."""
     from reasontune.engines import shared_prompt
-    from reasontune.data import build_datasets
-    from reasontune.models import load_model_and_tokenizer
     from reasontune.models.speed import cpu_bf16_is_faster
-    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
 
     if which == "smol" and bf16 == "true" and not cpu_bf16_is_faster():
         pytest.skip("bf16 is emulated on this CPU (~30x slower): only the tiny model runs under it")
     model_dir = request.getfixturevalue("sharp_tiny_dir" if which == "tiny" else "smol_dir")
     monkeypatch.setattr(shared_prompt, "BUCKET_COST_TOKENS", 0 if buckets == 0 else 10**6)
-    cfg = _cfg(tmp_path, model_dir, bf16)
-    model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
-    torch.manual_seed(0)
-    for n, p in model.named_parameters():  # LoRA B non-zero, so gradients reach A and the adapter shapes the keys
-        if "lora_B" in n:
-            torch.nn.init.normal_(p, std=0.05)
-    trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(build_datasets(cfg.data, cfg.format)["train"],
-                                                                  tok, cfg))
+    trainer, model, tok = _trainer(_cfg(tmp_path, model_dir, bf16))
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop; we call compute_loss directly
     assert trainer.shared_prompt  # on by default on a CPU
     model.train()
@@ -267,21 +274,10 @@ def test_bf16_weights_are_as_close_to_fp32_shared_or_not(tmp_path, sharp_tiny_di
     """bf16 weights (model.dtype auto on an AMX CPU): the shared and unshared paths round differently (0.34 nats
     apart at most on SmolLM2, measured), so each is set against the fp32 model: the shared path's error is no
     larger than the unshared one's."""
-    from reasontune.data import build_datasets
-    from reasontune.models import load_model_and_tokenizer
-    from reasontune.stages.train import build_grpo_trainer, prepare_prompts
-
     lps = {}
     for dtype, bf16 in (("float32", "false"), ("bfloat16", "true")):
-        cfg = _cfg(tmp_path / dtype, sharp_tiny_dir, bf16, dtype)
-        model, tok, _ = load_model_and_tokenizer(cfg.model, cfg.format, lora=cfg.lora)
+        trainer, model, tok = _trainer(_cfg(tmp_path / dtype, sharp_tiny_dir, bf16, dtype))
         assert next(model.parameters()).dtype == getattr(torch, dtype)
-        torch.manual_seed(0)
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                torch.nn.init.normal_(p, std=0.05)
-        trainer = build_grpo_trainer(cfg, model, tok, prepare_prompts(
-            build_datasets(cfg.data, cfg.format)["train"], tok, cfg))
         inputs = _inputs(len(tok), tok.pad_token_id)
         lps[dtype] = [_logps(trainer, model, inputs, shared)[0] for shared in (False, True)]
     torch.testing.assert_close(lps["float32"][1], lps["float32"][0], rtol=0, atol=1e-4)

@@ -249,25 +249,25 @@ class ReasonTuneGRPOTrainer(GRPOTrainer):
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        keep = None  # (B,) the rows with a non-zero advantage, where zero-advantage rows are skipped; None: all
+        if self.skip_zero_variance and self.model.training:
+            adv = inputs["advantages"]  # (B,) or (B, T)
+            keep = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)
         first_pass = (self.old_logps_from_first_pass and self.model.training
                       and inputs.get("old_per_token_logps") is None)
         self._captured = [] if first_pass else None
         try:
-            out = self._loss_on_rows(model, inputs, return_outputs, num_items_in_batch)
+            out = self._loss_on_rows(model, inputs, keep, return_outputs, num_items_in_batch)
             if first_pass:
                 # `inputs` is TRL's buffered micro-batch: the next passes over this generation read these
-                inputs["old_per_token_logps"] = first_pass_logps(inputs, self._captured, self._kept_rows)
+                inputs["old_per_token_logps"] = first_pass_logps(inputs, self._captured, keep)
         finally:
             self._captured = None
         return out
 
-    def _loss_on_rows(self, model, inputs, return_outputs, num_items_in_batch):
-        self._kept_rows = None  # all rows
-        if not (self.skip_zero_variance and self.model.training):
+    def _loss_on_rows(self, model, inputs, keep, return_outputs, num_items_in_batch):
+        if keep is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        adv = inputs["advantages"]  # (B,) or (B, T)
-        keep = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)  # (B,)
-        self._kept_rows = keep
         self._metrics["train"]["skipped_rows_frac"].append(1.0 - keep.float().mean().item())
         timings = getattr(self, "step_timings", None)  # steptime.StepTimes: rows/skipped
         if timings is not None:
